@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Make .venv/3.12 and .venv/3.13 with fastattach built and every test and benchmark dependency.
+# Idempotent: a second run only rebuilds the C extension. Only PyPI and Debian are reached.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYENV_VERSION="${PYENV_VERSION:-3.12.1:3.13.0}"
+PYTHONS="${FASTATTACH_PYTHONS:-3.12 3.13}"
+
+need_apt=()
+command -v emacs >/dev/null 2>&1 || need_apt+=(emacs-nox elpa-dap-mode)
+[ -d /usr/share/emacs/site-lisp/elpa/dap-mode-0.7 ] || [ -d /usr/share/emacs/site-lisp/elpa-src/dap-mode-0.7 ] || need_apt+=(elpa-dap-mode)
+if [ ${#need_apt[@]} -gt 0 ] && [ "${FASTATTACH_SKIP_APT:-0}" != 1 ]; then
+    echo "bootstrap: apt-get install ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+for v in $PYTHONS; do
+    venv=".venv/$v"
+    if [ ! -x "$venv/bin/python" ]; then
+        "python$v" -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$venv/bin/python" -m pip install -q -r requirements-dev.txt
+    "$venv/bin/python" -m pip install -q --no-build-isolation -Cbuild-dir="build/$v" -e .
+done

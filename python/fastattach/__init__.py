@@ -1,0 +1,1 @@
+"""fastattach: a Python debugger you can leave on in production."""

@@ -34,7 +34,8 @@ class FrameDecoder:
     def __init__(self, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
         self._buffer = bytearray()
         self._body_length: int | None = None
-        self._max_body_bytes = max_body_bytes
+        # Public so a reader can raise it once the peer has authenticated.
+        self.max_body_bytes = max_body_bytes
 
     @property
     def buffered(self) -> int:
@@ -52,7 +53,7 @@ class FrameDecoder:
                     return bodies
                 if end > MAX_HEADER_BYTES:
                     raise ProtocolError(f"header block longer than {MAX_HEADER_BYTES} bytes")
-                self._body_length = _parse_content_length(bytes(self._buffer[:end]), self._max_body_bytes)
+                self._body_length = _parse_content_length(bytes(self._buffer[:end]), self.max_body_bytes)
                 del self._buffer[: end + len(_SEPARATOR)]
             if len(self._buffer) < self._body_length:
                 return bodies
@@ -75,6 +76,9 @@ def _parse_content_length(header_block: bytes, max_body_bytes: int) -> int:
             value = value.strip()
             if not value.isdigit() or len(value) > 12:
                 raise ProtocolError("Content-Length is not a non-negative integer")
+            if length is not None and int(value) != length:
+                # Two framings of one stream: a proxy in between might pick the other one.
+                raise ProtocolError("conflicting Content-Length headers")
             length = int(value)
     if length is None:
         raise ProtocolError("missing Content-Length header")

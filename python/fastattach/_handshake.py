@@ -1,0 +1,149 @@
+"""The request gate: what an unauthenticated client may do, with no I/O.
+
+Until a client's `attach` carries the right secret, nothing it sends reaches pydevd, and
+pydevd is not even imported. The listener answers `initialize` itself with the
+capabilities pydevd would announce, so the client cannot tell the difference.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+
+from ._security import secrets_match
+
+# A client needs initialize, attach and perhaps a disconnect; anything chattier before
+# authenticating is not a debugger.
+MAX_MESSAGES_BEFORE_ATTACH = 16
+# initialize and attach are a few hundred bytes; launch.json files with large pathMappings stay far below this.
+MAX_BODY_BYTES_BEFORE_ATTACH = 64 * 1024
+
+# What debugpy 1.8.22's in-process pydevd answers to `initialize`
+# (_pydevd_bundle/pydevd_process_net_command_json.py, on_initialize_request), in its key
+# order. tests/test_server_pydevd.py compares it with a live pydevd, so drift is caught.
+PYDEVD_CAPABILITIES = {
+    "supportsConfigurationDoneRequest": True,
+    "supportsFunctionBreakpoints": True,
+    "supportsConditionalBreakpoints": True,
+    "supportsHitConditionalBreakpoints": True,
+    "supportsEvaluateForHovers": True,
+    "exceptionBreakpointFilters": [
+        {"filter": "raised", "label": "Raised Exceptions", "default": False},
+        {"filter": "uncaught", "label": "Uncaught Exceptions", "default": True},
+        {"filter": "userUnhandled", "label": "User Uncaught Exceptions", "default": False},
+    ],
+    "supportsStepBack": False,
+    "supportsSetVariable": True,
+    "supportsRestartFrame": False,
+    "supportsGotoTargetsRequest": True,
+    "supportsStepInTargetsRequest": True,
+    "supportsCompletionsRequest": True,
+    "completionTriggerCharacters": [],
+    "supportsModulesRequest": True,
+    "additionalModuleColumns": [],
+    "supportedChecksumAlgorithms": [],
+    "supportsRestartRequest": False,
+    "supportsExceptionOptions": True,
+    "supportsValueFormattingOptions": True,
+    "supportsExceptionInfoRequest": True,
+    "supportTerminateDebuggee": True,
+    "supportsDelayedStackTraceLoading": True,
+    "supportsLoadedSourcesRequest": False,
+    "supportsLogPoints": True,
+    "supportsTerminateThreadsRequest": False,
+    "supportsSetExpression": True,
+    "supportsTerminateRequest": True,
+    "supportsDataBreakpoints": False,
+    "supportsReadMemoryRequest": False,
+    "supportsDisassembleRequest": False,
+    "supportsClipboardContext": True,
+    "supportsDebuggerProperties": True,
+}
+
+
+def initialize_response_body() -> dict:
+    body = copy.deepcopy(PYDEVD_CAPABILITIES)
+    body["pydevd"] = {"processId": os.getpid()}
+    return body
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """What the relay does with one client message before authentication.
+
+    `reply` lacks its `seq`: the relay numbers everything it sends to the client.
+    """
+    reply: dict | None = None
+    close: bool = False
+    log: str | None = None
+    auth_failed: bool = False
+    # The client's initialize request and its attach request (secret removed), to replay to pydevd.
+    start_session: tuple[dict, dict] | None = None
+
+
+def _response(request: dict, *, success: bool = True, message: str | None = None, body: dict | None = None) -> dict:
+    response = {"type": "response", "request_seq": request["seq"], "command": request["command"],
+                "success": success}
+    if message is not None:
+        response["message"] = message
+        response["body"] = {"error": {"id": 1, "format": message, "showUser": True}}
+    if body is not None:
+        response["body"] = body
+    return response
+
+
+class Handshake:
+    """Feeds on decoded client messages (see _dap.decode_message) until one `attach` is accepted."""
+
+    def __init__(self, secret: str | None):
+        self._secret = secret
+        self._initialize: dict | None = None
+        self._messages = 0
+        self.done = False
+
+    def receive(self, message: dict) -> Step:
+        if self.done:
+            raise RuntimeError("the handshake is over; relay the message instead")
+        self._messages += 1
+        if self._messages > MAX_MESSAGES_BEFORE_ATTACH:
+            return Step(close=True, log=f"more than {MAX_MESSAGES_BEFORE_ATTACH} messages without an attach")
+        if message["type"] != "request":
+            return Step(log=f"ignored a {message['type']} sent before attach")
+        command = message["command"]
+        if command == "initialize":
+            if self._initialize is not None:
+                return Step(reply=_response(message, success=False, message="initialize was already received"))
+            self._initialize = message
+            return Step(reply=_response(message, body=initialize_response_body()))
+        if command == "disconnect":
+            return Step(reply=_response(message), close=True, log="disconnect before attach")
+        if self._initialize is None:
+            return Step(reply=_response(message, success=False,
+                                        message=f"'{command}' before 'initialize': send initialize first"),
+                        close=True, log=f"'{command}' before initialize")
+        if command == "launch":
+            return Step(reply=_response(message, success=False, message=(
+                "fastattach cannot launch programs: the debuggee is already running; use an 'attach' "
+                "configuration")))
+        if command != "attach":
+            return Step(reply=_response(message, success=False, message=(
+                f"'{command}' is not allowed before 'attach'")))
+        return self._check_attach(message)
+
+    def _check_attach(self, attach: dict) -> Step:
+        arguments = dict(attach.get("arguments") or {})
+        offered = arguments.pop("secret", None)
+        if self._secret is not None:
+            if offered is None:
+                return Step(reply=_response(attach, success=False, message=(
+                    "this debuggee requires a secret: add \"secret\": \"...\" to your attach configuration")),
+                    close=True, auth_failed=True, log="attach without a secret")
+            if not secrets_match(self._secret, offered):
+                return Step(reply=_response(attach, success=False, message=(
+                    "wrong secret: the \"secret\" in your attach configuration does not match the debuggee's")),
+                    close=True, auth_failed=True, log="attach with a wrong secret")
+        self.done = True
+        forwarded = dict(attach)
+        forwarded["arguments"] = arguments
+        return Step(start_session=(self._initialize, forwarded))

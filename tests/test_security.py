@@ -1,0 +1,285 @@
+"""Secrets, TLS, the bind policy and throttling, through the real listener and real sockets."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import shutil
+import socket
+import ssl
+import subprocess
+
+import pytest
+
+from fastattach._dap import encode_message
+from fastattach._dapclient import DAPClient
+from fastattach._security import (SECRET_ENV_VAR, FailureThrottle, InsecureBindError, certificate_fingerprint,
+                                  check_bind_allowed, is_loopback_host, normalize_fingerprint, resolve_secret,
+                                  secrets_match, server_ssl_context)
+from fastattach._server import Listener
+from test_server import FakePydevd, wait_until
+
+SECRET = "correct horse battery staple"
+
+
+def make_certificate(directory, name: str, *, hosts=("127.0.0.1", "localhost")) -> tuple[str, str]:
+    """A self-signed certificate (it is its own CA) valid for `hosts`; returns (certfile, keyfile)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("this machine has no openssl command to make a test certificate")
+    certfile, keyfile = str(directory / f"{name}.crt"), str(directory / f"{name}.key")
+    san = ",".join(f"IP:{h}" if h[0].isdigit() else f"DNS:{h}" for h in hosts)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", f"/CN={name}", "-addext", f"subjectAltName={san}",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-keyout", keyfile, "-out", certfile],
+        check=True, capture_output=True, timeout=60)
+    return certfile, keyfile
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tls")
+    good = make_certificate(directory, "debuggee")
+    other = make_certificate(directory, "impostor")
+    return {"cert": good[0], "key": good[1], "other_cert": other[0], "other_key": other[1]}
+
+
+@pytest.fixture
+def fake():
+    return FakePydevd()
+
+
+@pytest.fixture
+def make_listener(fake):
+    listeners = []
+
+    def make(host="127.0.0.1", **kwargs):
+        kwargs.setdefault("open_backend", fake.open)
+        listener = Listener(host, 0, **kwargs)
+        listeners.append(listener)
+        return listener
+
+    yield make
+    for listener in listeners:
+        listener.close()
+
+
+@pytest.fixture
+def clients():
+    opened = []
+
+    def connect(listener, **kwargs):
+        client = DAPClient.connect(*listener.address, **kwargs)
+        opened.append(client)
+        return client
+
+    yield connect
+    for client in opened:
+        client.close()
+
+
+def attach_request(client, **arguments) -> dict:
+    client.initialize()
+    return client.request("attach", {"name": "Attach", "request": "attach", **arguments}, check=False)
+
+
+class TestSecret:
+    def test_correct_secret_attaches_and_is_not_forwarded(self, make_listener, clients, fake):
+        listener = make_listener(secret=SECRET)
+        client = clients(listener)
+        client.attach(secret=SECRET)
+        assert fake.opened == 1
+        attach = next(m for m in fake.received if m["command"] == "attach")
+        assert "secret" not in attach["arguments"]
+        assert attach["arguments"]["name"] == "Attach"
+
+    @pytest.mark.parametrize("offered, expected", [
+        (None, "requires a secret"),
+        ("wrong", "wrong secret"),
+        ("", "wrong secret"),
+        (12345, "wrong secret"),
+        (SECRET + " ", "wrong secret"),
+    ])
+    def test_missing_or_wrong_secret_is_refused_before_pydevd(self, make_listener, clients, fake, caplog,
+                                                              offered, expected):
+        listener = make_listener(secret=SECRET)
+        client = clients(listener)
+        arguments = {} if offered is None else {"secret": offered}
+        with caplog.at_level(logging.WARNING, logger="fastattach"):
+            response = attach_request(client, **arguments)
+            wait_until(lambda: client.closed, what="the connection to close")
+        assert not response["success"]
+        assert expected in response["message"]
+        assert fake.opened == 0 and fake.received == []
+        assert not listener.client_connected
+        assert "secret" in caplog.text
+
+    def test_only_initialize_is_answered_before_attach(self, make_listener, clients, fake):
+        listener = make_listener(secret=SECRET)
+        client = clients(listener)
+        client.initialize()
+        for command in ("threads", "evaluate", "setBreakpoints", "configurationDone"):
+            response = client.request(command, {"expression": "1"}, check=False)
+            assert not response["success"]
+            assert "not allowed before 'attach'" in response["message"]
+        assert fake.opened == 0
+        client.attach(secret=SECRET)  # after initialize once more: refused as a duplicate, yet attach works
+        assert fake.opened == 1
+
+    def test_request_before_initialize_is_refused(self, make_listener, clients, fake):
+        listener = make_listener(secret=SECRET)
+        client = clients(listener)
+        response = client.request("attach", {"secret": SECRET}, check=False)
+        assert not response["success"] and "send initialize first" in response["message"]
+        wait_until(lambda: client.closed, what="the connection to close")
+        assert fake.opened == 0
+
+    def test_repeated_failures_are_slowed_down(self, make_listener, clients):
+        times = iter(range(1000))
+        throttle = FailureThrottle(first_delay=0.01, max_delay=0.05, clock=lambda: next(times))
+        listener = make_listener(secret=SECRET, throttle=throttle)
+        for attempt in range(1, 4):
+            client = clients(listener)
+            assert not attach_request(client, secret="guess")["success"]
+            wait_until(lambda: client.closed, what="the connection to close")
+            assert throttle.failures("127.0.0.1") == attempt
+        client = clients(listener)
+        client.attach(secret=SECRET)
+        assert throttle.failures("127.0.0.1") == 0
+
+    def test_wrong_secret_leaves_an_attached_client_alone(self, make_listener, clients, fake):
+        listener = make_listener(secret=SECRET)
+        first = clients(listener)
+        first.attach(secret=SECRET)
+        intruder = clients(listener)
+        assert not intruder.request("initialize", {}, check=False)["success"]
+        assert first.request("threads")["success"]
+
+
+def test_throttle_doubles_then_caps_then_forgets():
+    now = [0.0]
+    throttle = FailureThrottle(first_delay=0.25, max_delay=2.0, forget_after=60, clock=lambda: now[0])
+    delays = [throttle.record_failure("10.0.0.1") for _ in range(6)]
+    assert delays == [0.0, 0.25, 0.5, 1.0, 2.0, 2.0]
+    assert throttle.record_failure("10.0.0.2") == 0.0  # per peer
+    now[0] = 1000.0
+    assert throttle.record_failure("10.0.0.1") == 0.0
+
+
+def test_throttle_table_is_bounded():
+    throttle = FailureThrottle(max_peers=10)
+    for i in range(1000):
+        throttle.record_failure(f"10.0.{i // 256}.{i % 256}")
+    assert len(throttle._failures) == 10
+
+
+def test_secrets_match_is_exact():
+    assert secrets_match("s3cret", "s3cret")
+    assert not secrets_match("s3cret", "s3cre")
+    assert not secrets_match("s3cret", None)
+    assert not secrets_match("s3cret", ["s3cret"])
+    assert not secrets_match("s3cret", "\udcff")
+
+
+def test_secret_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(SECRET_ENV_VAR, "from-env")
+    assert resolve_secret(None) == "from-env"
+    assert resolve_secret("explicit") == "explicit"
+    monkeypatch.setenv(SECRET_ENV_VAR, "")
+    assert resolve_secret(None) is None
+    monkeypatch.delenv(SECRET_ENV_VAR)
+    assert resolve_secret(None) is None
+    with pytest.raises(ValueError, match="non-empty"):
+        resolve_secret("")
+
+
+class TestBindPolicy:
+    def test_public_bind_without_secret_is_refused(self, fake):
+        with pytest.raises(InsecureBindError) as error:
+            Listener("0.0.0.0", 0, open_backend=fake.open)
+        message = str(error.value)
+        assert "0.0.0.0:0" in message and SECRET_ENV_VAR in message and "--allow-unauthenticated" in message
+
+    def test_machine_address_without_secret_is_refused(self, fake):
+        address = non_loopback_address()
+        if address is None:
+            pytest.skip("this machine has no non-loopback IPv4 address")
+        with pytest.raises(InsecureBindError):
+            Listener(address, 0, open_backend=fake.open)
+
+    def test_public_bind_with_secret_is_allowed(self, make_listener, caplog):
+        with caplog.at_level(logging.WARNING, logger="fastattach"):
+            listener = make_listener("0.0.0.0", secret=SECRET)
+        assert listener.address[0] == "0.0.0.0"
+        assert "without TLS" in caplog.text
+
+    def test_explicit_opt_out_warns_on_every_start(self, make_listener, caplog):
+        with caplog.at_level(logging.WARNING, logger="fastattach"):
+            make_listener("0.0.0.0", allow_unauthenticated=True).close()
+            make_listener("0.0.0.0", allow_unauthenticated=True)
+        assert caplog.text.count("WITHOUT a secret") == 2
+
+    def test_loopback_names(self):
+        assert is_loopback_host("127.0.0.1") and is_loopback_host("::1") and is_loopback_host("localhost")
+        assert not is_loopback_host("0.0.0.0") and not is_loopback_host("::")
+        check_bind_allowed("127.0.0.5", 1, secret=None, allow_unauthenticated=False)
+
+
+def non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 9))  # UDP connect sends nothing; it only picks a route
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+class TestTLS:
+    def test_attach_over_tls_with_secret(self, make_listener, clients, tls_files, fake):
+        listener = make_listener(secret=SECRET, ssl_context=server_ssl_context(tls_files["cert"], tls_files["key"]))
+        context = ssl.create_default_context(cafile=tls_files["cert"])
+        client = clients(listener, ssl_context=context)
+        client.attach(secret=SECRET)
+        assert client.request("threads")["success"]
+        assert fake.opened == 1
+
+    def test_certificate_from_another_issuer_is_refused(self, make_listener, tls_files, fake):
+        listener = make_listener(ssl_context=server_ssl_context(tls_files["cert"], tls_files["key"]))
+        context = ssl.create_default_context(cafile=tls_files["other_cert"])
+        with pytest.raises(ssl.SSLCertVerificationError):
+            DAPClient.connect(*listener.address, ssl_context=context).close()
+        assert fake.opened == 0
+
+    def test_plain_client_on_tls_listener_is_closed_with_a_log_line(self, make_listener, tls_files, fake, caplog):
+        listener = make_listener(ssl_context=server_ssl_context(tls_files["cert"], tls_files["key"]))
+        with caplog.at_level(logging.WARNING, logger="fastattach"):
+            with socket.create_connection(listener.address, timeout=5) as sock:
+                sock.sendall(encode_message({"seq": 1, "type": "request", "command": "initialize"}))
+                sock.settimeout(5)
+                try:
+                    while sock.recv(4096):
+                        pass
+                except OSError:
+                    pass
+            wait_until(lambda: "TLS handshake" in caplog.text, what="the log line")
+        assert fake.opened == 0
+
+    def test_unreadable_certificate_is_a_clear_error(self, tmp_path, tls_files):
+        with pytest.raises(ValueError, match="cannot load the TLS certificate"):
+            server_ssl_context(str(tmp_path / "missing.crt"), str(tmp_path / "missing.key"))
+        with pytest.raises(ValueError, match="cannot load"):
+            server_ssl_context(tls_files["cert"], tls_files["other_key"])
+        with pytest.raises(ValueError, match="without certfile"):
+            server_ssl_context(None, tls_files["key"])
+
+    def test_fingerprint_formats(self, tls_files):
+        der = ssl.PEM_cert_to_DER_cert(pathlib.Path(tls_files["cert"]).read_text())
+        shown = certificate_fingerprint(der)
+        out = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", tls_files["cert"]],
+                             capture_output=True, text=True, check=True, timeout=30).stdout
+        assert shown == out.strip().split("=", 1)[1]
+        assert normalize_fingerprint(shown) == normalize_fingerprint("sha256:" + shown.replace(":", "").lower())
+        with pytest.raises(ValueError, match="SHA-256"):
+            normalize_fingerprint("abcd")

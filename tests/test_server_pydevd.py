@@ -1,0 +1,189 @@
+"""The listener and relay in front of the real pydevd, in a real debuggee subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from fastattach._dapclient import DAPClient
+from fastattach._handshake import PYDEVD_CAPABILITIES
+
+# debugpy's own in-process DAP server, asked what it answers to initialize.
+CAPABILITIES_PROBE = textwrap.dedent("""
+    import json, sys
+    import debugpy
+    host, port = debugpy.listen(("127.0.0.1", 0), in_process_debug_adapter=True)
+    from fastattach._dapclient import DAPClient
+    client = DAPClient.connect(host, port)
+    print(json.dumps(client.initialize()["body"]))
+    client.close()
+""")
+
+DEBUGGEE = textwrap.dedent("""
+    import os, sys, threading, time
+    from fastattach._server import Listener
+
+    def work(i):
+        doubled = i * 2  # BREAK
+        return doubled
+
+    listener = Listener("127.0.0.1", 0, secret=os.environ.get("TEST_SECRET"))
+    print(listener.address[1], flush=True)
+    deadline = time.monotonic() + 120
+    i = 0
+    while time.monotonic() < deadline:
+        work(i)
+        i += 1
+        if i % 10 == 0:
+            print("tick", i, "pydevd" in sys.modules, flush=True)
+        time.sleep(0.01)
+""")
+
+
+def run_python(code: str, *, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-Xfrozen_modules=off", "-c", code], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1"))
+
+
+def test_capabilities_match_the_real_pydevd():
+    result = run_python(CAPABILITIES_PROBE)
+    assert result.returncode == 0, result.stderr
+    real = json.loads(result.stdout.strip().splitlines()[-1])
+    real.pop("pydevd")
+    assert real == PYDEVD_CAPABILITIES
+
+
+class Debuggee:
+    def __init__(self, directory, secret: str | None = None):
+        self.path = str(directory / "debuggee.py")
+        with open(self.path, "w") as f:
+            f.write(DEBUGGEE)
+        self.break_line = DEBUGGEE.splitlines().index(next(line for line in DEBUGGEE.splitlines()
+                                                           if "# BREAK" in line)) + 1
+        env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1", TEST_SECRET=secret or "")
+        if not secret:
+            env.pop("TEST_SECRET")
+        self.process = subprocess.Popen([sys.executable, "-Xfrozen_modules=off", "-u", self.path],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.port = int(self._readline(30))
+
+    def _readline(self, timeout: float) -> str:
+        import selectors
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                raise AssertionError("the debuggee printed nothing in time")
+        line = self.process.stdout.readline()
+        if not line:
+            raise AssertionError(f"the debuggee exited: {self.process.stderr.read()}")
+        return line
+
+    def last_tick(self, timeout: float = 10) -> int:
+        return int(self._readline(timeout).split()[1])
+
+    def pydevd_loaded(self, timeout: float = 10) -> bool:
+        return self._readline(timeout).split()[2] == "True"
+
+    def wait_ticking(self, timeout: float = 10) -> None:
+        """Proves the program runs: two fresh ticks in a row."""
+        first = self.last_tick(timeout)
+        assert self.last_tick(timeout) > first
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        self.process.stdout.close()
+        self.process.stderr.close()
+
+
+@pytest.fixture
+def debuggee(tmp_path):
+    processes = []
+
+    def start(**kwargs):
+        process = Debuggee(tmp_path, **kwargs)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.kill()
+
+
+def stop_at_breakpoint(client, target) -> int:
+    client.attach(breakpoints={target.path: [{"line": target.break_line}]}, secret="s3cret")
+    stopped = client.wait_stopped(timeout=30)
+    frame = client.top_frame(stopped["threadId"])
+    assert frame["line"] == target.break_line
+    return stopped["threadId"]
+
+
+def test_full_session_through_the_relay(debuggee):
+    target = debuggee(secret="s3cret")
+    client = DAPClient.connect("127.0.0.1", target.port)
+    try:
+        thread_id = stop_at_breakpoint(client, target)
+        frame = client.top_frame(thread_id)
+        assert int(client.evaluate("i * 2", frame["id"])) % 2 == 0
+        client.set_breakpoints(target.path, [])
+        client.request("continue", {"threadId": thread_id})
+        target.wait_ticking()
+        seqs = [m["seq"] for d, m, _ in client.transcript if d == "recv"]
+        assert seqs == list(range(1, len(seqs) + 1))
+        client.disconnect()
+        target.wait_ticking()
+    finally:
+        client.close()
+    # a second client attaches later and stops again
+    again = DAPClient.connect("127.0.0.1", target.port)
+    try:
+        stop_at_breakpoint(again, target)
+        again.disconnect()
+        target.wait_ticking()
+    finally:
+        again.close()
+
+
+def test_client_vanishing_while_stopped_resumes_the_debuggee(debuggee):
+    target = debuggee(secret="s3cret")
+    client = DAPClient.connect("127.0.0.1", target.port)
+    stop_at_breakpoint(client, target)
+    client.close()  # no disconnect request: the relay must send pydevd one
+    target.wait_ticking(timeout=20)
+    # and pydevd removed the breakpoint: a new client sees the program running freely
+    again = DAPClient.connect("127.0.0.1", target.port)
+    try:
+        again.attach(secret="s3cret")
+        assert not again.events("stopped")
+        target.wait_ticking()
+        again.disconnect()
+    finally:
+        again.close()
+
+
+def test_wrong_secret_never_imports_pydevd(debuggee):
+    target = debuggee(secret="s3cret")
+    client = DAPClient.connect("127.0.0.1", target.port)
+    try:
+        client.initialize()
+        response = client.request("attach", {"secret": "nope"}, check=False)
+        assert not response["success"]
+    finally:
+        client.close()
+    target.wait_ticking()
+    assert not target.pydevd_loaded()
+    probe = DAPClient.connect("127.0.0.1", target.port)
+    try:
+        probe.attach(secret="s3cret")
+        target.wait_ticking()
+        assert target.pydevd_loaded()
+        probe.disconnect()
+    finally:
+        probe.close()

@@ -1,7 +1,8 @@
 """Debug servers for the end-to-end tests: start one on a target script, find its port, stop it.
 
-``SERVER`` picks what the end-to-end tests run against. The scenario comparison runs
-both kinds regardless.
+``SERVER`` picks what the end-to-end tests run against ("fastattach"; set
+FASTATTACH_E2E_SERVER=debugpy to check the tests themselves against the reference). The
+scenario comparison runs both kinds regardless.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-SERVER = "fastattach"
+from fastattach._dapclient import DAPClient
+
+SERVER = os.environ.get("FASTATTACH_E2E_SERVER", "fastattach")
 
 TARGETS = Path(__file__).parent / "targets"
 HOST = "127.0.0.1"
@@ -145,3 +149,39 @@ class DebugServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@dataclass
+class Stop:
+    """One ``stopped`` event with the top frame it stopped in."""
+
+    thread_id: int
+    reason: str
+    line: int
+    function: str
+    frame_id: int
+    path: str
+    body: dict
+
+
+def wait_stop(client: DAPClient, timeout: float = 20.0) -> Stop:
+    body = client.wait_stopped(timeout)
+    frame = client.top_frame(body["threadId"])
+    return Stop(body["threadId"], body["reason"], frame["line"], frame["name"], frame["id"],
+                frame.get("source", {}).get("path", ""), body)
+
+
+def variables(client: DAPClient, frame_id: int, scope: str = "Locals") -> dict[str, str]:
+    """``{name: value}`` of one scope of a frame, through scopes + variables."""
+    scopes = client.request("scopes", {"frameId": frame_id})["body"]["scopes"]
+    matching = [s for s in scopes if s["name"] == scope]
+    if not matching:
+        raise LookupError(f"frame {frame_id} has no scope {scope!r}, only {[s['name'] for s in scopes]}")
+    found = client.request("variables", {"variablesReference": matching[0]["variablesReference"]})
+    return {v["name"]: v["value"] for v in found["body"]["variables"]}
+
+
+def outputs(client: DAPClient, category: str | None = None) -> list[str]:
+    """Drain the pending ``output`` events; telemetry is never program output."""
+    return [e["body"]["output"] for e in client.events("output")
+            if e["body"].get("category") != "telemetry" and category in (None, e["body"].get("category"))]

@@ -30,6 +30,7 @@ class DAPClient:
         self._events: list[dict] = []
         self._closed = False
         self.transcript: list[tuple[str, dict, float]] = []
+        self.capabilities: dict | None = None  # the initialize response body, once initialized
         self._reader = threading.Thread(target=self._read_loop, name="fastattach-dapclient", daemon=True)
         self._reader.start()
 
@@ -137,19 +138,23 @@ class DAPClient:
 
     # -- a debugpy-style attach handshake ------------------------------------------
     def initialize(self) -> dict:
-        return self.request("initialize", {
+        response = self.request("initialize", {
             "clientID": "fastattach-test", "clientName": "fastattach test client", "adapterID": "debugpy",
             "pathFormat": "path", "linesStartAt1": True, "columnsStartAt1": True,
             "supportsVariableType": True, "supportsRunInTerminalRequest": False,
         })
+        self.capabilities = response.get("body", {})
+        return response
 
     def attach(self, breakpoints: dict[str, list[dict]] | None = None, exception_filters=(),
                function_breakpoints: list[dict] | None = None, timeout: float = 30.0, **attach_args) -> dict:
         """initialize -> attach -> initialized -> setBreakpoints* -> configurationDone -> attach response.
 
-        Returns ``{path: setBreakpoints response body breakpoints}``.
+        Skips initialize when the caller already sent it. Returns
+        ``{path: setBreakpoints response body breakpoints}``.
         """
-        self.initialize()
+        if self.capabilities is None:
+            self.initialize()
         args = {"name": "Attach", "type": "python", "request": "attach", "justMyCode": True}
         args.update(attach_args)
         attach_seq = self.send("attach", args)

@@ -12,7 +12,7 @@ def add(a, b):
     return c
 
 
-def scale(value, factor):
+def scale(value, factor):  # MARK-SCALE-DEF
     scaled = value * factor  # MARK-SCALE-BODY
     return scaled
 

@@ -167,7 +167,7 @@ class Stop:
 def wait_stop(client: DAPClient, timeout: float = 20.0) -> Stop:
     body = client.wait_stopped(timeout)
     frame = client.top_frame(body["threadId"])
-    return Stop(body["threadId"], body["reason"], frame["line"], frame["name"], frame["id"],
+    return Stop(body["threadId"], body.get("reason", ""), frame["line"], frame["name"], frame["id"],
                 frame.get("source", {}).get("path", ""), body)
 
 

@@ -1,0 +1,107 @@
+"""One scripted debug scenario, run under plain debugpy and under fastattach: same stops.
+
+fastattach filters breakpoints in C in front of pydevd, so any difference in where and
+why the debuggee stops, or in what a logpoint prints, is a fastattach bug. The scenario
+has a condition, a hit condition, a logpoint, a plain breakpoint, step over/in/out and
+continue. Lines are found by their MARK-* comments.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from _e2e import DebugServer, marker_line, outputs, target, wait_stop
+from dap_schema import assert_valid
+from fastattach._dapclient import DAPClient
+
+SCENARIO = target("scenario.py")
+
+# The request sent at each stop, in order; the last one lets the program run to its end.
+STEPS = ["continue", "continue", "next", "stepIn", "next", "stepOut", "next", "stepIn", "stepOut", "continue"]
+
+
+def breakpoints():
+    line = lambda marker: marker_line(SCENARIO, marker)  # noqa: E731
+    return [
+        {"line": line("MARK-LOGPOINT"), "logMessage": "LOG i={i} total={total}"},
+        {"line": line("MARK-COND"), "condition": "i == 3"},
+        {"line": line("MARK-HIT"), "hitCondition": "3"},
+        {"line": line("MARK-PLAIN")},
+    ]
+
+
+def run_scenario(kind, out_dir):
+    """Run the scenario under one server; return what a user would have seen."""
+    with DebugServer(kind, SCENARIO, out_dir=out_dir) as server:
+        client = DAPClient.connect(*server.address, timeout=20)
+        try:
+            verified = client.attach(breakpoints={str(SCENARIO): breakpoints()}, justMyCode=True)
+            stops, logged = [], []
+            for step in STEPS:
+                stop = wait_stop(client)
+                stops.append((stop.reason, stop.line, stop.function))
+                logged += outputs(client)
+                client.request(step, {"threadId": stop.thread_id})
+            returncode = server.wait()
+            logged += outputs(client)
+            client.disconnect()
+        finally:
+            client.close()
+        return {
+            "capabilities": client.capabilities,
+            "verified": [(bp["verified"], bp.get("line")) for bp in verified[str(SCENARIO)]],
+            "stops": stops,
+            "logpoints": [text for text in logged if text.startswith("LOG ")],
+            "returncode": returncode,
+            "stdout": server.stdout(),
+            "transcript": client.transcript,
+        }
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return {kind: run_scenario(kind, tmp_path_factory.mktemp(kind)) for kind in ("debugpy", "fastattach")}
+
+
+@pytest.mark.timeout(180)
+def test_stop_sequence_matches_debugpy(runs):
+    reference, ours = runs["debugpy"], runs["fastattach"]
+    # The reference itself did what the scenario means, so equality is not vacuous.
+    assert reference["stops"][:4] == [
+        ("breakpoint", marker_line(SCENARIO, "MARK-COND"), "main"),
+        ("breakpoint", marker_line(SCENARIO, "MARK-HIT"), "main"),
+        ("breakpoint", marker_line(SCENARIO, "MARK-PLAIN"), "main"),
+        ("step", marker_line(SCENARIO, "MARK-STEPIN"), "main"),
+    ]
+    assert [function for _, _, function in reference["stops"]].count("add") == 2
+    assert ours["stops"] == reference["stops"]
+
+
+@pytest.mark.timeout(180)
+def test_logpoint_output_matches_debugpy(runs):
+    assert len(runs["debugpy"]["logpoints"]) == 5
+    assert runs["fastattach"]["logpoints"] == runs["debugpy"]["logpoints"]
+
+
+@pytest.mark.timeout(180)
+def test_breakpoints_verified_like_debugpy(runs):
+    assert runs["fastattach"]["verified"] == runs["debugpy"]["verified"]
+
+
+@pytest.mark.timeout(180)
+def test_capabilities_match_debugpy(runs):
+    # Our relay answers initialize itself; clients decide what to offer from this answer.
+    assert runs["fastattach"]["capabilities"] == runs["debugpy"]["capabilities"]
+
+
+@pytest.mark.timeout(180)
+def test_debuggee_finishes_the_same_way(runs):
+    for kind in ("debugpy", "fastattach"):
+        assert runs[kind]["returncode"] == 0, runs[kind]["stdout"]
+    assert runs["fastattach"]["stdout"] == runs["debugpy"]["stdout"]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("kind", ["debugpy", "fastattach"])
+def test_sessions_follow_the_schema(runs, kind):
+    assert_valid(runs[kind]["transcript"], allow_reordering=kind == "debugpy")

@@ -1,0 +1,253 @@
+"""Puts the C trampolines in front of pydevd's sys.monitoring callbacks, verifies them, and tears down.
+
+Every sys.monitoring call pydevd makes goes through one module global, ``monitor``, of
+its monitoring implementation module (see DESIGN.md, "The seam to debugpy").  We
+replace it with a proxy that wraps pydevd's PY_START / LINE / JUMP callbacks in
+``_fasttrace`` trampolines.  pydevd keeps every semantic; the trampolines only answer
+"nothing to do here" in C.
+
+If debugpy is not a version we tested, or the seam is not where we expect it, we warn
+once and leave pydevd unmodified: slower, never broken.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import weakref
+
+try:
+    from . import _fasttrace
+except ImportError as exc:  # pragma: no cover - a packaging error, not a runtime state
+    raise ImportError(
+        "fastattach._fasttrace (the C extension) is not built; "
+        "install fastattach with `pip install .` or run scripts/bootstrap.sh"
+    ) from exc
+
+log = logging.getLogger("fastattach")
+
+TESTED_DEBUGPY_VERSIONS = frozenset({"1.8.22"})
+# The Cython module is the default; the pure-Python one runs with PYDEVD_USE_CYTHON=NO.
+_IMPL_MODULE_NAMES = (
+    "_pydevd_sys_monitoring._pydevd_sys_monitoring_cython",
+    "_pydevd_sys_monitoring._pydevd_sys_monitoring",
+)
+_STATE_SUSPEND = 2  # pydevd_constants.STATE_SUSPEND
+
+_monitoring = sys.monitoring
+_events = _monitoring.events
+DEBUGGER_ID = _monitoring.DEBUGGER_ID
+_TRAMPOLINE_KINDS = {
+    _events.PY_START: _fasttrace.PY_START,
+    _events.LINE: _fasttrace.LINE,
+    _events.JUMP: _fasttrace.JUMP,
+}
+
+
+class SeamUnavailable(RuntimeError):
+    """The debugpy in use does not have the seam we wrap; pydevd runs unmodified."""
+
+
+class _MonitorProxy:
+    """Stands in for sys.monitoring inside pydevd's monitoring module."""
+
+    def __init__(self, gate: "Gate"):
+        self._gate = gate
+
+    def __getattr__(self, name):
+        return getattr(_monitoring, name)
+
+    def register_callback(self, tool_id, event, func):
+        gate = self._gate
+        if tool_id == DEBUGGER_ID and func is not None and event in _TRAMPOLINE_KINDS:
+            func = gate.tracer.trampoline(_TRAMPOLINE_KINDS[event], func)
+        gate.tracer.enter_slow()
+        return _monitoring.register_callback(tool_id, event, func)
+
+    def set_events(self, tool_id, event_set):
+        # pydevd changes global events on every stop, pause and breakpoint change.
+        self._gate.tracer.enter_slow()
+        return _monitoring.set_events(tool_id, event_set)
+
+    def set_local_events(self, tool_id, code, event_set):
+        if tool_id == DEBUGGER_ID:
+            self._gate.note_local_events(code, event_set)
+        return _monitoring.set_local_events(tool_id, code, event_set)
+
+    def restart_events(self):
+        self._gate.tracer.enter_slow()
+        return _monitoring.restart_events()
+
+
+class Gate:
+    """The trampolines of one pydevd instance and everything needed to remove them again."""
+
+    def __init__(self, py_db):
+        self.py_db = py_db
+        self.tracer = _fasttrace.Tracer(_monitoring.DISABLE, self._compute, self._need_slow)
+        self._proxy = _MonitorProxy(self)
+        self._modules: list = []
+        self._armed_codes: weakref.WeakSet = weakref.WeakSet()  # tool 0 has local events there
+        self._compiled_conditions: dict[str, object] = {}
+        self._wrapped_methods: list[str] = []
+
+    # -- installation --------------------------------------------------------------
+    def install(self) -> None:
+        import debugpy
+        from _pydevd_sys_monitoring import pydevd_sys_monitoring as selector
+
+        if debugpy.__version__ not in TESTED_DEBUGPY_VERSIONS:
+            raise SeamUnavailable(
+                f"debugpy {debugpy.__version__} is not a tested version ({', '.join(sorted(TESTED_DEBUGPY_VERSIONS))})"
+            )
+        self._modules = [
+            module for name in _IMPL_MODULE_NAMES
+            if (module := sys.modules.get(name)) is not None
+            and getattr(module, "start_monitoring", None) is selector.start_monitoring
+            and getattr(module, "monitor", None) is _monitoring
+        ]
+        if not self._modules:
+            raise SeamUnavailable("pydevd's sys.monitoring module has no `monitor` global to wrap")
+        self._wrap_breakpoint_hooks()
+        for module in self._modules:
+            module.monitor = self._proxy
+        # pydevd re-registers its callbacks through the proxy (now wrapped) and re-arms.
+        selector.update_monitor_events()
+        selector.restart_events()
+        self._verify()
+
+    def _wrap_breakpoint_hooks(self) -> None:
+        """Invalidate our cache whenever pydevd invalidates its own (py_db.mtime bumps)."""
+        tracer = self.tracer
+        for name in ("on_breakpoints_changed", "_clear_caches"):
+            original = getattr(self.py_db, name)
+
+            def hook(*args, _original=original, **kwargs):
+                tracer.breakpoints_changed()
+                tracer.enter_slow()
+                return _original(*args, **kwargs)
+
+            setattr(self.py_db, name, hook)  # an instance attribute shadows the method
+            self._wrapped_methods.append(name)
+
+    def _verify(self) -> None:
+        """Read pydevd's registered callbacks back: each must be None or one of our trampolines."""
+        for module in self._modules:
+            if module.monitor is not self._proxy:
+                raise SeamUnavailable(f"{module.__name__}.monitor was replaced again")
+        for event in _TRAMPOLINE_KINDS:
+            current = _monitoring.register_callback(DEBUGGER_ID, event, None)
+            _monitoring.register_callback(DEBUGGER_ID, event, current)
+            if current is not None and type(current) is not _fasttrace.Trampoline:
+                raise SeamUnavailable(f"pydevd's callback for event {event} was registered around the seam")
+
+    def uninstall(self) -> None:
+        """Give pydevd back the real sys.monitoring; trampolines it still holds turn into forwarders."""
+        self.tracer.close()
+        for module in self._modules:
+            if module.monitor is self._proxy:
+                module.monitor = _monitoring
+        for name in self._wrapped_methods:
+            self.py_db.__dict__.pop(name, None)
+        self._wrapped_methods.clear()
+
+    # -- bookkeeping for teardown -------------------------------------------------
+    def note_local_events(self, code, event_set: int) -> None:
+        self.tracer.note_local_events(code, bool(event_set & _events.LINE))
+        if event_set:
+            self._armed_codes.add(code)
+        else:
+            self._armed_codes.discard(code)
+
+    def armed_codes(self) -> list:
+        return list(self._armed_codes)
+
+    # -- decisions the C cache keeps (called from inside monitoring callbacks) ------
+    def _compute(self, code):
+        """None, or (function_bp, ((line, compiled condition or None), ...)) for code."""
+        import pydevd_file_utils
+
+        py_db = self.py_db
+        function_bp = code.co_name in py_db.function_breakpoint_name_to_breakpoint
+        canonical = pydevd_file_utils.get_abs_path_real_path_and_base_from_file(code.co_filename)[1]
+        file_breakpoints = py_db.breakpoints.get(canonical)
+        entries = ()
+        if file_breakpoints:
+            code_lines = {line for _, _, line in code.co_lines() if line is not None}
+            entries = tuple(
+                (line, self._filter_condition(bp)) for line, bp in list(file_breakpoints.items()) if line in code_lines
+            )
+        if not entries and not function_bp:
+            return None
+        return (function_bp, entries)
+
+    def _filter_condition(self, bp):
+        """A compiled condition C may evaluate to skip pydevd, or None to always forward.
+
+        Only plain conditions qualify: hit conditions count hits and logpoints print,
+        and both of those are pydevd's job on every hit.
+        """
+        condition = bp.condition
+        if not condition or bp.hit_condition or bp.is_logpoint or bp.expression is not None:
+            return None
+        compiled = self._compiled_conditions.get(condition)
+        if compiled is None:
+            try:
+                compiled = compile(condition, "<breakpoint condition>", "eval")
+            except (SyntaxError, ValueError):
+                return None  # pydevd evaluates it and reports the error to the client
+            self._compiled_conditions[condition] = compiled
+        return compiled
+
+    def _need_slow(self) -> bool:
+        """The same test as pydevd's update_monitor_events: is any thread stepping or suspended?"""
+        if self.py_db.has_plugin_line_breaks:
+            return True
+        for thread in threading.enumerate():
+            info = getattr(thread, "additional_info", None)
+            if info is not None and (info.pydev_step_cmd != -1 or info.pydev_state == _STATE_SUSPEND):
+                return True
+        return False
+
+
+def install(py_db) -> Gate | None:
+    """Wrap pydevd's callbacks; on any mismatch warn once and leave pydevd unmodified."""
+    gate = Gate(py_db)
+    try:
+        gate.install()
+    except Exception as exc:
+        gate.uninstall()
+        _warn_once(f"fastattach: breakpoint filter not installed ({exc}); pydevd runs unmodified and slower")
+        return None
+    return gate
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+def clear_tool(tool_id: int, armed_codes=()) -> None:
+    """Remove every callback and event of tool_id, then free it.
+
+    The order follows _lsprof's profiler_disable.  On 3.12 and 3.13 free_tool_id leaves
+    local events set (see coverage.py's note on gh-111963), so they are cleared first.
+    """
+    if _monitoring.get_tool(tool_id) is None:
+        return
+    for name in dir(_events):
+        event = getattr(_events, name)
+        if isinstance(event, int) and event and event & (event - 1) == 0:
+            try:
+                _monitoring.register_callback(tool_id, event, None)
+            except ValueError:
+                pass  # an event that has no callback slot of its own
+    _monitoring.set_events(tool_id, 0)
+    for code in armed_codes:
+        _monitoring.set_local_events(tool_id, code, 0)
+    _monitoring.free_tool_id(tool_id)

@@ -1,0 +1,132 @@
+"""Starts debugpy's pydevd inside this process on demand, and stops it completely.
+
+pydevd speaks DAP itself (debugpy's "in-process adapter" mode), so no adapter
+subprocess is spawned.  It is never given a port of its own: each client session gets
+one end of a fresh socketpair, and our listener relays the authenticated client to the
+other end.  Nothing is imported before the first client arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+
+from . import _gate
+
+log = logging.getLogger("fastattach")
+
+_lock = threading.RLock()
+_gate_installed: _gate.Gate | None = None
+_started = False
+_log_dir: str | None = None
+
+
+def set_log_dir(path: str | None) -> None:
+    """Where debugpy and pydevd write their logs once they start (debugpy's --log-to)."""
+    global _log_dir
+    _log_dir = path
+
+
+def is_started() -> bool:
+    return _started
+
+
+def gate() -> _gate.Gate | None:
+    return _gate_installed
+
+
+def _start_pydevd():
+    """Create pydevd's PyDB with tracing on but no network, and put our gate in front of it."""
+    global _started, _gate_installed
+    import debugpy
+    import debugpy.server.api as debugpy_api  # imports force_pydevd: the vendored pydevd wins
+    import pydevd
+
+    if _log_dir is not None:
+        os.makedirs(_log_dir, exist_ok=True)
+        if not debugpy_api.ensure_logging.ensured:
+            debugpy.log_to(_log_dir)
+    debugpy_api.ensure_logging()
+
+    hidden_paths = tuple(
+        os.path.dirname(os.path.abspath(module.__file__)) for module in (debugpy, sys.modules[__package__])
+    )
+    # With block_until_connected=False, pydevd would open its own listening socket for
+    # the client; we hand it sockets ourselves instead.
+    py_db_class = pydevd.PyDB
+    original = py_db_class.create_wait_for_connection_thread
+    py_db_class.create_wait_for_connection_thread = lambda self: None
+    try:
+        pydevd.settrace(
+            host="127.0.0.1",
+            port=0,
+            suspend=False,
+            wait_for_ready_to_run=False,
+            block_until_connected=False,
+            patch_multiprocessing=False,
+            notify_stdin=False,
+            dont_trace_start_patterns=hidden_paths,
+            dont_trace_end_patterns=("debugpy_launcher.py",),
+        )
+    finally:
+        py_db_class.create_wait_for_connection_thread = original
+    py_db = _global_debugger()
+    _gate_installed = _gate.install(py_db)
+    _started = True
+    return py_db
+
+
+def _global_debugger():
+    from _pydevd_bundle.pydevd_constants import get_global_debugger
+
+    return get_global_debugger()
+
+
+def open_session() -> socket.socket:
+    """Our end of a new DAP connection served by pydevd (started on the first call)."""
+    with _lock:
+        py_db = _start_pydevd() if not _started else _global_debugger()
+        ours, theirs = socket.socketpair()
+        if getattr(py_db, "reader", None) is not None:
+            # What pydevd itself does when a client reconnects without a clean disconnect.
+            from _pydevd_bundle.pydevd_api import PyDevdAPI
+
+            PyDevdAPI().request_disconnect(py_db, resume_threads=False)
+        py_db.initialize_network(theirs, terminate_on_socket_close=False)
+        return ours
+
+
+def take_filter_error():
+    """The first exception a trampoline swallowed since the last call, or None."""
+    return _gate_installed.tracer.take_error() if _gate_installed is not None else None
+
+
+def shutdown() -> None:
+    """Stop pydevd and remove every sys.monitoring callback and event it and we registered."""
+    global _started, _gate_installed
+    with _lock:
+        if not _started:
+            return
+        import pydevd
+        from _pydevd_bundle.pydevd_constants import set_global_debugger
+
+        gate = _gate_installed
+        armed = gate.armed_codes() if gate is not None else []
+        if gate is not None:
+            gate.uninstall()
+            error = gate.tracer.take_error()
+            if error is not None:
+                log.warning("fastattach: the breakpoint filter swallowed an error: %r", error)
+        _gate.clear_tool(_gate.DEBUGGER_ID, armed)
+        try:
+            pydevd.stoptrace()
+        except Exception:
+            log.exception("fastattach: pydevd.stoptrace() failed")
+        # stoptrace frees the tool only if pydevd still owned it; make sure nothing is left.
+        _gate.clear_tool(_gate.DEBUGGER_ID, armed)
+        set_global_debugger(None)
+        _gate_installed = None
+        _started = False

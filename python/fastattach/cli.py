@@ -1,0 +1,143 @@
+"""Command line, with `python -m debugpy`'s flags.
+
+    python -m fastattach --listen [HOST:]PORT [--wait-for-client] [--log-to DIR]
+                         (script.py [args] | -m module [args] | -c code [args])
+    python -m fastattach --listen [HOST:]PORT --pid PID
+    python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]   (TLS forwarder)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+
+USAGE = (
+    "python -m fastattach --listen [HOST:]PORT [--wait-for-client] [--log-to DIR] [--secret S]\n"
+    "                     [--certfile F --keyfile F] [--allow-unauthenticated]\n"
+    "                     (script.py [args] | -m module [args] | -c code [args] | --pid PID)\n"
+    "       python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]"
+)
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        host = "127.0.0.1"
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port_number = int(port)
+    except ValueError:
+        raise UsageError(f"invalid address {text!r}: expected [HOST:]PORT") from None
+    if not 0 <= port_number < 65536:
+        raise UsageError(f"invalid port in {text!r}: must be 0-65535")
+    return host or "127.0.0.1", port_number
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fastattach", usage=USAGE, add_help=True)
+    parser.add_argument("--listen", metavar="[HOST:]PORT", required=True, type=parse_address_arg)
+    parser.add_argument("--wait-for-client", action="store_true")
+    parser.add_argument("--log-to", metavar="DIR")
+    parser.add_argument("--pid", type=int, help="attach to this running process instead of starting one")
+    parser.add_argument("--secret", help="require this secret in the client's attach request "
+                                         "(prefer the FASTATTACH_SECRET environment variable: not visible in ps)")
+    parser.add_argument("--certfile", help="serve DAP over TLS with this certificate (PEM)")
+    parser.add_argument("--keyfile", help="private key for --certfile (PEM)")
+    parser.add_argument("--allow-unauthenticated", action="store_true",
+                        help="allow a non-loopback bind without a secret (anyone who can reach the port can run code)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("-m", dest="module", metavar="MODULE")
+    target.add_argument("-c", dest="code", metavar="CODE")
+    return parser
+
+
+def parse_address_arg(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _split_target(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Our options end at the script, or just after `-m MODULE` / `-c CODE`; the rest is the target's argv."""
+    takes_value = {"--listen", "--log-to", "--pid", "--secret", "--certfile", "--keyfile"}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-m", "-c"):
+            return argv[: i + 2], argv[i + 2:]
+        if arg in takes_value:
+            i += 2
+            continue
+        if arg.startswith("-") and arg != "-":
+            i += 1
+            continue
+        return argv[:i], argv[i:]
+    return argv, []
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "connect":
+        from . import _forwarder
+
+        return _forwarder.main(argv[1:])
+    ours, rest = _split_target(argv)
+    options = _parser().parse_args(ours)
+    host, port = options.listen
+
+    if options.pid is not None:
+        if rest or options.module or options.code:
+            _parser().error("--pid attaches to a running process; do not also give a program to run")
+        from . import attach
+
+        return attach.cli_attach(host, port, options.pid, wait_for_client=options.wait_for_client,
+                                 log_dir=options.log_to, secret=options.secret)
+
+    if not (rest or options.module or options.code):
+        _parser().error("give a program to run: script.py, -m module or -c code (or --pid PID)")
+
+    import fastattach
+
+    if options.log_to:
+        fastattach.configure(log_dir=os.path.abspath(options.log_to))
+    try:
+        bound_host, bound_port = fastattach.listen(
+            (host, port), secret=options.secret, certfile=options.certfile, keyfile=options.keyfile,
+            allow_unauthenticated=options.allow_unauthenticated,
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"fastattach: {exc}", file=sys.stderr)
+        return 2
+    print(f"fastattach: listening on {bound_host}:{bound_port}", file=sys.stderr, flush=True)
+    if options.wait_for_client:
+        fastattach.wait_for_client()
+    return _run_target(options, rest)
+
+
+def _run_target(options, rest: list[str]) -> int:
+    if options.code is not None:
+        sys.argv = ["-c", *rest]
+        sys.path.insert(0, "")
+        code = compile(options.code, "<string>", "exec")
+        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
+    elif options.module is not None:
+        sys.argv = [options.module, *rest]
+        sys.path.insert(0, os.getcwd())
+        runpy.run_module(options.module, run_name="__main__", alter_sys=True)
+    else:
+        script, *script_args = rest
+        if not os.path.exists(script):
+            print(f"fastattach: can't open file {script!r}: no such file", file=sys.stderr)
+            return 2
+        sys.argv = [script, *script_args]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+        runpy.run_path(script, run_name="__main__")
+    return 0

@@ -1,0 +1,1 @@
+"""Benchmark harness: ``python -m fastattach.bench`` (see docs/bench.md)."""

@@ -1,0 +1,322 @@
+"""python -m fastattach.bench: fastattach vs debugpy vs no debugger, side by side.
+
+See docs/bench.md for what each scenario and figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import time
+
+from . import harness
+from .lines import NoSuitableLine
+from .report import interpreter_versions, machine_info, markdown_report, ratio_table, results_md, write_chart
+from .scenarios import BASELINE, DEBUGGERS, REFERENCE_SCENARIO, REFERENCES, SCENARIOS, NotApplicable, \
+    write_never_run_file
+from .schedule import interleave
+from .stats import linear_slope, paired_differences, paired_ratios, summarize
+from .target import DEFAULT_WORKLOADS
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+BENCHMARKS_DIR = os.path.join(REPO_ROOT, "benchmarks")
+QUICK_WORKLOAD = "richards"
+SECTIONS = ("ratios", "latency", "startup", "soak")
+
+
+def default_pythons() -> list[str]:
+    found = [os.path.join(REPO_ROOT, ".venv", v, "bin", "python") for v in ("3.12", "3.13")]
+    found = [p for p in found if os.path.exists(p)]
+    return found or [sys.executable]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m fastattach.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="one workload, one repetition, this Python only (unless --python): under a minute")
+    parser.add_argument("--workload", action="append", metavar="NAME|path.py",
+                        help="a pyperformance benchmark name or your own script (repeatable); "
+                             f"default: {', '.join(DEFAULT_WORKLOADS)}")
+    parser.add_argument("--python", action="append", metavar="PY", help="interpreter to measure (repeatable); "
+                        "default: .venv/3.12 and .venv/3.13 of the checkout")
+    parser.add_argument("--out", metavar="DIR", help="where results.json, results.md and chart.png go "
+                        "(default: benchmarks/out/<date>)")
+    parser.add_argument("--repeat", type=int, help="interleaved repetitions (default 3; --quick 1)")
+    parser.add_argument("--modes", default=",".join(DEBUGGERS),
+                        help="debuggers to compare with no debugger (default: debugpy,fastattach)")
+    parser.add_argument("--references", default=",".join(REFERENCES),
+                        help="outside references, or '' for none (default: bdb,coverage)")
+    parser.add_argument("--scenarios", default=",".join(str(s) for s in SCENARIOS),
+                        help="scenario numbers to run (default: all)")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"parts of the run (default: {','.join(SECTIONS)})")
+    parser.add_argument("--soak-seconds", type=float, help="soak duration (default 600; --quick 3)")
+    parser.add_argument("--soak-workload", default=QUICK_WORKLOAD)
+    parser.add_argument("--results-md", metavar="PATH",
+                        help="also regenerate this RESULTS.md (default for a full run from a checkout: "
+                             "benchmarks/RESULTS.md; never for --quick)")
+    args = parser.parse_args(argv)
+    args.pythons = args.python or ([sys.executable] if args.quick else default_pythons())
+    args.workloads = args.workload or ([QUICK_WORKLOAD] if args.quick else list(DEFAULT_WORKLOADS))
+    args.repeat = args.repeat or (1 if args.quick else 3)
+    args.soak_seconds = args.soak_seconds if args.soak_seconds is not None else (3.0 if args.quick else 600.0)
+    args.mode_list = tuple(m for m in args.modes.split(",") if m)
+    args.reference_list = tuple(m for m in args.references.split(",") if m)
+    args.scenario_list = [int(s) for s in args.scenarios.split(",") if s]
+    args.section_list = [s for s in args.sections.split(",") if s]
+    for name, chosen, allowed in (("mode", args.mode_list, DEBUGGERS), ("reference", args.reference_list, REFERENCES),
+                                  ("scenario", args.scenario_list, tuple(SCENARIOS)),
+                                  ("section", args.section_list, SECTIONS)):
+        unknown = [c for c in chosen if c not in allowed]
+        if unknown:
+            parser.error(f"unknown {name}: {unknown} (choose from {list(allowed)})")
+    if args.results_md is None and not args.quick and not args.python and not args.workload \
+            and os.path.isdir(BENCHMARKS_DIR):
+        args.results_md = os.path.join(BENCHMARKS_DIR, "RESULTS.md")
+    return args
+
+
+class Run:
+    """Collects the records of one invocation and the failures among them."""
+
+    def __init__(self, args, labels: dict[str, str]):
+        self.args = args
+        self.labels = labels     # interpreter path -> its version, the key used in the results
+        self.runs: list[dict] = []
+        self.failures: list[dict] = []
+
+    def fail(self, where: str, error: BaseException) -> None:
+        message = f"{type(error).__name__}: {error}".strip()
+        self.failures.append({"where": where, "error": message})
+        print(f"FAILED {where}: {message}", file=sys.stderr, flush=True)
+
+
+def profile_all(run: Run, settings) -> dict:
+    profiles: dict[str, dict] = {}
+    for python in run.args.pythons:
+        label = run.labels[python]
+        for workload in run.args.workloads:
+            try:
+                profile = harness.profile_workload(python, workload, settings)
+            except (harness.TargetError, NoSuitableLine, OSError) as error:
+                run.fail(f"{label} {workload} profile", error)
+                continue
+            profiles.setdefault(label, {})[workload] = profile
+            plan = profile["plan"]
+            print(f"[{label} {workload}] unit {profile['unit_seconds'] * 1e3:.1f} ms x{profile['inner']}; hottest "
+                  f"{plan.hot_function}:{plan.hottest_line}; never-run line {plan.never_line}; "
+                  f"logpoint {os.path.basename(plan.logpoint_file)}:{plan.logpoint_line}", flush=True)
+    return profiles
+
+
+def run_ratios(run: Run, settings, profiles: dict, never_run_file: str) -> None:
+    args = run.args
+    order = interleave(args.pythons, args.workloads, args.scenario_list, args.mode_list, args.reference_list,
+                       args.repeat)
+    for index, key in enumerate(order, 1):
+        label = run.labels[key.python]
+        profile = profiles.get(label, {}).get(key.workload)
+        record = {"python": label, "workload": key.workload, "scenario": key.scenario, "mode": key.mode,
+                  "rep": key.rep, "ok": False}
+        where = f"{label} {key.workload} scenario {key.scenario} {key.mode} rep {key.rep}"
+        if profile is None:
+            continue
+        plan = profile["plan"]
+        try:
+            setup = harness.scenario_or_reference_setup(key.scenario, plan, never_run_file)
+        except NotApplicable as reason:
+            record["not_applicable"] = str(reason)
+            run.runs.append(record)
+            continue
+        started = time.monotonic()
+        try:
+            record.update(harness.run_scenario(key.python, key.workload, profile, key.scenario, key.mode, setup,
+                                               settings, plan))
+            record["ok"] = True
+        except harness.RUN_ERRORS as error:
+            record["error"] = f"{type(error).__name__}: {error}"
+            run.fail(where, error)
+        run.runs.append(record)
+        if record["ok"]:
+            print(f"[{index}/{len(order)}] {where}: median {record['median'] * 1e3:.2f} ms over "
+                  f"{len(record['times'])} samples ({time.monotonic() - started:.1f} s)", flush=True)
+
+
+def aggregate_ratios(run: Run, profiles: dict) -> tuple[dict, dict]:
+    ratios = {"|".join(str(k) for k in key): summarize(values).to_json()
+              for key, values in paired_ratios(run.runs).items()}
+    for record in run.runs:
+        key = f"{record['python']}|{record['workload']}|{record['scenario']}|{record['mode']}"
+        if record["mode"] == BASELINE:
+            continue
+        if "not_applicable" in record:
+            ratios[key] = {"not_applicable": record["not_applicable"]}
+        elif not record["ok"]:
+            ratios[key] = {"failed": record.get("error", "")}
+
+    def evaluations(record):
+        profile = profiles[record["python"]][record["workload"]]
+        return profile["plan"].hottest_line_hits * profile["inner"] if record["scenario"] == 5 else 0
+
+    costs = {"|".join(str(k) for k in key): summarize(v * 1e9 for v in values).to_json()
+             for key, values in paired_differences(run.runs, evaluations).items()}
+    return ratios, costs
+
+
+def per_mode_figures(run: Run) -> tuple[dict, dict]:
+    """Attach latency over every attach; RSS before/after listen and attached (scenario 2)."""
+    attach: dict = {}
+    rss: dict = {}
+    for record in run.runs:
+        if not record["ok"]:
+            continue
+        python, mode = record["python"], record["mode"]
+        if "attach_seconds" in record:
+            attach.setdefault(python, {}).setdefault(mode, []).append(record["attach_seconds"])
+        if record["scenario"] in (2, 1) and mode in (BASELINE, *DEBUGGERS):
+            per = rss.setdefault(python, {}).setdefault(mode, {})
+            per.setdefault("before_listen", []).append(record["rss_before_listen"])
+            per.setdefault("after_listen", []).append(record["rss_after_listen"])
+            if record["scenario"] == 2 or mode == BASELINE:
+                per.setdefault("attached", []).append(record["rss_attached"])
+            if record.get("adapter_rss"):
+                per.setdefault("adapter", []).append(record["adapter_rss"])
+    attach = {p: {m: summarize(v).to_json() for m, v in per.items()} for p, per in attach.items()}
+    rss = {p: {m: {k: statistics.median(v) for k, v in fields.items()} for m, fields in per.items()}
+           for p, per in rss.items()}
+    return attach, rss
+
+
+def run_latency_section(run: Run, settings) -> dict:
+    latency: dict = {}
+    for python in run.args.pythons:
+        for mode in run.args.mode_list:
+            label = run.labels[python]
+            try:
+                result = harness.run_latency(python, mode, settings)
+            except harness.RUN_ERRORS as error:
+                run.fail(f"{label} {mode} hit latency", error)
+                continue
+            latency.setdefault(label, {})[mode] = {**summarize(result["latencies"]).to_json(),
+                                                   "all": result["latencies"]}
+            print(f"[{label} {mode}] hit latency median {statistics.median(result['latencies']) * 1e3:.1f} ms",
+                  flush=True)
+    return latency
+
+
+def run_startup_section(run: Run, settings) -> dict:
+    samples: dict = {}
+    for rep in range(settings.startup_repeat):
+        for python in run.args.pythons:
+            for mode in (BASELINE, *run.args.mode_list):
+                label = run.labels[python]
+                try:
+                    result = harness.run_startup(python, mode)
+                except harness.RUN_ERRORS as error:
+                    run.fail(f"{label} {mode} start-up", error)
+                    continue
+                samples.setdefault(label, {}).setdefault(mode, []).append(result)
+    startup: dict = {}
+    for label, per_mode in samples.items():
+        for mode, results in per_mode.items():
+            startup.setdefault(label, {})[mode] = {
+                "import_seconds": statistics.median(r["import_seconds"] for r in results),
+                "listen_seconds": statistics.median(r["listen_seconds"] for r in results),
+                "rss_added": statistics.median(r["rss_after_listen"] - r["rss_before_import"] for r in results),
+                "rss_added_by_import": statistics.median(r["rss_after_import"] - r["rss_before_import"]
+                                                         for r in results),
+                "threads_added": max(r["threads_added"] for r in results),
+                "pydevd_imported": any(r["pydevd_imported"] for r in results),
+                "monitoring": results[-1]["monitoring"],
+                "n": len(results),
+            }
+    return startup
+
+
+def run_soak_section(run: Run, never_run_file: str) -> dict:
+    soak: dict = {}
+    workload = run.args.soak_workload
+    for python in run.args.pythons:
+        label = run.labels[python]
+        print(f"[{label}] soak for {run.args.soak_seconds:.0f} s ...", flush=True)
+        try:
+            result = harness.run_soak(python, (BASELINE, *run.args.mode_list), workload, never_run_file,
+                                      run.args.soak_seconds)
+        except harness.RUN_ERRORS as error:
+            run.fail(f"{label} soak", error)
+            continue
+        summary = {}
+        for mode, curve in result["curves"].items():
+            points = list(zip(curve["t"], curve["rss"]))
+            settled = [p for p in points if p[0] >= 0.1 * result["seconds"]] or points
+            if settled:
+                summary[mode] = {"start": settled[0][1], "end": settled[-1][1],
+                                 "slope_mb_per_min": linear_slope(settled) * 60 / 1e6,
+                                 "iterations": curve.get("iterations")}
+        result["summary"] = summary
+        soak[label] = result
+    return soak
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    started = time.monotonic()
+    stamp = datetime.datetime.now(datetime.timezone.utc)
+    out = args.out or os.path.join(BENCHMARKS_DIR, "out", stamp.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(out, exist_ok=True)
+    versions = {python: interpreter_versions(python) for python in args.pythons}
+    labels = {python: versions[python]["python"] for python in args.pythons}
+    run = Run(args, labels)
+    settings = harness.Settings(quick=args.quick)
+    never_run_file = write_never_run_file(os.path.join(out, "never_run"))
+
+    profiles = profile_all(run, settings) if "ratios" in args.section_list else {}
+    if "ratios" in args.section_list:
+        run_ratios(run, settings, profiles, never_run_file)
+    latency = run_latency_section(run, settings) if "latency" in args.section_list else {}
+    startup = run_startup_section(run, settings) if "startup" in args.section_list else {}
+    soak = run_soak_section(run, never_run_file) if "soak" in args.section_list else {}
+
+    ratios, costs = aggregate_ratios(run, profiles)
+    attach, rss = per_mode_figures(run)
+    results = {
+        "command": "python -m fastattach.bench " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "date": stamp.isoformat(timespec="seconds"),
+        "machine": machine_info({p: versions[p] for p in args.pythons}),
+        "pythons": [labels[p] for p in args.pythons], "workloads": args.workloads,
+        "scenarios": args.scenario_list if "ratios" in args.section_list else [],
+        "modes": list(args.mode_list), "references": list(args.reference_list) if "ratios" in args.section_list
+        else [], "repeat": args.repeat, "quick": args.quick,
+        "profiles": {label: {w: {**p, "plan": p["plan"].to_json()} for w, p in per.items()}
+                     for label, per in profiles.items()},
+        "ratios": ratios, "per_evaluation_ns": costs, "latency": latency, "attach": attach, "rss": rss,
+        "startup": startup, "soak": soak, "runs": run.runs, "failures": run.failures,
+        "elapsed_seconds": time.monotonic() - started,
+    }
+    with open(os.path.join(out, "results.json"), "w") as dump:
+        json.dump(results, dump, indent=1)
+    report = markdown_report(results)
+    with open(os.path.join(out, "results.md"), "w") as table:
+        table.write(report)
+    write_chart(results, os.path.join(out, "chart.png"))
+    print()
+    print(ratio_table(results) if results["scenarios"] else "")
+    print(f"\nresults: {out}/results.json, results.md, chart.png ({results['elapsed_seconds']:.0f} s)")
+    if run.failures:
+        print(f"\n{len(run.failures)} run(s) FAILED; see results.md. No ratio is reported for them.",
+              file=sys.stderr)
+        return 1
+    if args.results_md:
+        chart_name = os.path.splitext(os.path.basename(args.results_md))[0] + ".png"
+        shutil.copyfile(os.path.join(out, "chart.png"), os.path.join(os.path.dirname(args.results_md), chart_name))
+        with open(args.results_md, "w") as summary:
+            summary.write(results_md(results, os.path.join(os.path.dirname(args.results_md), "results"),
+                                     chart=chart_name))
+        print(f"regenerated {args.results_md}")
+    return 0

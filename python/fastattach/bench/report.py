@@ -1,0 +1,296 @@
+"""Tables, chart and RESULTS.md from the harness's results dict."""
+
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import subprocess
+
+from .scenarios import DEBUGGERS, REFERENCE_SCENARIO, REFERENCES, SCENARIOS
+from .stats import geometric_mean
+
+REFERENCE_LABELS = {
+    "bdb": "bdb (settrace), breakpoint as in scenario 4 (else 5)",
+    "coverage": "coverage.py, COVERAGE_CORE=sysmon",
+}
+# Issue 2's targets for fastattach: (scenario, limit on the median ratio).
+RATIO_TARGETS = {4: 1.05, 3: 1.02, 7: 1.01}
+PER_EVALUATION_SPEEDUP_TARGET = 10.0
+
+
+def _ratio(entry: dict | None) -> str:
+    if entry is None:
+        return "–"
+    if "failed" in entry:
+        return "FAILED"
+    if "not_applicable" in entry:
+        return "n/a"
+    return f"{entry['median']:.2f}x ({entry['min']:.2f}–{entry['max']:.2f})"
+
+
+def _mb(value) -> str:
+    return "–" if value is None else f"{value / 1e6:.1f} MB"
+
+
+def _ms(value) -> str:
+    return "–" if value is None else f"{value * 1e3:.1f} ms"
+
+
+def scenario_label(scenario) -> str:
+    return f"{scenario}. {SCENARIOS[scenario]}" if scenario in SCENARIOS else str(scenario)
+
+
+def ratio_table(results: dict) -> str:
+    """Every row: Python, workload, scenario, then each mode's median ratio (min–max)."""
+    ratios = results["ratios"]
+    modes = [m for m in DEBUGGERS if m in results["modes"]]
+    lines = ["| Python | workload | scenario | " + " | ".join(modes) + " |",
+             "|---|---|---|" + "---|" * len(modes)]
+    for python in results["pythons"]:
+        for workload in results["workloads"]:
+            for scenario in results["scenarios"]:
+                cells = [_ratio(ratios.get(f"{python}|{workload}|{scenario}|{mode}")) for mode in modes]
+                lines.append(f"| {python} | {workload} | {scenario_label(scenario)} | " + " | ".join(cells) + " |")
+    references = [m for m in REFERENCES if m in results["references"]]
+    if references:
+        lines += ["", "Outside references (same workloads, no debugger attached):", "",
+                  "| Python | workload | " + " | ".join(REFERENCE_LABELS[m] for m in references) + " |",
+                  "|---|---|" + "---|" * len(references)]
+        for python in results["pythons"]:
+            for workload in results["workloads"]:
+                cells = [_ratio(ratios.get(f"{python}|{workload}|{REFERENCE_SCENARIO}|{mode}")) for mode in references]
+                lines.append(f"| {python} | {workload} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def headline_table(results: dict) -> str:
+    """Per scenario and Python: geometric mean over workloads of each mode's median ratio."""
+    ratios = results["ratios"]
+    modes = [m for m in DEBUGGERS if m in results["modes"]]
+    header = ["scenario"] + [f"{mode} {python}" for python in results["pythons"] for mode in modes]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for scenario in results["scenarios"]:
+        cells = [scenario_label(scenario)]
+        for python in results["pythons"]:
+            for mode in modes:
+                medians = [e["median"] for w in results["workloads"]
+                           if (e := ratios.get(f"{python}|{w}|{scenario}|{mode}")) and "median" in e]
+                cells.append(f"{geometric_mean(medians):.2f}x" if medians else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets_table(results: dict) -> str:
+    """Issue 2's numbers: fastattach against its targets, debugpy for contrast."""
+    ratios = results["ratios"]
+    lines = ["| Python | figure | fastattach | debugpy | target | met |", "|---|---|---|---|---|---|"]
+    for python in results["pythons"]:
+        for scenario, limit in RATIO_TARGETS.items():
+            for workload in results["workloads"]:
+                fast = ratios.get(f"{python}|{workload}|{scenario}|fastattach")
+                slow = ratios.get(f"{python}|{workload}|{scenario}|debugpy")
+                met = "–" if not fast or "median" not in fast else ("yes" if fast["median"] <= limit else "NO")
+                lines.append(f"| {python} | {scenario_label(scenario)}, {workload} | {_ratio(fast)} | "
+                             f"{_ratio(slow)} | <= {limit}x | {met} |")
+        for workload in results["workloads"]:
+            costs = results["per_evaluation_ns"]
+            fast = costs.get(f"{python}|{workload}|5|fastattach")
+            slow = costs.get(f"{python}|{workload}|5|debugpy")
+            if fast and slow:
+                speedup = slow["median"] / fast["median"] if fast["median"] > 0 else float("inf")
+                met = "yes" if speedup >= PER_EVALUATION_SPEEDUP_TARGET else "NO"
+                lines.append(f"| {python} | false condition, per evaluation, {workload} | {fast['median']:.0f} ns "
+                             f"| {slow['median']:.0f} ns | >= {PER_EVALUATION_SPEEDUP_TARGET:.0f}x cheaper "
+                             f"| {met} ({speedup:.1f}x) |")
+        startup = results.get("startup", {}).get(python, {}).get("fastattach")
+        if startup:
+            lines.append(f"| {python} | before any client: import time / RSS added by import + listen | "
+                         f"{_ms(startup['import_seconds'])} / {_mb(startup['rss_added'])} | "
+                         + _startup_contrast(results, python) + " | RSS < 2 MB, no pydevd | "
+                         + ("yes" if startup["rss_added"] < 2e6 and not startup["pydevd_imported"] else "NO") + " |")
+    return "\n".join(lines)
+
+
+def _startup_contrast(results: dict, python: str) -> str:
+    debugpy = results.get("startup", {}).get(python, {}).get("debugpy")
+    if not debugpy:
+        return "–"
+    return f"{_ms(debugpy['import_seconds'])} / {_mb(debugpy['rss_added'])}"
+
+
+def figures_table(results: dict) -> str:
+    """Hit latency, attach latency, RSS, start-up and soak, per Python and mode."""
+    lines = ["| Python | mode | hit latency (median of 20) | attach latency | RSS before listen | after listen | "
+             "attached | debugpy adapter process | import | listen | soak RSS start → end (slope) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for python in results["pythons"]:
+        for mode in ("none",) + tuple(m for m in DEBUGGERS if m in results["modes"]):
+            latency = results.get("latency", {}).get(python, {}).get(mode)
+            attach = results.get("attach", {}).get(python, {}).get(mode)
+            rss = results.get("rss", {}).get(python, {}).get(mode, {})
+            startup = results.get("startup", {}).get(python, {}).get(mode, {})
+            soak = results.get("soak", {}).get(python, {}).get("summary", {}).get(mode)
+            soak_cell = "–" if not soak else (f"{_mb(soak['start'])} → {_mb(soak['end'])} "
+                                              f"({soak['slope_mb_per_min']:+.2f} MB/min)")
+            lines.append(
+                f"| {python} | {mode} | {_ms(latency and latency['median'])} | {_ms(attach and attach['median'])} "
+                f"| {_mb(rss.get('before_listen'))} | {_mb(rss.get('after_listen'))} | {_mb(rss.get('attached'))} "
+                f"| {_mb(rss.get('adapter'))} | {_ms(startup.get('import_seconds'))} "
+                f"| {_ms(startup.get('listen_seconds'))} | {soak_cell} |")
+    return "\n".join(lines)
+
+
+def failures_list(results: dict) -> str:
+    failures = results.get("failures", [])
+    if not failures:
+        return "None: every scenario's set-up was verified."
+    return "\n".join(f"- {f['where']}: {f['error']}" for f in failures)
+
+
+def write_chart(results: dict, path: str) -> None:
+    """Bar charts of the median ratios (log scale, min–max whiskers) and the soak curves."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ratios = results["ratios"]
+    modes = [m for m in DEBUGGERS if m in results["modes"]] + [m for m in REFERENCES if m in results["references"]]
+    pythons, workloads = results["pythons"], results["workloads"]
+    soak_rows = 1 if results.get("soak") else 0
+    rows = len(workloads) + soak_rows
+    fig, axes = plt.subplots(rows, len(pythons), figsize=(7 * len(pythons), 3.2 * rows), squeeze=False)
+    colors = {"debugpy": "tab:red", "fastattach": "tab:green", "bdb": "tab:gray", "coverage": "tab:blue"}
+    for col, python in enumerate(pythons):
+        for row, workload in enumerate(workloads):
+            ax = axes[row][col]
+            groups = list(results["scenarios"]) + ([REFERENCE_SCENARIO] if results["references"] else [])
+            width = 0.8 / max(1, len(modes))
+            for i, mode in enumerate(modes):
+                xs, ys, lows, highs = [], [], [], []
+                for x, scenario in enumerate(groups):
+                    entry = ratios.get(f"{python}|{workload}|{scenario}|{mode}")
+                    if entry and "median" in entry:
+                        xs.append(x + (i - (len(modes) - 1) / 2) * width)
+                        ys.append(entry["median"])
+                        lows.append(entry["median"] - entry["min"])
+                        highs.append(entry["max"] - entry["median"])
+                if xs:
+                    ax.bar(xs, ys, width, yerr=[lows, highs], label=mode, color=colors.get(mode), capsize=2)
+            ax.axhline(1.0, color="black", linewidth=0.8)
+            ax.set_yscale("log")
+            ax.set_xticks(range(len(groups)), [str(g) for g in groups])
+            ax.set_title(f"{workload} — Python {python}", fontsize=9)
+            ax.set_ylabel("time / no debugger")
+            if row == 0 and col == 0:
+                ax.legend(fontsize=7)
+        if soak_rows:
+            ax = axes[len(workloads)][col]
+            soak = results["soak"].get(python)
+            if soak:
+                for mode, curve in soak["curves"].items():
+                    ax.plot([t / 60 for t in curve["t"]], [r / 1e6 for r in curve["rss"]], label=mode,
+                            color=colors.get(mode, "black"))
+                ax.set_title(f"RSS soak ({soak['workload']}, attached) — Python {python}", fontsize=9)
+                ax.set_xlabel("minutes")
+                ax.set_ylabel("RSS (MB)")
+                ax.legend(fontsize=7)
+    fig.suptitle("Scenario numbers on the x axis (see the table); ref = outside references", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def machine_info(python_versions: dict[str, str]) -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "pythons": python_versions}
+
+
+def interpreter_versions(python: str) -> dict:
+    out = subprocess.run(
+        [python, "-c", "import sys, importlib.metadata as m; print(sys.version.split()[0]); "
+                       "print(m.version('debugpy'))"],
+        capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    return {"python": out[0], "debugpy": out[1]}
+
+
+def markdown_report(results: dict) -> str:
+    machine = results["machine"]
+    pythons = ", ".join(f"{v['python']} ({p}, debugpy {v['debugpy']})" for p, v in machine["pythons"].items())
+    return "\n".join([
+        "# fastattach benchmark results",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}; Pythons: {pythons}; "
+        f"date: {results['date']}. Total time: {results['elapsed_seconds'] / 60:.1f} min.",
+        "",
+        "Each ratio is a run's median sample time divided by the no-debugger run next to it "
+        f"(same Python, workload and repetition); the cell shows the median over {results['repeat']} "
+        "interleaved repetitions and, in parentheses, their min–max. Every number comes from a fresh "
+        "process with a real DAP client attached as the scenario says.",
+        "",
+        "## Headline (geometric mean over workloads of the median ratio)",
+        "",
+        headline_table(results),
+        "",
+        "## Issue 2 targets",
+        "",
+        targets_table(results),
+        "",
+        "## Latency, memory and start-up",
+        "",
+        figures_table(results),
+        "",
+        "## Every row",
+        "",
+        ratio_table(results),
+        "",
+        "## Breakpoint lines chosen automatically",
+        "",
+        plans_table(results),
+        "",
+        "## Failed set-ups",
+        "",
+        failures_list(results),
+        "",
+    ])
+
+
+def plans_table(results: dict) -> str:
+    lines = ["| Python | workload | hottest function | hottest line (hits/unit) | never-run line (function) "
+             "| logpoint line (hits/unit) | units per sample |", "|---|---|---|---|---|---|---|"]
+    for python, per_workload in results["profiles"].items():
+        for workload, profile in per_workload.items():
+            plan = profile["plan"]
+            never = ("none: every line ran" if plan["never_line"] is None else
+                     f"{os.path.basename(plan['never_file'])}:{plan['never_line']} ({plan['never_function']})")
+            lines.append(
+                f"| {python} | {workload} | {os.path.basename(plan['hot_file'])}: {plan['hot_function']} "
+                f"| {plan['hottest_line']} ({plan['hottest_line_hits']}) | {never} "
+                f"| {os.path.basename(plan['logpoint_file'])}:{plan['logpoint_line']} ({plan['logpoint_hits']}) "
+                f"| {profile['inner']} |")
+    return "\n".join(lines)
+
+
+def results_md(results: dict, fragments_dir: str, chart: str | None = None) -> str:
+    """RESULTS.md: this run's report, then every benchmarks/results/*.md fragment verbatim."""
+    parts = [markdown_report(results)]
+    if chart:
+        parts.append(f"![median ratios per scenario, and the RSS soak]({chart})\n")
+    fragments = sorted(glob.glob(os.path.join(fragments_dir, "*.md")))
+    if fragments:
+        parts.append("## Other results (benchmarks/results/*.md, verbatim)\n")
+        for fragment in fragments:
+            with open(fragment) as source:
+                parts.append(source.read().rstrip("\n") + "\n")
+    return "\n".join(p for p in parts if p)

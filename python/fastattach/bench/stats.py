@@ -1,0 +1,96 @@
+"""Statistics for side-by-side runs: paired ratios, their median and range.
+
+Every debugger run is compared with the no-debugger run of the same group (same
+Python, workload, scenario and repetition, run next to it), so slow drift of a
+shared machine cancels out of each ratio instead of piling up in one mode.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Summary:
+    median: float
+    low: float
+    high: float
+    count: int
+
+    def to_json(self) -> dict:
+        return {"median": self.median, "min": self.low, "max": self.high, "n": self.count}
+
+
+def summarize(values) -> Summary:
+    values = list(values)
+    if not values:
+        raise ValueError("no values to summarize")
+    return Summary(statistics.median(values), min(values), max(values), len(values))
+
+
+def paired_ratios(runs: list[dict], baseline_mode: str = "none") -> dict[tuple, list[float]]:
+    """Ratios of each successful run's median sample time to its group's baseline run.
+
+    A run is a dict with python, workload, scenario, mode, rep, ok and median.  The
+    result maps (python, workload, scenario, mode) to one ratio per repetition that
+    has both runs; a repetition whose baseline failed contributes nothing.
+    """
+    baselines = {
+        (r["python"], r["workload"], r["scenario"], r["rep"]): r["median"]
+        for r in runs if r["mode"] == baseline_mode and r["ok"]
+    }
+    ratios: dict[tuple, list[float]] = {}
+    for r in runs:
+        if r["mode"] == baseline_mode or not r["ok"]:
+            continue
+        base = baselines.get((r["python"], r["workload"], r["scenario"], r["rep"]))
+        if base:
+            ratios.setdefault((r["python"], r["workload"], r["scenario"], r["mode"]), []).append(r["median"] / base)
+    return ratios
+
+
+def paired_differences(runs: list[dict], per_run_divisor, baseline_mode: str = "none") -> dict[tuple, list[float]]:
+    """Like paired_ratios, but (median - baseline) / per_run_divisor(run): a cost per event."""
+    baselines = {
+        (r["python"], r["workload"], r["scenario"], r["rep"]): r["median"]
+        for r in runs if r["mode"] == baseline_mode and r["ok"]
+    }
+    costs: dict[tuple, list[float]] = {}
+    for r in runs:
+        if r["mode"] == baseline_mode or not r["ok"]:
+            continue
+        base = baselines.get((r["python"], r["workload"], r["scenario"], r["rep"]))
+        divisor = per_run_divisor(r)
+        if base is not None and divisor:
+            costs.setdefault((r["python"], r["workload"], r["scenario"], r["mode"]), []).append(
+                (r["median"] - base) / divisor)
+    return costs
+
+
+def geometric_mean(values) -> float:
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def linear_slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x (0 for fewer than two distinct x)."""
+    if len(points) < 2:
+        return 0.0
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    if spread == 0:
+        return 0.0
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+
+
+def rotated(modes: tuple[str, ...], repetition: int) -> tuple[str, ...]:
+    """The mode order for one repetition: A B C, then B C A, then C A B, ...
+
+    Rotating the order keeps a mode from always running first (cold caches) or
+    last (a machine that slowly gets busier).
+    """
+    shift = repetition % len(modes)
+    return modes[shift:] + modes[:shift]

@@ -1,0 +1,11 @@
+"""Attach fastattach to a running CPython process by PID, without gdb and without a restart.
+
+``attach(pid, address)`` makes the target run ``fastattach/safe_attach_loader.py``, which
+starts fastattach's listener there, and returns the (host, port) to connect a DAP client to.
+``cli_attach`` is the ``python -m fastattach --listen [HOST:]PORT --pid PID`` entry point.
+"""
+
+from ._errors import AttachError
+from ._orchestrator import DEFAULT_TIMEOUT, attach, cli_attach
+
+__all__ = ["AttachError", "DEFAULT_TIMEOUT", "attach", "cli_attach"]

@@ -27,6 +27,7 @@ import os
 import signal
 import struct
 import time
+from typing import Callable
 
 from .. import _libc
 from . import _elf
@@ -144,10 +145,12 @@ class _Tracee:
             self.resume(os.WSTOPSIG(status))
 
 
-def inject(pid: int, agent_path: str, python_code: str, *, python_module: str, timeout: float,
+def inject(pid: int, agent_path: str, *, code_for_thread: Callable[[int], str], python_module: str, timeout: float,
            tid: int | None = None) -> dict:
-    """Make thread ``tid`` (default: the main thread) start the agent, which runs ``python_code``
-    on a new thread. Returns facts for the report: the syscall the thread was in, timings."""
+    """Make thread ``tid`` (default: the main thread) start the agent, which runs Python code
+    on a new thread. ``code_for_thread(ident)`` makes that code; ``ident`` is the borrowed
+    thread's ``threading.get_ident()`` (its TCB address, the fs base on x86-64 glibc).
+    Returns facts for the report: the thread and where it was stopped."""
     tid = tid or pid
     deadline = time.monotonic() + timeout
     libc_functions = find_libc_functions(pid)
@@ -171,6 +174,7 @@ def inject(pid: int, agent_path: str, python_code: str, *, python_module: str, t
     try:
         saved_regs, report["stopped_in"] = _stop_at_safe_point(tracee, safe_code)
         saved_xstate = _libc.ptrace_get_xstate(tid)
+        python_code = code_for_thread(saved_regs["fs_base"])
         report["agent_result"] = _run_agent(tracee, saved_regs, libc_functions, agent_path, python_code)
         if report["agent_result"]:
             raise AttachError("injection_failed", f"the agent could not start in PID {pid}: "

@@ -1,0 +1,278 @@
+"""Attach to a running CPython by PID: make it run safe_attach_loader.py, return its address.
+
+How the loader reaches the target, by version and by what the main thread is doing:
+
+=============  =======================================  ===========================================
+target         main thread running bytecode             main thread blocked in native code
+=============  =======================================  ===========================================
+3.14+          PEP 768 (``_pep768``)                    ptrace injector, if PEP 768 has not run
+3.12 / 3.13    pending-call mailbox (``_mailbox``)      ptrace injector (``_injector``)
+=============  =======================================  ===========================================
+
+The target's environment is not ours to set, so the settings (host, port, wait, log file,
+where to write the port) go into a small JSON file in a fresh private directory; the code
+the target runs names that file. The loader claims the file by renaming it, so however many
+deliveries end up running (a queued mailbox call can run late, after the injector already
+worked) exactly one starts the listener; the others find nothing to claim and return.
+The directory is removed when the attach ends, so a late run is a no-op.
+
+Every step has a deadline. The target is never left stopped: the injector restores and
+detaches in ``finally``, and a timeout reports the target's state from /proc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from . import _injector, _mailbox, _pep768, _runtime
+from ._errors import AttachError, process_state, target_uid
+
+DEFAULT_TIMEOUT = 10.0
+# How long a busy main thread gets to pick up the mailbox before we fall back to ptrace.
+# A thread running bytecode checks its eval breaker every few microseconds to 5 ms.
+MAILBOX_GRACE = 0.3
+LOADER_NAME = "safe_attach_loader.py"
+AGENT_NAME = "_attach_agent.so"
+
+
+def package_dirs() -> list[str]:
+    import fastattach
+    dirs = [os.path.dirname(os.path.abspath(fastattach.__file__))]
+    dirs += [os.path.abspath(d) for d in getattr(fastattach, "__path__", [])]
+    import sysconfig
+    for key in ("platlib", "purelib"):
+        dirs.append(os.path.join(sysconfig.get_paths()[key], "fastattach"))
+    unique = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
+
+
+def default_loader_path() -> str:
+    override = os.environ.get("PTVS_SAFE_ATTACH_LOADER_OVERRIDE")
+    if override:
+        return override
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), LOADER_NAME)
+
+
+def agent_path() -> str:
+    override = os.environ.get("FASTATTACH_ATTACH_AGENT")
+    if override:
+        return override
+    for directory in package_dirs():
+        candidate = os.path.join(directory, AGENT_NAME)
+        if os.path.exists(candidate):
+            return candidate
+    raise AttachError("injection_failed", f"the attach agent {AGENT_NAME} is not built (looked in "
+                                          f"{', '.join(package_dirs())}); reinstall fastattach")
+
+
+def parse_address(address) -> tuple[str, int]:
+    if isinstance(address, int) and not isinstance(address, bool):
+        return "127.0.0.1", address
+    if isinstance(address, str):
+        host, _, port = address.rpartition(":")
+        return host or "127.0.0.1", int(port)
+    host, port = address
+    return str(host), int(port)
+
+
+def bootstrap_code(loader: str, settings: str, main_ident: int = 0) -> str:
+    """The Python the target runs first. It binds no name in __main__ (PyRun_SimpleString runs
+    there) and swallows everything: an exception escaping a pending call would surface as a
+    SystemError in whatever the main thread was executing, and SystemExit would end the process."""
+    extra = f",'__fastattach_main_ident__':{main_ident}" if main_ident else ""
+    return (f"try:__import__('runpy').run_path({loader!r},{{'__fastattach_settings__':{settings!r}{extra}}},"
+            f"'__fastattach_loader__')\nexcept BaseException:pass\n")
+
+
+def _settings_payload(host: str, port: int, wait_for_client: bool, log_file: str | None, port_file: str,
+                      verbose: bool) -> dict:
+    settings = {
+        "PTVS_DEBUG_HOST": host,
+        "PTVS_DEBUG_PORT": str(port),
+        "PTVS_WAIT_FOR_CLIENT": "1" if wait_for_client else "0",
+        "PTVS_DEBUG_PORT_FILE": port_file,
+        "PTVS_SAFE_ATTACH_LOADER_VERBOSE": "1" if verbose else "0",
+    }
+    if log_file:
+        settings["PTVS_DEBUG_LOG_FILE"] = os.path.abspath(log_file)
+    return settings
+
+
+class _Session:
+    """The private directory one attach uses to talk to its loader."""
+
+    def __init__(self, pid: int):
+        self.directory = tempfile.mkdtemp(prefix="fastattach-")
+        os.chmod(self.directory, 0o700)
+        uid = target_uid(pid)
+        if uid is not None and uid != os.geteuid():
+            # We are root attaching to another user's process: the loader runs as that user.
+            os.chown(self.directory, uid, -1)
+        self.settings = os.path.join(self.directory, "settings.json")
+        self.port_file = os.path.join(self.directory, "port")
+        self.error_file = self.port_file + ".error"
+        self.uid = uid
+
+    def write_settings(self, settings: dict) -> None:
+        temporary = self.settings + ".tmp"
+        with open(temporary, "w") as f:
+            json.dump(settings, f)
+        if self.uid is not None and self.uid != os.geteuid():
+            os.chown(temporary, self.uid, -1)
+        os.replace(temporary, self.settings)
+
+    def result(self) -> int | AttachError | None:
+        """The port the loader reported, its error, or None while it has reported nothing."""
+        if os.path.exists(self.error_file):
+            with open(self.error_file) as f:
+                try:
+                    info = json.load(f)
+                except ValueError:
+                    return None  # still being written; the loader replaces it atomically, so rare
+            return AttachError(info.get("reason", "injection_failed"), info.get("message", "the loader failed"))
+        if os.path.exists(self.port_file):
+            with open(self.port_file) as f:
+                text = f.read().strip()
+            if text:
+                return int(text)
+        return None
+
+    def started(self) -> bool:
+        """The loader renames the settings file as its first act (see safe_attach_loader.py)."""
+        return not os.path.exists(self.settings)
+
+    def close(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _wait(predicate, deadline: float) -> bool:
+    delay = 0.0005
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.01)
+    return True
+
+
+def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False, log_file: str | None = None,
+           timeout: float = DEFAULT_TIMEOUT, loader: str | None = None, method: str = "auto",
+           verbose: bool = True) -> tuple[str, int]:
+    """Start fastattach's listener inside the running process ``pid``; return (host, port).
+
+    ``method``: "auto" (mailbox or PEP 768 first, ptrace if the main thread does not pick it
+    up), "mailbox" (never ptrace), or "ptrace" (inject at once). Raises AttachError.
+    """
+    started_at = time.monotonic()
+    deadline = started_at + timeout
+    host, port = parse_address(address)
+    loader = os.path.abspath(loader or default_loader_path())
+    if not os.path.isfile(loader):
+        raise AttachError("loader_missing", f"loader file not found: {loader}")
+    if method not in ("auto", "mailbox", "ptrace"):
+        raise ValueError(f"method must be 'auto', 'mailbox' or 'ptrace', not {method!r}")
+    _runtime.check_process(pid)
+    state = process_state(pid)
+    if state.startswith(("T", "t")):
+        raise AttachError("target_stopped", f"PID {pid} is stopped ({state}); resume it (kill -CONT {pid}) "
+                                            f"and attach again")
+    if state.startswith(("Z", "X")) or state == "gone":
+        raise AttachError("no_such_process", f"no such process: PID {pid} ({state})")
+    runtime = _runtime.locate(pid)
+    _runtime.check_supported(runtime)
+
+    session = _Session(pid)
+    try:
+        session.write_settings(_settings_payload(host, port, wait_for_client, log_file, session.port_file, verbose))
+        delivered = _deliver(runtime, loader, session, method, deadline)
+        if not _wait(lambda: session.result() is not None or not _alive(pid), deadline):
+            raise AttachError("timeout", f"attach to PID {pid} timed out after {timeout:g} s: the loader was "
+                                         f"delivered ({delivered}) but did not report a port; target state: "
+                                         f"{process_state(pid)}, main thread in "
+                                         f"{_injector.thread_syscall(pid, pid)}")
+        result = session.result()
+        if result is None:
+            raise AttachError("no_such_process", f"PID {pid} exited during the attach")
+        if isinstance(result, AttachError):
+            raise result
+        return host, result
+    finally:
+        session.close()
+
+
+def _alive(pid: int) -> bool:
+    return not process_state(pid).startswith(("Z", "X", "gone"))
+
+
+def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, method: str, deadline: float) -> str:
+    """Get the loader running in the target; return which way worked."""
+    pid = runtime.pid
+    main_thread = _injector.thread_syscall(pid, pid)
+    queued = False
+    # A main thread that /proc shows blocked in a syscall will not run a queued call soon;
+    # go straight to ptrace rather than spend the grace period waiting. (If it wakes up
+    # meanwhile, the injector still only borrows it at a safe point.)
+    if method == "mailbox" or (method == "auto" and main_thread == "running"):
+        code = bootstrap_code(loader, session.settings)
+        if runtime.version[:2] >= (3, 14):
+            queued = _post_pep768(runtime, session, code)
+        elif _mailbox.has_layout(runtime):
+            try:
+                _mailbox.post(runtime, code)
+                queued = True
+            except AttachError as exc:
+                if method == "mailbox" or exc.reason in ("permission", "no_such_process"):
+                    raise
+        elif method == "mailbox":
+            raise AttachError("unsupported", f"no pending-call layout for Python {runtime.version_text}; "
+                                             f"use the ptrace method")
+        if queued:
+            # A main thread blocked in native code will not pick it up; don't wait long for it.
+            grace = deadline if method == "mailbox" else min(deadline, time.monotonic() + MAILBOX_GRACE)
+            if _wait(session.started, grace):
+                return "pep768" if runtime.version[:2] >= (3, 14) else "mailbox"
+            if method == "mailbox":
+                raise AttachError("no_safe_point", f"the main thread of PID {pid} never reached a safe point in "
+                                                   f"time (it is in {main_thread}); the queued attach will run "
+                                                   f"when it returns to Python code")
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise AttachError("no_safe_point", f"the main thread of PID {pid} never reached a safe point in time "
+                                           f"(it is in {main_thread})")
+    _injector.inject(pid, agent_path(), python_module=runtime.module_path, timeout=remaining,
+                     code_for_thread=lambda ident: bootstrap_code(loader, session.settings, ident))
+    return "ptrace"
+
+
+def _post_pep768(runtime: _runtime.PythonRuntime, session: _Session, code: str) -> bool:
+    script = os.path.join(session.directory, "bootstrap.py")
+    with open(script, "w") as f:
+        f.write(code)
+    if session.uid is not None and session.uid != os.geteuid():
+        os.chown(script, session.uid, -1)
+    _pep768.send(runtime.pid, runtime.runtime_address, script)
+    return True
+
+
+def cli_attach(host: str, port: int, pid: int, *, wait_for_client: bool = False, log_dir: str | None = None,
+               timeout: float = DEFAULT_TIMEOUT, stdout=None, stderr=None) -> int:
+    """``python -m fastattach --listen [HOST:]PORT --pid PID``: print HOST:PORT, return an exit code."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    log_file = os.path.join(log_dir, f"fastattach-attach-{pid}.log") if log_dir else None
+    try:
+        bound_host, bound_port = attach(pid, (host, port), wait_for_client=wait_for_client, log_file=log_file,
+                                        timeout=timeout)
+    except AttachError as exc:
+        print(f"fastattach: {exc}", file=stderr)
+        return 1
+    print(f"{bound_host}:{bound_port}", file=stdout, flush=True)
+    return 0

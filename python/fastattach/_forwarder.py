@@ -1,0 +1,276 @@
+"""`python -m fastattach connect HOST:PORT`: a loopback DAP port for clients that cannot speak TLS.
+
+The editor connects to the forwarder in plain DAP on 127.0.0.1; the forwarder opens a
+TLS connection to the debuggee, checks its certificate (against a CA file, the system
+trust store, or a pinned SHA-256 fingerprint), adds the secret to the client's `attach`,
+and copies everything else unchanged. It runs on the developer's machine, never in the
+debuggee.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import ssl
+import sys
+import threading
+
+from ._dap import FrameDecoder, ProtocolError, decode_message, encode_message, error_response
+from ._security import (SECRET_ENV_VAR, certificate_fingerprint, check_fingerprint, client_ssl_context,
+                        is_loopback_host, normalize_fingerprint, resolve_secret)
+
+logger = logging.getLogger("fastattach.connect")
+
+CONNECT_TIMEOUT = 10.0
+# How long a local client whose server could not be reached gets to send the request we answer with the reason.
+FIRST_REQUEST_TIMEOUT = 10.0
+
+
+def parse_address(text: str, *, default_host: str | None = None) -> tuple[str, int]:
+    """HOST:PORT, [V6]:PORT, or PORT alone when there is a default host."""
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        host, port = "", text
+    host = host.strip("[]") or default_host
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"not a [HOST:]PORT address: {text!r}")
+    return host, int(port)
+
+
+class Forwarder:
+    """Listens on loopback and, for each local client, opens a verified TLS connection upstream."""
+
+    def __init__(self, listen: tuple[str, int], server: tuple[str, int], *, ssl_context: ssl.SSLContext | None,
+                 fingerprint: bytes | None = None, secret: str | None = None, server_hostname: str | None = None):
+        if not is_loopback_host(listen[0]):
+            raise ValueError(
+                f"the forwarder only listens on loopback (got {listen[0]!r}): its local side is plain DAP with "
+                f"no authentication, and it adds the secret for whoever connects")
+        self._server = server
+        self._ssl_context = ssl_context
+        self._fingerprint = fingerprint
+        self._secret = secret
+        self._server_hostname = server_hostname or server[0]
+        self._sock = socket.create_server(listen, family=socket.AF_INET6 if ":" in listen[0] else socket.AF_INET)
+        self.address = self._sock.getsockname()[:2]
+        self._closed = threading.Event()
+
+    def serve_forever(self) -> None:
+        while not self._closed.is_set():
+            try:
+                local, peer = self._sock.accept()
+            except OSError:
+                if self._closed.is_set():
+                    return
+                raise
+            local.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve_client, args=(local,), name="fastattach.connect", daemon=True).start()
+
+    def close(self) -> None:
+        self._closed.set()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+    # -- one local client ------------------------------------------------------------------
+    def _serve_client(self, local: socket.socket) -> None:
+        where = f"{self._server[0]}:{self._server[1]}"
+        try:
+            upstream = self._open_upstream()
+        except (OSError, ssl.SSLError) as error:
+            reason = _describe_failure(where, error)
+            logger.error("fastattach connect: %s", reason)
+            _refuse(local, reason)
+            return
+        logger.info("fastattach connect: local client connected; forwarding to %s", where)
+        done = threading.Event()
+        threading.Thread(target=self._copy_to_local, args=(upstream, local, done), daemon=True).start()
+        try:
+            self._copy_to_server(local, upstream)
+        finally:
+            for sock in (local, upstream):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            done.wait(CONNECT_TIMEOUT)
+            local.close()
+            upstream.close()
+            logger.info("fastattach connect: session with %s ended", where)
+
+    def _open_upstream(self) -> socket.socket:
+        raw = socket.create_connection(self._server, timeout=CONNECT_TIMEOUT)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._ssl_context is None:
+            raw.settimeout(None)
+            return raw
+        try:
+            tls = self._ssl_context.wrap_socket(
+                raw, server_hostname=self._server_hostname if self._ssl_context.check_hostname else None)
+            if self._fingerprint is not None:
+                check_fingerprint(tls.getpeercert(binary_form=True), self._fingerprint)
+        except BaseException:
+            raw.close()
+            raise
+        tls.settimeout(None)
+        return tls
+
+    def _copy_to_server(self, local: socket.socket, upstream: socket.socket) -> None:
+        decoder = FrameDecoder()
+        while True:
+            try:
+                data = local.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            try:
+                bodies = decoder.feed(data)
+            except ProtocolError as error:
+                logger.error("fastattach connect: the local client sent malformed DAP (%s); closing", error)
+                return
+            out = bytearray()
+            for body in bodies:
+                out += self._with_secret(body)
+            try:
+                upstream.sendall(out)
+            except OSError:
+                return
+
+    def _with_secret(self, body: bytes) -> bytes:
+        """The message framed for the server, with our secret added to an attach that has none."""
+        if self._secret is not None:
+            try:
+                message = decode_message(body)
+            except ProtocolError:
+                message = None
+            if message and message["type"] == "request" and message["command"] == "attach":
+                arguments = dict(message.get("arguments") or {})
+                arguments.setdefault("secret", self._secret)
+                message["arguments"] = arguments
+                return encode_message(message)
+        return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    @staticmethod
+    def _copy_to_local(upstream: socket.socket, local: socket.socket, done: threading.Event) -> None:
+        try:
+            while True:
+                data = upstream.recv(65536)
+                if not data:
+                    break
+                local.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                local.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            done.set()
+
+
+def _describe_failure(where: str, error: BaseException) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (f"refusing {where}: its TLS certificate did not verify ({error.verify_message}). Pass the "
+                f"server's certificate or CA with --cafile, pin it with --fingerprint, or (unsafe) --insecure")
+    if isinstance(error, ssl.SSLError) and "fingerprint" in str(error):
+        return f"refusing {where}: {error.args[0] if error.args else error}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS with {where} failed ({error}); is the debuggee listening with --certfile/--keyfile?"
+    return f"cannot connect to {where}: {error.strerror or error}"
+
+
+def _refuse(local: socket.socket, reason: str) -> None:
+    """Tells the local DAP client why, as the answer to its first request, then closes."""
+    try:
+        local.settimeout(FIRST_REQUEST_TIMEOUT)
+        decoder = FrameDecoder()
+        while True:
+            data = local.recv(65536)
+            if not data:
+                return
+            bodies = decoder.feed(data)
+            if bodies:
+                request = decode_message(bodies[0])
+                if request["type"] == "request":
+                    local.sendall(encode_message(error_response(request, 1, f"fastattach connect: {reason}")))
+                return
+    except (OSError, ProtocolError):
+        pass
+    finally:
+        try:
+            local.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        local.close()
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fastattach connect",
+        description="Forward a local plain-DAP port to a fastattach debuggee that serves TLS, verifying its "
+                    "certificate and adding the secret. Point the editor's attach configuration at --listen.")
+    parser.add_argument("server", metavar="HOST:PORT", help="the debuggee's TLS listener")
+    parser.add_argument("--listen", metavar="[HOST:]PORT", default="127.0.0.1:0",
+                        help="local address for the editor (loopback only; default 127.0.0.1 and a free port)")
+    trust = parser.add_mutually_exclusive_group()
+    trust.add_argument("--cafile", help="verify the server's certificate against this CA (or self-signed) file")
+    trust.add_argument("--fingerprint", metavar="SHA256",
+                       help="accept only the certificate with this SHA-256 fingerprint "
+                            "(openssl x509 -noout -fingerprint -sha256 -in cert.pem)")
+    trust.add_argument("--insecure", action="store_true",
+                       help="accept any certificate: encrypted, but open to a man in the middle")
+    parser.add_argument("--server-name", help="the name to verify in the certificate (default: HOST)")
+    parser.add_argument("--secret", help=f"the debuggee's secret (prefer the {SECRET_ENV_VAR} environment "
+                                         f"variable: arguments show in ps)")
+    parser.add_argument("--no-tls", action="store_true",
+                        help="connect in plain DAP (only to add the secret, e.g. through an SSH tunnel)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers and not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    try:
+        server = parse_address(args.server)
+        listen = parse_address(args.listen, default_host="127.0.0.1")
+        fingerprint = normalize_fingerprint(args.fingerprint) if args.fingerprint else None
+        secret = resolve_secret(args.secret)
+        if args.no_tls and (args.cafile or args.fingerprint or args.insecure):
+            raise ValueError("--no-tls cannot be combined with --cafile, --fingerprint or --insecure")
+        context = None if args.no_tls else client_ssl_context(
+            cafile=args.cafile, fingerprint=fingerprint, insecure=args.insecure)
+        forwarder = Forwarder(listen, server, ssl_context=context, fingerprint=fingerprint, secret=secret,
+                              server_hostname=args.server_name)
+    except (ValueError, OSError, ssl.SSLError) as error:
+        parser.exit(2, f"fastattach connect: error: {error}\n")
+    if args.insecure:
+        logger.warning("fastattach connect: --insecure: the server's certificate is NOT checked")
+    if secret is None:
+        logger.warning("fastattach connect: no secret given (--secret or %s); attach requests go out as they are",
+                       SECRET_ENV_VAR)
+    host, port = forwarder.address
+    print(f"fastattach connect: listening on {host}:{port}, forwarding to {server[0]}:{server[1]}"
+          f"{'' if context is None else ' over TLS'}", file=sys.stderr, flush=True)
+    try:
+        forwarder.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        forwarder.close()
+    return 0
+
+
+__all__ = ["Forwarder", "main", "parse_address", "certificate_fingerprint"]
+
+if __name__ == "__main__":  # pragma: no cover - the CLI entry is `python -m fastattach connect`
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Fixtures shared by every test: each test must leave sys.monitoring as it found it."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+# Tool ids fastattach or pydevd may claim: pydevd uses 0; our own probes would use 3 or 4.
+WATCHED_TOOL_IDS = (0, 3, 4)
+
+
+def monitoring_leftovers() -> list[str]:
+    leftovers = []
+    for tool_id in WATCHED_TOOL_IDS:
+        name = sys.monitoring.get_tool(tool_id)
+        if name is not None:
+            leftovers.append(f"tool {tool_id} still claimed by {name!r}")
+        elif sys.monitoring.get_events(tool_id):
+            leftovers.append(f"tool {tool_id} still has events {sys.monitoring.get_events(tool_id):#x}")
+    return leftovers
+
+
+@pytest.fixture(autouse=True)
+def _monitoring_left_clean():
+    """After each test, nothing fastattach or pydevd registered may remain (CPython's
+    test_monitoring checks the same in MonitoringTestBase.tearDown)."""
+    assert not monitoring_leftovers(), "a previous test left monitoring state behind"
+    saved_path = list(sys.path)
+    saved_env = dict(os.environ)
+    yield
+    leftovers = monitoring_leftovers()
+    if leftovers:
+        import fastattach
+
+        fastattach.stop()
+        for tool_id in WATCHED_TOOL_IDS:
+            if sys.monitoring.get_tool(tool_id) is not None:
+                sys.monitoring.free_tool_id(tool_id)
+        pytest.fail("test left sys.monitoring state behind: " + "; ".join(leftovers))
+    sys.path[:] = saved_path
+    os.environ.clear()
+    os.environ.update(saved_env)

@@ -152,7 +152,7 @@ class Listener:
     def client_connected(self) -> bool:
         """A client has been accepted (attach with the right secret) and is still connected."""
         session = self._session
-        return session is not None and session.attached and not session.finished
+        return session is not None and session.active
 
     def wait_configured(self, timeout: float | None = None) -> bool:
         """Waits until a client's configurationDone got a successful response."""
@@ -161,7 +161,7 @@ class Listener:
     def send_event(self, event: str, body: dict | None = None) -> None:
         """Injects an event into the attached client's stream; thread-safe, a no-op without a client."""
         session = self._session
-        if session is not None and session.attached:
+        if session is not None and session.active:
             session.inject_event(event, body)
 
     def close(self, timeout: float = 5.0) -> None:
@@ -275,8 +275,10 @@ class Listener:
             with self._lock:
                 self._rejections -= 1
 
-    def _session_finished(self, session: _ClientSession) -> None:
-        self._configured.clear()
+    def _session_ending(self, session: _ClientSession) -> None:
+        with self._lock:
+            if session is self._session:
+                self._configured.clear()
 
 
 class _ClientSession:
@@ -310,6 +312,11 @@ class _ClientSession:
         self._ending: str | None = None  # why the session is ending: flush, then close
         self.attached = False
         self.finished = False
+
+    @property
+    def active(self) -> bool:
+        """Attached and not on its way out."""
+        return self.attached and self._ending is None and not self.finished
 
     # -- called from other threads ----------------------------------------------------------
     def inject_event(self, event: str, body: dict | None) -> None:
@@ -431,6 +438,8 @@ class _ClientSession:
         """Stops reading; the relay loop ends once our last messages reach the client."""
         if self._ending is None:
             self._ending = reason
+            # From here on the client counts as gone, before it even reads our last message.
+            self._listener._session_ending(self)
             self._deadline = time.monotonic() + FLUSH_TIMEOUT
             (logger.warning if warn else logger.info)(
                 "fastattach: closing the connection from %s: %s", self._peer_name, reason)
@@ -605,7 +614,7 @@ class _ClientSession:
             self._wake_reader.close()
             self._wake_writer.close()
             self.finished = True
-            self._listener._session_finished(self)
+            self._listener._session_ending(self)
             logger.info("fastattach: client %s gone", self._peer_name)
 
     def _disconnect_backend(self) -> None:

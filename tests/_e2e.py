@@ -114,6 +114,17 @@ class DebugServer:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def wait_for_stdout(self, pattern: str, timeout: float = 20.0) -> re.Match:
+        """The first match of ``pattern`` in the debuggee's stdout, waiting for it to appear."""
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern, self.stdout(), re.MULTILINE)
+            if match:
+                return match
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise TimeoutError(f"the debuggee printed nothing matching {pattern!r}:\n{self.output()}")
+            time.sleep(0.05)
+
     def output(self) -> str:
         return f"--- {self.kind} stdout ---\n{self.stdout()}--- {self.kind} stderr ---\n{self.stderr()}"
 

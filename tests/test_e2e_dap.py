@@ -237,6 +237,8 @@ def test_disconnect_then_a_new_client_pauses_and_hits_a_breakpoint(start_server,
     first_tick = int(first.evaluate("tick", stop.frame_id))
     first.disconnect()
     check_transcript(first)
+    # THEN the debuggee runs on with no client
+    server.wait_for_stdout(rf"^TICK {20 * (first_tick // 20 + 1)}$")
 
     # WHEN a new client attaches to the still-running debuggee, without breakpoints
     second = connect(server)
@@ -245,7 +247,7 @@ def test_disconnect_then_a_new_client_pauses_and_hits_a_breakpoint(start_server,
     main_thread = [t for t in second.request("threads")["body"]["threads"] if t["name"] == "MainThread"]
     assert len(main_thread) == 1
 
-    # THEN pause stops the running program, which has moved on since the first client left
+    # THEN pause stops the running program where it has got to
     second.request("pause", {"threadId": main_thread[0]["id"]})
     stop = wait_stop(second)
     assert (stop.reason, stop.function) == ("pause", "run")

@@ -164,3 +164,14 @@ def test_tap_records_a_real_session(tmp_path, fault):
         assert report.ok, report
     else:
         assert any("StoppedEvent" in e and "'reason' is a required property" in e for e in report.errors), report
+
+
+def test_disconnect_may_go_unanswered_only_after_terminated():
+    disconnect = {"seq": 2, "type": "request", "command": "disconnect", "arguments": {}}
+    terminated = {"seq": 2, "type": "event", "event": "terminated"}
+    early = dap_schema.validate(transcript(("send", initialize_request()), ("recv", initialize_response()),
+                                           ("send", disconnect)))
+    assert any("'disconnect' seq 2 never answered" in e for e in early.errors), early
+    after_end = dap_schema.validate(transcript(("send", initialize_request()), ("recv", initialize_response()),
+                                               ("recv", terminated), ("send", disconnect)))
+    assert after_end.ok, after_end

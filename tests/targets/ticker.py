@@ -3,7 +3,8 @@
     ticker.py STOP_FILE
 
 Ticks until STOP_FILE exists (or 120 s pass, so a broken test never leaves it running),
-then prints the last tick and exits 0.
+printing every 20th tick so a test can see it run with no client attached, then prints
+the last tick and exits 0.
 """
 
 import os
@@ -16,6 +17,8 @@ def run(stop_file, limit_s=120.0):
     tick = 0
     while not os.path.exists(stop_file) and time.monotonic() < deadline:
         tick += 1  # MARK-TICK
+        if tick % 20 == 0:
+            print("TICK", tick, flush=True)
         time.sleep(0.01)  # MARK-SLEEP
     return tick
 

@@ -1,0 +1,118 @@
+"""Start attach targets, watch their output, and always clean them up (see test_attach*.py)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+TARGETS = Path(__file__).parent
+REPO = TARGETS.parent.parent
+ATTACH_TARGET = TARGETS / "attach_target.py"
+PROBE_LOADER = TARGETS / "attach_probe_loader.py"
+STATES = ("busy", "busy2", "sleep", "accept", "alloc")
+
+
+def process_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("State:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "gone"
+
+
+class Target:
+    """A target process with its stdout lines in a queue; ``close()`` kills it by PID."""
+
+    def __init__(self, argv: list[str], *, env: dict | None = None, cwd: str | None = None, ready_timeout: float = 30.0):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env={**os.environ, **(env or {})}, cwd=cwd)
+        self.pid = self.proc.pid
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stderr_lines: list[str] = []
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines.append), daemon=True).start()
+        self.accept_port = None
+        line = self.wait_line(lambda text: text == "ready" or text.startswith("accept-port"), ready_timeout)
+        if line.startswith("accept-port"):
+            self.accept_port = int(line.split()[1])
+            self.wait_line(lambda text: text == "ready", ready_timeout)
+
+    @staticmethod
+    def _pump(stream, put) -> None:
+        for line in stream:
+            put(line.rstrip("\n"))
+
+    def wait_line(self, predicate, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"target {self.pid} printed no matching line within {timeout} s; "
+                                     f"state {process_state(self.pid)}; stderr: {self.stderr_text()}")
+            try:
+                line = self.lines.get(timeout=min(remaining, 0.2))
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"target {self.pid} exited with {self.proc.returncode}; "
+                                         f"stderr: {self.stderr_text()}") from None
+                continue
+            if predicate(line):
+                return line
+
+    def stderr_text(self) -> str:
+        return "\n".join(self.stderr_lines[-40:])
+
+    def send_line(self, text: str) -> None:
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def assert_healthy(self) -> None:
+        """Running (not stopped, not dead), as a production process must stay after an attach."""
+        assert self.proc.poll() is None, f"target exited with {self.proc.returncode}: {self.stderr_text()}"
+        state = process_state(self.pid)
+        assert not state.startswith(("T", "t", "Z")), f"target left in state {state}"
+
+    def wait_main_thread_blocked(self, timeout: float = 10.0) -> str:
+        """Wait until /proc shows the main thread inside a syscall; return its number."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{self.pid}/task/{self.pid}/syscall") as f:
+                    first = f.read().split()[0]
+            except (OSError, IndexError):
+                first = "running"
+            if first not in ("running", "-1"):
+                return first
+            time.sleep(0.01)
+        raise AssertionError(f"the main thread of {self.pid} never blocked within {timeout} s")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            if process_state(self.pid).startswith(("T", "t")):
+                os.kill(self.pid, signal.SIGCONT)
+            self.proc.kill()
+        try:
+            self.proc.wait(10)
+        finally:
+            for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
+
+def start_state(state: str, python: str = sys.executable, *, env: dict | None = None, limit_s: float = 300.0) -> Target:
+    return Target([python, "-u", str(ATTACH_TARGET), state, str(limit_s)], env=env)
+
+
+def start_program(program: str, python: str = sys.executable, *, env: dict | None = None) -> Target:
+    return Target([python, "-uc", program], env=env)

@@ -19,7 +19,7 @@ from . import harness
 from .lines import NoSuitableLine
 from .report import interpreter_versions, machine_info, markdown_report, ratio_table, results_md, write_chart
 from .scenarios import BASELINE, DEBUGGERS, REFERENCE_SCENARIO, REFERENCES, SCENARIOS, NotApplicable, \
-    write_never_run_file
+    write_support_files
 from .schedule import interleave
 from .stats import linear_slope, paired_differences, paired_ratios, summarize
 from .target import DEFAULT_WORKLOADS
@@ -193,13 +193,13 @@ def per_mode_figures(run: Run) -> tuple[dict, dict]:
     return attach, rss
 
 
-def run_latency_section(run: Run, settings) -> dict:
+def run_latency_section(run: Run, settings, files) -> dict:
     latency: dict = {}
     for python in run.args.pythons:
         for mode in run.args.mode_list:
             label = run.labels[python]
             try:
-                result = harness.run_latency(python, mode, settings)
+                result = harness.run_latency(python, mode, settings, files)
             except harness.RUN_ERRORS as error:
                 run.fail(f"{label} {mode} hit latency", error)
                 continue
@@ -239,14 +239,14 @@ def run_startup_section(run: Run, settings) -> dict:
     return startup
 
 
-def run_soak_section(run: Run, never_run_file: str) -> dict:
+def run_soak_section(run: Run, files) -> dict:
     soak: dict = {}
     workload = run.args.soak_workload
     for python in run.args.pythons:
         label = run.labels[python]
         print(f"[{label}] soak for {run.args.soak_seconds:.0f} s ...", flush=True)
         try:
-            result = harness.run_soak(python, (BASELINE, *run.args.mode_list), workload, never_run_file,
+            result = harness.run_soak(python, (BASELINE, *run.args.mode_list), workload, files,
                                       run.args.soak_seconds)
         except harness.RUN_ERRORS as error:
             run.fail(f"{label} soak", error)
@@ -274,14 +274,14 @@ def main(argv=None) -> int:
     labels = {python: versions[python]["python"] for python in args.pythons}
     run = Run(args, labels)
     settings = harness.Settings(quick=args.quick)
-    never_run_file = write_never_run_file(os.path.join(out, "never_run"))
+    files = write_support_files(os.path.join(out, "files"))
 
     profiles = profile_all(run, settings) if "ratios" in args.section_list else {}
     if "ratios" in args.section_list:
-        run_ratios(run, settings, profiles, never_run_file)
-    latency = run_latency_section(run, settings) if "latency" in args.section_list else {}
+        run_ratios(run, settings, profiles, files.never_run)
+    latency = run_latency_section(run, settings, files) if "latency" in args.section_list else {}
     startup = run_startup_section(run, settings) if "startup" in args.section_list else {}
-    soak = run_soak_section(run, never_run_file) if "soak" in args.section_list else {}
+    soak = run_soak_section(run, files) if "soak" in args.section_list else {}
 
     ratios, costs = aggregate_ratios(run, profiles)
     attach, rss = per_mode_figures(run)

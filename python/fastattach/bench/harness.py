@@ -14,7 +14,8 @@ from .._dapclient import DAPClient, DAPError
 from .lines import BreakpointPlan, choose_lines, inner_repeats
 from .process import TargetError, TargetProcess
 from .scenarios import (DEBUGGERS, FALSE_CONDITION, LOGPOINT_MESSAGE, NEVER_RUN_LINES, REFERENCE_SCENARIO,
-                        NotApplicable, ScenarioSetup, reference_breakpoint, scenario_setup)
+                        NotApplicable, ScenarioSetup, SupportFiles, probe_line, reference_breakpoint,
+                        scenario_setup)
 
 
 class SetupNotEffective(RuntimeError):
@@ -29,6 +30,7 @@ class Settings:
         self.samples = 3 if quick else 7
         self.max_seconds = 0.5 if quick else 4.0         # per process; slow modes take fewer samples
         self.warmup = not quick                          # one untimed unit before the samples
+        self.min_samples = 1 if quick else 2
         self.result_timeout = 600.0
         self.latency_hits = 20
         self.startup_repeat = 1 if quick else 5
@@ -130,9 +132,12 @@ def run_scenario(python: str, workload: str, profile: dict, scenario, mode: str,
     Returns the run's record; raises SetupNotEffective or TargetError on failure.
     """
     spec = {"kind": "bench", "workload": workload, "mode": mode, "inner": profile["inner"],
-            "samples": settings.samples, "max_seconds": settings.max_seconds, "warmup": settings.warmup}
+            "samples": settings.samples, "max_seconds": settings.max_seconds, "warmup": settings.warmup,
+            "min_samples": settings.min_samples}
     if mode == "bdb":
         spec["bdb_file"], spec["bdb_line"], spec["bdb_condition"] = reference_breakpoint(plan)
+    if mode == "coverage":
+        spec["coverage_include"] = sorted({profile["file"], plan.hot_file})
     details: dict = {}
     with TargetProcess(python, spec) as target:
         ready = target.wait_record("ready", 120)
@@ -191,16 +196,18 @@ def check_setup_held(client: DAPClient, target: TargetProcess, setup: ScenarioSe
 
 # -- other figures -----------------------------------------------------------------------
 
-def run_latency(python: str, mode: str, settings: Settings) -> dict:
+def run_latency(python: str, mode: str, settings: Settings, files: SupportFiles) -> dict:
     """Hit latency: the breakpoint line runs -> the client has the `stopped` event."""
-    with TargetProcess(python, {"kind": "latency", "mode": mode, "hits": settings.latency_hits}) as target:
+    spec = {"kind": "latency", "mode": mode, "hits": settings.latency_hits, "probes_file": files.probes}
+    line = probe_line("LATENCY_BREAK")
+    with TargetProcess(python, spec) as target:
         ready = target.wait_record("ready", 120)
-        client, attach_seconds = attach_client(ready["address"], {ready["file"]: [{"line": ready["line"]}]})
+        client, attach_seconds = attach_client(ready["address"], {files.probes: [{"line": line}]})
         try:
             target.send("go")
             received = []
             for _ in range(settings.latency_hits):
-                thread_id = check_stop_at(client, ready["file"], ready["line"], timeout=60)
+                thread_id = check_stop_at(client, files.probes, line, timeout=30)
                 received.append(_receipt_time(client, "stopped"))
                 client.request("continue", {"threadId": thread_id})
             stamps = target.wait_record("result", 120)["stamps"]
@@ -231,7 +238,7 @@ def run_startup(python: str, mode: str) -> dict:
     return result
 
 
-def run_soak(python: str, modes: tuple[str, ...], workload: str, never_run_file: str, seconds: float,
+def run_soak(python: str, modes: tuple[str, ...], workload: str, files: SupportFiles, seconds: float,
              interval: float = 1.0) -> dict:
     """All modes side by side for ``seconds``: RSS sampled from outside every ``interval``.
 
@@ -249,15 +256,15 @@ def run_soak(python: str, modes: tuple[str, ...], workload: str, never_run_file:
     try:
         for mode in modes:
             targets[mode] = TargetProcess(python, {"kind": "soak", "mode": mode, "workload": workload,
-                                                   "seconds": seconds})
+                                                   "seconds": seconds, "probes_file": files.probes})
         for mode, target in targets.items():
             ready = target.wait_record("ready", 120)
             if mode in DEBUGGERS:
                 requested = {
-                    never_run_file: [{"line": line} for line in NEVER_RUN_LINES],
-                    ready["target_file"]: [
-                        {"line": ready["condition_line"], "condition": FALSE_CONDITION},
-                        {"line": ready["logpoint_line"], "logMessage": LOGPOINT_MESSAGE}],
+                    files.never_run: [{"line": line} for line in NEVER_RUN_LINES],
+                    files.probes: [
+                        {"line": probe_line("SOAK_CONDITION"), "condition": FALSE_CONDITION},
+                        {"line": probe_line("SOAK_LOGPOINT"), "logMessage": LOGPOINT_MESSAGE}],
                 }
                 clients[mode], _ = attach_client(ready["address"], requested)
         started = time.monotonic()

@@ -41,6 +41,23 @@ def never_called(items):
 '''
 NEVER_RUN_LINES = (6, 8, 9)
 
+# The lines the latency and soak runs break on.  They live in a file of their own,
+# written next to never_run.py, because a debugger may rightly refuse to stop in its
+# own package (where target.py lives).
+PROBES_SOURCE = '''"""Written by the benchmark harness: the lines its latency and soak runs break on."""
+import time
+
+
+def latency_probe(stamps):
+    stamps.append(time.monotonic())
+    return None  # LATENCY_BREAK
+
+
+def soak_tick(iteration):
+    iteration += 1  # SOAK_CONDITION
+    return iteration  # SOAK_LOGPOINT
+'''
+
 
 class NotApplicable(LookupError):
     """The workload has no line that fits this scenario (reported, not a failure)."""
@@ -59,12 +76,26 @@ class ScenarioSetup:
     probe: tuple[str, int] | None = None
 
 
-def write_never_run_file(directory: str) -> str:
+@dataclass(frozen=True)
+class SupportFiles:
+    never_run: str    # scenario 3's breakpoints
+    probes: str       # latency and soak breakpoints
+
+
+def write_support_files(directory: str) -> SupportFiles:
     os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "never_run.py")
-    with open(path, "w") as out:
-        out.write(NEVER_RUN_SOURCE)
-    return path
+    files = SupportFiles(os.path.join(directory, "never_run.py"), os.path.join(directory, "probes.py"))
+    for path, source in ((files.never_run, NEVER_RUN_SOURCE), (files.probes, PROBES_SOURCE)):
+        with open(path, "w") as out:
+            out.write(source)
+    return files
+
+
+def probe_line(tag: str) -> int:
+    for number, line in enumerate(PROBES_SOURCE.splitlines(), 1):
+        if line.rstrip().endswith("# " + tag):
+            return number
+    raise LookupError(tag)
 
 
 def _merge(*pairs: tuple[str, dict]) -> dict[str, list[dict]]:

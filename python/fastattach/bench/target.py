@@ -157,30 +157,18 @@ def repeat_unit(unit, inner: int):
     return sample
 
 
-# -- probes with fixed lines (found by tag, so they cannot go stale) --------------------
-
-def latency_probe(stamps: list) -> None:
-    stamps.append(time.monotonic())   # LATENCY_STAMP
-    return None                       # LATENCY_BREAK
-
-
-def soak_tick(iteration: int) -> int:
-    iteration += 1                    # SOAK_CONDITION
-    return iteration                  # SOAK_LOGPOINT
-
-
-def line_of_tag(tag: str) -> int:
-    with open(__file__) as source:
-        for number, line in enumerate(source, 1):
-            if line.rstrip().endswith("# " + tag):
-                return number
-    raise LookupError(tag)
+def load_probes(path: str) -> types.ModuleType:
+    """The harness-written module whose lines the latency and soak runs break on."""
+    spec = importlib.util.spec_from_file_location("fastattach_bench_probes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 _FRESH_CODE_TEMPLATE = "def fresh_{i}_{j}(x):\n    return x * {j} + {i}\n"
 
 
-def soak_iteration(unit, iteration: int) -> None:
+def soak_iteration(unit, soak_tick, iteration: int) -> None:
     """One round of production-like churn: the workload, fresh code objects, a short thread.
 
     Fresh code objects and short-lived threads are what make debugpy's per-code
@@ -194,7 +182,6 @@ def soak_iteration(unit, iteration: int) -> None:
     worker = threading.Thread(target=soak_tick, args=(iteration,))
     worker.start()
     worker.join()
-    soak_tick(iteration)
 
 
 # -- debuggers and references --------------------------------------------------------
@@ -267,10 +254,12 @@ class _BdbReference:
 class _CoverageReference:
     """coverage.py measuring lines with its sys.monitoring core (COVERAGE_CORE=sysmon)."""
 
-    def __init__(self):
+    def __init__(self, measured_files: list[str]):
         os.environ["COVERAGE_CORE"] = "sysmon"
         import coverage
-        self.coverage = coverage.Coverage(data_file=None)
+        # The workloads live in site-packages and the standard library, which coverage
+        # skips by default; name them, or coverage would measure nothing and cost nothing.
+        self.coverage = coverage.Coverage(data_file=None, cover_pylib=True, include=measured_files)
         self.coverage.start()
         core = self.coverage._collector.tracer_name() if self.coverage._collector else "?"
         if "sysmon" not in core.lower() and "monitor" not in core.lower():
@@ -291,8 +280,8 @@ def read_command(expected: tuple[str, ...]) -> str:
     return command
 
 
-def time_samples(sample, samples: int, max_seconds: float, warmup) -> list[float]:
-    """Times ``sample`` ``samples`` times, fewer once ``max_seconds`` is spent (at least 2)."""
+def time_samples(sample, samples: int, max_seconds: float, warmup, min_samples: int = 2) -> list[float]:
+    """Times ``sample`` ``samples`` times, fewer once ``max_seconds`` is spent (at least ``min_samples``)."""
     if warmup is not None:
         warmup()
     times = []
@@ -301,7 +290,7 @@ def time_samples(sample, samples: int, max_seconds: float, warmup) -> list[float
         t0 = time.perf_counter()
         sample()
         times.append(time.perf_counter() - t0)
-        if len(times) >= 2 and time.perf_counter() - started > max_seconds:
+        if len(times) >= min_samples and time.perf_counter() - started > max_seconds:
             break
     return times
 
@@ -332,14 +321,16 @@ def run_bench(spec: dict) -> None:
         reference = _BdbReference(spec["bdb_file"], spec["bdb_line"], spec["bdb_condition"])
         sample = reference.wrap(sample)
     elif mode == "coverage":
-        reference = _CoverageReference()
+        reference = _CoverageReference(spec["coverage_include"])
 
-    times = time_samples(sample, spec["samples"], spec["max_seconds"], warmup=unit if spec["warmup"] else None)
+    times = time_samples(sample, spec["samples"], spec["max_seconds"], warmup=unit if spec["warmup"] else None,
+                         min_samples=spec["min_samples"])
     if mode == "coverage":
         reference.coverage.stop()
         measured = {os.path.realpath(f) for f in reference.coverage.get_data().measured_files()}
-        if os.path.realpath(path) not in measured:
-            raise RuntimeError(f"coverage measured nothing in the workload ({path})")
+        missing = [f for f in spec["coverage_include"] if os.path.realpath(f) not in measured]
+        if missing:
+            raise RuntimeError(f"coverage did not measure {missing}")
     emit("result", times=times, median=statistics.median(times), rss_attached=rss_attached,
          connected=connected, monitoring=monitoring_state(),
          reference_hits=getattr(getattr(reference, "debugger", None), "hits", None))
@@ -353,14 +344,14 @@ def run_bench(spec: dict) -> None:
 
 
 def run_latency(spec: dict) -> None:
+    probes = load_probes(spec["probes_file"])
     debugger = Debugger(spec["mode"])
     address = debugger.listen()
-    emit("ready", pid=os.getpid(), address=address, file=os.path.abspath(__file__),
-         line=line_of_tag("LATENCY_BREAK"))
+    emit("ready", pid=os.getpid(), address=address)
     read_command(("go",))
     stamps: list[float] = []
     for _ in range(spec["hits"]):
-        latency_probe(stamps)
+        probes.latency_probe(stamps)
     emit("result", stamps=stamps)
     read_command(("quit",))
 
@@ -388,17 +379,16 @@ def run_startup(spec: dict) -> None:
 
 def run_soak(spec: dict) -> None:
     path, unit = load_workload(spec["workload"])
+    probes = load_probes(spec["probes_file"])
     debugger = Debugger(spec["mode"])
     address = debugger.listen()
-    emit("ready", pid=os.getpid(), address=address, file=path,
-         target_file=os.path.abspath(__file__), logpoint_line=line_of_tag("SOAK_LOGPOINT"),
-         condition_line=line_of_tag("SOAK_CONDITION"))
+    emit("ready", pid=os.getpid(), address=address, file=path)
     read_command(("go",))
     deadline = time.monotonic() + spec["seconds"]
     iteration = 0
     next_report = 0.0
     while time.monotonic() < deadline:
-        soak_iteration(unit, iteration)
+        soak_iteration(unit, probes.soak_tick, iteration)
         iteration += 1
         now = time.monotonic()
         if now >= next_report:

@@ -50,6 +50,8 @@ def test_attach_reaches_every_target_state(state, targets, tmp_path):
     out = tmp_path / "probe.jsonl"
     target = start_state(state, env={"ATTACH_PROBE_OUT": str(out)})
     targets.append(target)
+    if state in ("busy2", "sleep", "accept"):
+        target.wait_main_thread_blocked()
     # WHEN we attach by PID
     host, port = attach(target.pid, ("127.0.0.1", 0), loader=str(PROBE_LOADER), timeout=10)
     # THEN the loader ran once inside the target, its port answers, and the target runs on

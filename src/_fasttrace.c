@@ -30,6 +30,7 @@ enum ft_kind { FT_PY_START = 0, FT_LINE = 1, FT_JUMP = 2 };
 typedef struct {
     PyTypeObject *tracer_type;      /* owned */
     PyTypeObject *trampoline_type;  /* owned */
+    PyTypeObject *budget_type;      /* owned */
     uint64_t last_generation;       /* shared by every Tracer, so a new tracer never
                                        matches a table cached by an old one */
     Py_ssize_t extra_index;         /* code-extra slot: one per interpreter, never released */
@@ -43,9 +44,12 @@ get_fasttrace_state(PyObject *module)
 
 /* ------------------------------------------------------------------ per-code cache */
 
+typedef struct BudgetObject BudgetObject;
+
 typedef struct {
     int line;
     PyObject *condition;   /* owned: compiled condition of a condition-only breakpoint, or NULL */
+    BudgetObject *budget;  /* owned: the breakpoint's budget (see "Budget" below), or NULL */
 } ft_bpline;
 
 typedef struct {
@@ -61,6 +65,7 @@ ft_codeinfo_clear_lines(ft_codeinfo *info)
 {
     for (Py_ssize_t i = 0; i < info->n_lines; i++) {
         Py_CLEAR(info->lines[i].condition);
+        Py_CLEAR(info->lines[i].budget);
     }
     PyMem_Free(info->lines);
     info->lines = NULL;
@@ -161,9 +166,9 @@ ft_compare_bpline(const void *a, const void *b)
     return (la > lb) - (la < lb);
 }
 
-/* Fill info from compute(code)'s answer: None, or (function_bp, ((line, condition|None), ...)). */
+/* Fill info from compute(code)'s answer: None, or (function_bp, ((line, condition|None[, budget|None]), ...)). */
 static int
-ft_codeinfo_load(ft_codeinfo *info, PyObject *answer)
+ft_codeinfo_load(ft_codeinfo *info, PyObject *answer, PyTypeObject *budget_type)
 {
     ft_codeinfo_clear_lines(info);
     info->function_bp = 0;
@@ -190,8 +195,8 @@ ft_codeinfo_load(ft_codeinfo *info, PyObject *answer)
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *entry = PyTuple_GET_ITEM(entries, i);
-        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
-            PyErr_SetString(PyExc_TypeError, "breakpoint entries must be (line, condition) tuples");
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 2 || PyTuple_GET_SIZE(entry) > 3) {
+            PyErr_SetString(PyExc_TypeError, "breakpoint entries must be (line, condition[, budget]) tuples");
             goto error;
         }
         long line = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
@@ -203,8 +208,14 @@ ft_codeinfo_load(ft_codeinfo *info, PyObject *answer)
             PyErr_SetString(PyExc_TypeError, "a breakpoint condition must be a code object or None");
             goto error;
         }
+        PyObject *budget = PyTuple_GET_SIZE(entry) == 3 ? PyTuple_GET_ITEM(entry, 2) : Py_None;
+        if (budget != Py_None && !PyObject_TypeCheck(budget, budget_type)) {
+            PyErr_SetString(PyExc_TypeError, "a breakpoint budget must be a _fasttrace.Budget or None");
+            goto error;
+        }
         lines[i].line = (int)line;
         lines[i].condition = condition == Py_None ? NULL : Py_NewRef(condition);
+        lines[i].budget = budget == Py_None ? NULL : (BudgetObject *)Py_NewRef(budget);
     }
     if (n > 1) {
         qsort(lines, (size_t)n, sizeof(ft_bpline), ft_compare_bpline);
@@ -216,9 +227,125 @@ ft_codeinfo_load(ft_codeinfo *info, PyObject *answer)
 error:
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_XDECREF(lines[i].condition);
+        Py_XDECREF(lines[i].budget);
     }
     PyMem_Free(lines);
     return -1;
+}
+
+
+/* ------------------------------------------------------------------ Budget */
+
+/* A breakpoint's budget: token buckets for condition evaluations, probe outputs
+   (logpoint messages, snapshots), output bytes, and the time the hits cost,
+   measured against the wall clock.  Python creates one per breakpoint and keeps it
+   across table reloads; each ft_bpline entry owns one reference.  The hit path only
+   reads the clock and does arithmetic: no allocation, no Python call, until a
+   budget trips.  A paused budget makes its line answer DISABLE, so it then costs
+   what any other disabled line costs; Python resumes it (and calls
+   sys.monitoring.restart_events() to re-arm the line) after a cool-down. */
+
+#define NS_PER_S 1000000000.0
+
+enum ft_reason { BR_NONE = 0, BR_EVALUATIONS, BR_OUTPUTS, BR_BYTES, BR_TIME, BR_EXTERNAL, BR_COUNT };
+
+static const char *const ft_reason_names[BR_COUNT] = {
+    "none", "evaluations", "outputs", "bytes", "time", "external",
+};
+
+struct BudgetObject {
+    PyObject_HEAD
+    PyObject *spec;            /* owned: Python's description of the breakpoint, passed to the probe */
+    /* Limits, 0 = unlimited.  Each bucket holds one second's worth (count buckets at least 1). */
+    double eval_rate;          /* condition / hit-condition evaluations per second */
+    double output_rate;        /* probe outputs (log messages, snapshots) per second */
+    double byte_rate;          /* probe output bytes per second */
+    double time_fraction;      /* time spent on hits per wall time: 0.01 = 1% of one core */
+    int counts_evaluations;    /* the breakpoint has a condition or a hit condition */
+    int probe;                 /* hits go to the tracer's probe, never to pydevd */
+    /* State, changed only with the GIL held. */
+    double eval_tokens, output_tokens, byte_tokens, time_tokens;   /* time_tokens in ns */
+    int64_t refilled_at;       /* CLOCK_MONOTONIC ns, like time.monotonic_ns() */
+    int64_t first_hit_at;
+    int64_t paused_at;
+    int paused;
+    int reason;
+    unsigned long long hits, evaluations, outputs, bytes, time_ns, trips, paused_hits, dropped, probe_errors;
+};
+
+static int64_t
+ft_precise_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline double
+ft_min(double a, double b)
+{
+    return a < b ? a : b;
+}
+
+static inline double
+ft_count_capacity(double rate)
+{
+    return rate < 1.0 ? 1.0 : rate;
+}
+
+static void
+ft_budget_fill(BudgetObject *b, int64_t now)
+{
+    b->eval_tokens = ft_count_capacity(b->eval_rate);
+    b->output_tokens = ft_count_capacity(b->output_rate);
+    b->byte_tokens = b->byte_rate;
+    b->time_tokens = b->time_fraction * NS_PER_S;
+    b->refilled_at = now;
+}
+
+static void
+ft_budget_refill(BudgetObject *b, int64_t now)
+{
+    int64_t elapsed = now - b->refilled_at;
+    if (elapsed <= 0) {
+        return;
+    }
+    double seconds = (double)elapsed / NS_PER_S;
+    b->refilled_at = now;
+    b->eval_tokens = ft_min(ft_count_capacity(b->eval_rate), b->eval_tokens + b->eval_rate * seconds);
+    b->output_tokens = ft_min(ft_count_capacity(b->output_rate), b->output_tokens + b->output_rate * seconds);
+    b->byte_tokens = ft_min(b->byte_rate, b->byte_tokens + b->byte_rate * seconds);
+    b->time_tokens = ft_min(b->time_fraction * NS_PER_S, b->time_tokens + b->time_fraction * (double)elapsed);
+}
+
+/* Mark b paused; 1 if this call paused it (the caller then reports it). */
+static int
+ft_budget_pause(BudgetObject *b, int reason, int64_t now)
+{
+    if (b->paused) {
+        return 0;
+    }
+    b->paused = 1;
+    b->reason = reason;
+    b->paused_at = now;
+    b->trips++;
+    return 1;
+}
+
+/* Charge cost_ns of time spent on a hit; 1 if that paused the budget. */
+static int
+ft_budget_charge_time(BudgetObject *b, int64_t cost_ns, int64_t now)
+{
+    if (cost_ns < 0) {
+        cost_ns = 0;
+    }
+    b->time_ns += (unsigned long long)cost_ns;
+    if (b->time_fraction <= 0) {
+        return 0;
+    }
+    ft_budget_refill(b, now);
+    b->time_tokens -= (double)cost_ns;
+    return b->time_tokens < 0 && ft_budget_pause(b, BR_TIME, now);
 }
 
 /* ------------------------------------------------------------------ Tracer */
@@ -226,13 +353,15 @@ error:
 enum ft_stat {
     ST_LINE_DISABLE, ST_LINE_FORWARD, ST_CONDITION_FALSE, ST_CONDITION_FORWARD,
     ST_START_DISABLE, ST_START_FORWARD, ST_JUMP_DISABLE, ST_JUMP_FORWARD,
-    ST_SLOW_FORWARD, ST_COMPUTE, ST_SLOW_CHECKS, ST_ERRORS, ST_COUNT
+    ST_SLOW_FORWARD, ST_COMPUTE, ST_SLOW_CHECKS, ST_ERRORS,
+    ST_BUDGET_PAUSED, ST_BUDGET_DROPPED, ST_PROBE, ST_TRIPS, ST_COUNT
 };
 
 static const char *const ft_stat_names[ST_COUNT] = {
     "line_disable", "line_forward", "condition_false", "condition_forward",
     "start_disable", "start_forward", "jump_disable", "jump_forward",
     "slow_forward", "compute", "slow_checks", "errors",
+    "budget_paused", "budget_dropped", "probe", "trips",
 };
 
 typedef struct {
@@ -242,6 +371,8 @@ typedef struct {
     PyObject *compute;        /* compute(code) -> None | (function_bp, ((line, cond), ...)) */
     PyObject *need_slow;      /* need_slow() -> bool: is any thread stepping or suspended? */
     PyObject *pending_error;  /* first exception a callback swallowed, for take_error() */
+    PyObject *probe;          /* probe(spec) -> bytes output or -1, for budgets with probe=True; or NULL */
+    PyObject *on_trip;        /* on_trip(budget): a budget just paused itself on the hit path; or NULL */
     /* Plain state. */
     fasttrace_state *state;   /* borrowed: the module outlives its types' instances */
     Py_ssize_t extra_index;
@@ -330,7 +461,7 @@ ft_lookup(TracerObject *self, PyObject *code)
         ft_record_error(self);
         return NULL;
     }
-    int rc = ft_codeinfo_load(info, answer);
+    int rc = ft_codeinfo_load(info, answer, self->state->budget_type);
     Py_DECREF(answer);
     if (rc < 0) {
         ft_record_error(self);
@@ -395,6 +526,124 @@ ft_on_py_start(TrampolineObject *self, TracerObject *tracer, ft_codeinfo *info,
     return Py_NewRef(tracer->disable);
 }
 
+/* Tell Python a budget paused itself.  Never raises. */
+static void
+ft_report_trip(TracerObject *tracer, BudgetObject *b)
+{
+    tracer->stats[ST_TRIPS]++;
+    if (tracer->on_trip == NULL) {
+        return;
+    }
+    PyObject *saved = PyErr_GetRaisedException();
+    PyObject *answer = PyObject_CallOneArg(tracer->on_trip, (PyObject *)b);
+    if (answer == NULL) {
+        ft_record_error(tracer);
+    }
+    Py_XDECREF(answer);
+    PyErr_SetRaisedException(saved);
+}
+
+/* A hit on a line whose breakpoint has a budget (a LINE event, or a backward JUMP onto it). */
+static PyObject *
+ft_on_budgeted_hit(TrampolineObject *self, TracerObject *tracer, const ft_bpline *bp,
+                   PyObject *const *args, size_t nargsf)
+{
+    BudgetObject *b = bp->budget;
+    if (b->paused) {
+        b->paused_hits++;
+        b->dropped++;
+        tracer->stats[ST_BUDGET_PAUSED]++;
+        return Py_NewRef(tracer->disable);
+    }
+    /* Own both from here on: while Python code runs below, another thread may reload
+       the table that bp points into. */
+    Py_INCREF(b);
+    PyObject *condition = Py_XNewRef(bp->condition);
+    PyObject *result = NULL;
+    int tripped = 0;
+    int64_t now = ft_precise_ns();
+    if (b->first_hit_at == 0) {
+        b->first_hit_at = now;
+    }
+    b->hits++;
+    ft_budget_refill(b, now);
+    if (b->counts_evaluations) {
+        if (b->eval_rate > 0 && b->eval_tokens < 1.0) {
+            tripped = ft_budget_pause(b, BR_EVALUATIONS, now);
+            goto dropped;
+        }
+        b->eval_tokens -= 1.0;
+        b->evaluations++;
+    }
+    if (b->probe && b->output_rate > 0 && b->output_tokens < 1.0) {
+        tripped = ft_budget_pause(b, BR_OUTPUTS, now);
+        goto dropped;
+    }
+    if (condition != NULL) {
+        int holds = ft_condition_holds(condition);
+        int64_t after = ft_precise_ns();
+        tripped = ft_budget_charge_time(b, after - now, after);
+        now = after;
+        if (holds == 0) {
+            tracer->stats[ST_CONDITION_FALSE]++;
+            result = b->paused ? Py_NewRef(tracer->disable) : Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    if (b->probe) {
+        /* The probe does what pydevd would (message, snapshot), but never suspends. */
+        tracer->stats[ST_PROBE]++;
+        PyObject *answer = tracer->probe != NULL ? PyObject_CallOneArg(tracer->probe, b->spec) : Py_NewRef(Py_None);
+        if (answer == NULL) {
+            b->probe_errors++;
+            ft_record_error(tracer);
+        }
+        else {
+            long long n = PyLong_Check(answer) ? PyLong_AsLongLong(answer) : -1;
+            if (n == -1 && PyErr_Occurred()) {
+                b->probe_errors++;
+                ft_record_error(tracer);
+            }
+            else if (n >= 0) {
+                b->outputs++;
+                b->bytes += (unsigned long long)n;
+                b->output_tokens -= 1.0;
+                if (b->byte_rate > 0) {
+                    b->byte_tokens -= (double)n;
+                    if (b->byte_tokens < 0) {
+                        tripped |= ft_budget_pause(b, BR_BYTES, now);
+                    }
+                }
+            }
+            Py_DECREF(answer);
+        }
+        int64_t after = ft_precise_ns();
+        tripped |= ft_budget_charge_time(b, after - now, after);
+        result = b->paused ? Py_NewRef(tracer->disable) : Py_NewRef(Py_None);
+        goto done;
+    }
+    /* pydevd evaluates what C could not and suspends; Python charges its time (Budget.charge). */
+    if (self->kind == FT_LINE) {
+        tracer->stats[condition != NULL ? ST_CONDITION_FORWARD : ST_LINE_FORWARD]++;
+    }
+    else {
+        tracer->stats[ST_JUMP_FORWARD]++;
+    }
+    result = ft_forward(self, args, nargsf, NULL);
+    goto done;
+dropped:
+    b->dropped++;
+    tracer->stats[ST_BUDGET_DROPPED]++;
+    result = Py_NewRef(tracer->disable);
+done:
+    if (tripped) {
+        ft_report_trip(tracer, b);
+    }
+    Py_XDECREF(condition);
+    Py_DECREF(b);
+    return result;
+}
+
 static PyObject *
 ft_on_line(TrampolineObject *self, TracerObject *tracer, ft_codeinfo *info,
            PyObject *const *args, size_t nargsf)
@@ -409,12 +658,19 @@ ft_on_line(TrampolineObject *self, TracerObject *tracer, ft_codeinfo *info,
         tracer->stats[ST_LINE_DISABLE]++;
         return Py_NewRef(tracer->disable);
     }
-    if (bp->condition != NULL && ft_condition_holds(bp->condition) == 0) {
+    if (bp->budget != NULL) {
+        return ft_on_budgeted_hit(self, tracer, bp, args, nargsf);
+    }
+    /* Owned: the condition may release the GIL, and another thread reload the table. */
+    PyObject *condition = Py_XNewRef(bp->condition);
+    if (condition != NULL && ft_condition_holds(condition) == 0) {
         /* Stay armed (None, not DISABLE): the condition may hold next time. */
         tracer->stats[ST_CONDITION_FALSE]++;
+        Py_DECREF(condition);
         Py_RETURN_NONE;
     }
-    tracer->stats[bp->condition != NULL ? ST_CONDITION_FORWARD : ST_LINE_FORWARD]++;
+    tracer->stats[condition != NULL ? ST_CONDITION_FORWARD : ST_LINE_FORWARD]++;
+    Py_XDECREF(condition);
     return ft_forward(self, args, nargsf, NULL);
 }
 
@@ -431,8 +687,17 @@ ft_on_jump(TrampolineObject *self, TracerObject *tracer, ft_codeinfo *info,
             ft_record_error(tracer);
             return ft_forward(self, args, nargsf, NULL);
         }
-        if (to_offset <= from_offset
-            && ft_codeinfo_find(info, PyCode_Addr2Line((PyCodeObject *)args[0], (int)to_offset)) != NULL) {
+        int to_line = to_offset <= from_offset ? PyCode_Addr2Line((PyCodeObject *)args[0], (int)to_offset) : -1;
+        const ft_bpline *bp = to_line >= 0 ? ft_codeinfo_find(info, to_line) : NULL;
+        if (bp != NULL && bp->budget != NULL) {
+            /* pydevd's rule: only a backward jump within one line is a hit (a LINE event
+               reports the others). */
+            if (PyCode_Addr2Line((PyCodeObject *)args[0], (int)from_offset) == to_line) {
+                return ft_on_budgeted_hit(self, tracer, bp, args, nargsf);
+            }
+            bp = NULL;
+        }
+        if (bp != NULL) {
             tracer->stats[ST_JUMP_FORWARD]++;
             return ft_forward(self, args, nargsf, NULL);
         }
@@ -574,6 +839,8 @@ Tracer_traverse(TracerObject *self, visitproc visit, void *arg)
     Py_VISIT(self->compute);
     Py_VISIT(self->need_slow);
     Py_VISIT(self->pending_error);
+    Py_VISIT(self->probe);
+    Py_VISIT(self->on_trip);
     return 0;
 }
 
@@ -584,6 +851,8 @@ Tracer_clear(TracerObject *self)
     Py_CLEAR(self->compute);
     Py_CLEAR(self->need_slow);
     Py_CLEAR(self->pending_error);
+    Py_CLEAR(self->probe);
+    Py_CLEAR(self->on_trip);
     return 0;
 }
 
@@ -715,6 +984,24 @@ Tracer_stats(TracerObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
+Tracer_set_hooks(TracerObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_hooks(probe, on_trip) takes 2 arguments");
+        return NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (args[i] != Py_None && !PyCallable_Check(args[i])) {
+            PyErr_SetString(PyExc_TypeError, "set_hooks: probe and on_trip must be callable or None");
+            return NULL;
+        }
+    }
+    Py_XSETREF(self->probe, args[0] == Py_None ? NULL : Py_NewRef(args[0]));
+    Py_XSETREF(self->on_trip, args[1] == Py_None ? NULL : Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 Tracer_take_error(TracerObject *self, PyObject *Py_UNUSED(ignored))
 {
     /* The first exception a callback swallowed since the last call (or None). */
@@ -754,6 +1041,9 @@ static PyMethodDef Tracer_methods[] = {
      "note_local_events(code, line_enabled): pydevd changed LINE on code"},
     {"cached_lines", (PyCFunction)Tracer_cached_lines, METH_O, "the cached breakpoint lines of code, or None"},
     {"stats", (PyCFunction)Tracer_stats, METH_NOARGS, "event counters"},
+    {"set_hooks", (PyCFunction)(void (*)(void))Tracer_set_hooks, METH_FASTCALL,
+     "set_hooks(probe, on_trip): probe(spec) serves hits of budgets made with probe=True and returns "
+     "the bytes it output (or -1); on_trip(budget) hears of a budget pausing itself on the hit path"},
     {"take_error", (PyCFunction)Tracer_take_error, METH_NOARGS,
      "the first exception a callback swallowed since the last call, or None"},
     {"close", (PyCFunction)Tracer_close, METH_NOARGS, "make every trampoline a plain forwarder"},
@@ -785,6 +1075,198 @@ static PyType_Spec Tracer_spec = {
     .slots = Tracer_slots,
 };
 
+
+/* ------------------------------------------------------------------ Budget methods */
+
+static int
+Budget_init(BudgetObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"spec", "eval_rate", "output_rate", "byte_rate", "time_fraction",
+                             "counts_evaluations", "probe", NULL};
+    PyObject *spec;
+    double eval_rate = 0, output_rate = 0, byte_rate = 0, time_fraction = 0;
+    int counts_evaluations = 0, probe = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$ddddpp:Budget", kwlist, &spec, &eval_rate, &output_rate,
+                                     &byte_rate, &time_fraction, &counts_evaluations, &probe)) {
+        return -1;
+    }
+    if (!(eval_rate >= 0) || !(output_rate >= 0) || !(byte_rate >= 0) || !(time_fraction >= 0)) {
+        PyErr_SetString(PyExc_ValueError, "budget limits must be >= 0 (0 = unlimited)");
+        return -1;
+    }
+    Py_XSETREF(self->spec, Py_NewRef(spec));
+    self->eval_rate = eval_rate;
+    self->output_rate = output_rate;
+    self->byte_rate = byte_rate;
+    self->time_fraction = time_fraction;
+    self->counts_evaluations = counts_evaluations;
+    self->probe = probe;
+    ft_budget_fill(self, ft_precise_ns());
+    return 0;
+}
+
+static int
+Budget_traverse(BudgetObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->spec);
+    return 0;
+}
+
+static int
+Budget_clear(BudgetObject *self)
+{
+    Py_CLEAR(self->spec);
+    return 0;
+}
+
+static void
+Budget_dealloc(BudgetObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Budget_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyObject *
+Budget_resume(BudgetObject *self, PyObject *Py_UNUSED(ignored))
+{
+    /* Full buckets again.  The caller re-arms the DISABLEd line (restart_events). */
+    int was_paused = self->paused;
+    self->paused = 0;
+    self->reason = BR_NONE;
+    ft_budget_fill(self, ft_precise_ns());
+    return PyBool_FromLong(was_paused);
+}
+
+static PyObject *
+Budget_pause(BudgetObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(ft_budget_pause(self, BR_EXTERNAL, ft_precise_ns()));
+}
+
+static PyObject *
+Budget_charge(BudgetObject *self, PyObject *arg)
+{
+    /* Time (ns) spent on a hit outside C, e.g. pydevd evaluating a hit condition.
+       True if this charge paused the budget: the caller reports it. */
+    long long cost = PyLong_AsLongLong(arg);
+    if (cost == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyBool_FromLong(ft_budget_charge_time(self, cost, ft_precise_ns()));
+}
+
+#define BUDGET_STAT(name) {#name, offsetof(BudgetObject, name)}
+
+static const struct { const char *name; size_t offset; } ft_budget_counters[] = {
+    BUDGET_STAT(hits), BUDGET_STAT(evaluations), BUDGET_STAT(outputs), BUDGET_STAT(bytes),
+    BUDGET_STAT(time_ns), BUDGET_STAT(trips), BUDGET_STAT(paused_hits), BUDGET_STAT(dropped),
+    BUDGET_STAT(probe_errors),
+};
+
+static PyObject *
+Budget_stats(BudgetObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *stats = PyDict_New();
+    if (stats == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(ft_budget_counters) / sizeof(ft_budget_counters[0]); i++) {
+        unsigned long long v = *(unsigned long long *)((char *)self + ft_budget_counters[i].offset);
+        PyObject *value = PyLong_FromUnsignedLongLong(v);
+        if (value == NULL || PyDict_SetItemString(stats, ft_budget_counters[i].name, value) < 0) {
+            Py_XDECREF(value);
+            Py_DECREF(stats);
+            return NULL;
+        }
+        Py_DECREF(value);
+    }
+    return stats;
+}
+
+static PyObject *
+Budget_get_spec(BudgetObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->spec != NULL ? self->spec : Py_None);
+}
+
+static PyObject *
+Budget_get_paused(BudgetObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->paused);
+}
+
+static PyObject *
+Budget_get_reason(BudgetObject *self, void *Py_UNUSED(closure))
+{
+    if (!self->paused) {
+        Py_RETURN_NONE;
+    }
+    return PyUnicode_FromString(ft_reason_names[self->reason]);
+}
+
+static PyObject *
+Budget_get_paused_at(BudgetObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(self->paused ? self->paused_at : 0);
+}
+
+static PyObject *
+Budget_get_first_hit_at(BudgetObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(self->first_hit_at);
+}
+
+static PyObject *
+Budget_get_limits(BudgetObject *self, void *Py_UNUSED(closure))
+{
+    return Py_BuildValue("{s:d,s:d,s:d,s:d,s:O,s:O}", "eval_rate", self->eval_rate, "output_rate",
+                         self->output_rate, "byte_rate", self->byte_rate, "time_fraction", self->time_fraction,
+                         "counts_evaluations", self->counts_evaluations ? Py_True : Py_False,
+                         "probe", self->probe ? Py_True : Py_False);
+}
+
+static PyMethodDef Budget_methods[] = {
+    {"resume", (PyCFunction)Budget_resume, METH_NOARGS, "unpause with full buckets; True if it was paused"},
+    {"pause", (PyCFunction)Budget_pause, METH_NOARGS, "pause (reason 'external'); True if it was running"},
+    {"charge", (PyCFunction)Budget_charge, METH_O, "charge(ns): time spent outside C; True if that paused it"},
+    {"stats", (PyCFunction)Budget_stats, METH_NOARGS, "counters"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Budget_getset[] = {
+    {"spec", (getter)Budget_get_spec, NULL, "what the probe is given", NULL},
+    {"paused", (getter)Budget_get_paused, NULL, "the line answers DISABLE", NULL},
+    {"reason", (getter)Budget_get_reason, NULL, "why it paused, or None", NULL},
+    {"paused_at", (getter)Budget_get_paused_at, NULL, "time.monotonic_ns() when it paused, or 0", NULL},
+    {"first_hit_at", (getter)Budget_get_first_hit_at, NULL, "time.monotonic_ns() of the first hit, or 0", NULL},
+    {"limits", (getter)Budget_get_limits, NULL, "the limits it was made with", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Budget_slots[] = {
+    {Py_tp_doc, "Budget(spec, *, eval_rate=0, output_rate=0, byte_rate=0, time_fraction=0, "
+                "counts_evaluations=False, probe=False): one breakpoint's limits, checked in C on each hit."},
+    {Py_tp_init, Budget_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_traverse, Budget_traverse},
+    {Py_tp_clear, Budget_clear},
+    {Py_tp_dealloc, Budget_dealloc},
+    {Py_tp_methods, Budget_methods},
+    {Py_tp_getset, Budget_getset},
+    {0, NULL},
+};
+
+static PyType_Spec Budget_spec = {
+    .name = "fastattach._fasttrace.Budget",
+    .basicsize = sizeof(BudgetObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Budget_slots,
+};
+
 /* ------------------------------------------------------------------ module */
 
 static int
@@ -802,6 +1284,10 @@ fasttrace_exec(PyObject *module)
     if (st->trampoline_type == NULL || PyModule_AddType(module, st->trampoline_type) < 0) {
         return -1;
     }
+    st->budget_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Budget_spec, NULL);
+    if (st->budget_type == NULL || PyModule_AddType(module, st->budget_type) < 0) {
+        return -1;
+    }
     if (PyModule_AddIntConstant(module, "PY_START", FT_PY_START) < 0
         || PyModule_AddIntConstant(module, "LINE", FT_LINE) < 0
         || PyModule_AddIntConstant(module, "JUMP", FT_JUMP) < 0) {
@@ -816,6 +1302,7 @@ fasttrace_traverse(PyObject *module, visitproc visit, void *arg)
     fasttrace_state *st = get_fasttrace_state(module);
     Py_VISIT(st->tracer_type);
     Py_VISIT(st->trampoline_type);
+    Py_VISIT(st->budget_type);
     return 0;
 }
 
@@ -825,6 +1312,7 @@ fasttrace_clear(PyObject *module)
     fasttrace_state *st = get_fasttrace_state(module);
     Py_CLEAR(st->tracer_type);
     Py_CLEAR(st->trampoline_type);
+    Py_CLEAR(st->budget_type);
     return 0;
 }
 

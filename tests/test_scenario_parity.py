@@ -98,7 +98,10 @@ def as_clients_read(capabilities):
 def test_capabilities_match_debugpy(runs):
     # Our relay answers initialize itself, and clients decide what to offer (terminate the
     # debuggee on disconnect, the exception filters' tooltips, ...) from this answer.
-    assert as_clients_read(runs["fastattach"]["capabilities"]) == as_clients_read(runs["debugpy"]["capabilities"])
+    ours = as_clients_read(runs["fastattach"]["capabilities"])
+    reference = as_clients_read(runs["debugpy"]["capabilities"])
+    differing = sorted(key for key in ours.keys() | reference.keys() if ours.get(key) != reference.get(key))
+    assert not differing, {key: {"fastattach": ours.get(key), "debugpy": reference.get(key)} for key in differing}
 
 
 @pytest.mark.timeout(180)

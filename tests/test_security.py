@@ -283,3 +283,68 @@ class TestTLS:
         assert normalize_fingerprint(shown) == normalize_fingerprint("sha256:" + shown.replace(":", "").lower())
         with pytest.raises(ValueError, match="SHA-256"):
             normalize_fingerprint("abcd")
+
+
+class TestHostileInput:
+    """Deterministic cases; tests/test_fuzz.py throws generated ones at the same code."""
+
+    def send_and_collect(self, listener, data: bytes, timeout: float = 5.0) -> bytes:
+        with socket.create_connection(listener.address, timeout=timeout) as sock:
+            try:
+                sock.sendall(data)
+            except OSError:
+                pass
+            received = bytearray()
+            try:
+                while chunk := sock.recv(65536):
+                    received += chunk
+            except OSError:
+                pass
+            return bytes(received)
+
+    def test_flood_before_attach_is_cut_off(self, make_listener, fake, caplog):
+        listener = make_listener(secret=SECRET)
+        flood = b"".join(encode_message({"seq": i, "type": "request", "command": "initialize"})
+                         for i in range(1, 20001))
+        with caplog.at_level(logging.WARNING, logger="fastattach"):
+            received = self.send_and_collect(listener, flood)
+            wait_until(lambda: "without an attach" in caplog.text, what="the log line")
+        assert received.count(b"Content-Length") <= 16
+        assert fake.opened == 0
+
+    @pytest.mark.parametrize("data, log", [
+        (b"Content-Length: 100000000\r\n\r\n", "exceeds the limit"),
+        (b"Content-Length: -1\r\n\r\n", "not a non-negative integer"),
+        (b"Content-Length: 4\r\n\r\n\xff\xfe\xfd\xfc", "not UTF-8"),
+        (b"Content-Length: 4\r\n\r\nnope", "not JSON"),
+        (b"Content-Length: 2\r\n\r\n[]", "not a JSON object"),
+        (b'Content-Length: 40\r\n\r\n{"seq":"1","type":"request","command":1}', "'seq'"),
+        (b"\x16\x03\x01\x02\x00" + b"\x00" * 5000, "header block longer"),
+    ])
+    def test_malformed_frames_close_with_a_log_line(self, make_listener, fake, caplog, data, log):
+        listener = make_listener(secret=SECRET)
+        with caplog.at_level(logging.WARNING, logger="fastattach"):
+            self.send_and_collect(listener, data)
+            wait_until(lambda: log in caplog.text, what=f"a log line with {log!r}")
+        assert fake.opened == 0
+        client = DAPClient.connect(*listener.address)  # still serving
+        try:
+            client.attach(secret=SECRET)
+        finally:
+            client.close()
+
+    def test_truncated_body_then_vanish(self, make_listener, fake):
+        listener = make_listener(secret=SECRET)
+        self.send_and_collect(listener, b"Content-Length: 500\r\n\r\n{\"seq\":1,")
+        wait_until(lambda: listener._session.finished, what="the session to end")
+        assert fake.opened == 0
+
+    def test_unknown_and_out_of_order_requests_get_errors(self, make_listener, clients, fake):
+        listener = make_listener(secret=SECRET)
+        client = clients(listener)
+        client.initialize()
+        for command in ("frobnicate", "configurationDone", "stackTrace"):
+            response = client.request(command, {}, check=False)
+            assert not response["success"] and command in response["message"]
+        assert client.request("launch", {}, check=False)["message"].startswith("fastattach cannot launch")
+        client.attach(secret=SECRET)

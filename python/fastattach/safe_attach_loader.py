@@ -13,6 +13,8 @@ the orchestrator's to change):
 - ``PTVS_DEBUG_PORT_FILE``: the chosen port is written there (atomically); a failure is
   written as JSON to the same path plus ``.error``
 - ``PTVS_SAFE_ATTACH_LOADER_VERBOSE`` (on unless 0), ``PTVS_DEBUG_LOG_FILE``
+- ``FASTATTACH_SECRET``: the secret clients must present (only ever from the settings file
+  or the environment the target already has)
 
 Rules it keeps: nothing escapes into the target (every exception is caught and reported
 through the files above); it binds no name in ``__main__``; it leaves ``sys.path`` as it
@@ -33,7 +35,7 @@ import os  # noqa: E402
 
 SETTING_NAMES = (
     "PTVS_DEBUG_HOST", "PTVS_DEBUG_PORT", "PTVS_WAIT_FOR_CLIENT", "PTVS_DEBUG_BREAK", "PTVS_DEBUG_PORT_FILE",
-    "PTVS_SAFE_ATTACH_LOADER_VERBOSE", "PTVS_DEBUG_LOG_FILE",
+    "PTVS_SAFE_ATTACH_LOADER_VERBOSE", "PTVS_DEBUG_LOG_FILE", "FASTATTACH_SECRET",
 )
 
 
@@ -145,6 +147,14 @@ def _import_debugger(log):
     return fastattach
 
 
+def _current_listener_address(fastattach):
+    try:
+        listener = fastattach._api._listener
+        return None if listener is None else tuple(listener.address)
+    except AttributeError:
+        return None
+
+
 def _is_true(value):
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -202,7 +212,13 @@ def main(namespace):
     host = settings.get("PTVS_DEBUG_HOST") or "127.0.0.1"
     try:
         port = int(settings.get("PTVS_DEBUG_PORT") or 0)
-        bound_host, bound_port = fastattach.listen((host, port))
+        already = _current_listener_address(fastattach)
+        if already is not None and port in (0, already[1]):
+            # A second attach to a process that still listens: hand out the same port.
+            bound_host, bound_port = already
+            log(f"already listening on {bound_host}:{bound_port}")
+        else:
+            bound_host, bound_port = fastattach.listen((host, port), secret=settings.get("FASTATTACH_SECRET") or None)
     except OSError as exc:
         _report_error(settings, log, "bind_failed", f"port bind failed in the target: cannot listen on "
                                                     f"{host}:{settings.get('PTVS_DEBUG_PORT')}: {exc}")

@@ -116,3 +116,11 @@ def start_state(state: str, python: str = sys.executable, *, env: dict | None = 
 
 def start_program(program: str, python: str = sys.executable, *, env: dict | None = None) -> Target:
     return Target([python, "-uc", program], env=env)
+
+
+def hit_line() -> int:
+    """The line of attach_target.py marked with the ATTACH-HIT comment (exactly one)."""
+    found = [n for n, line in enumerate(ATTACH_TARGET.read_text().splitlines(), 1) if line.rstrip().endswith("# ATTACH-HIT")]
+    if len(found) != 1:
+        raise LookupError(f"{ATTACH_TARGET} has {len(found)} ATTACH-HIT lines, expected one")
+    return found[0]

@@ -5,17 +5,21 @@
 STATE (what the main thread does while the test attaches):
   busy    a single-threaded pure-Python loop
   busy2   two CPU-bound worker threads; the main thread waits in join()
-  sleep   time.sleep(); a worker thread waits on stdin
-  accept  socket.accept() on a port printed as "accept-port N"
+  sleep   time.sleep(); a worker thread reads commands from stdin
+  accept  socket.accept() on a port printed as "accept-port N"; each client sends a command
   alloc   a loop that churns dicts, lists and strings
 
-Every state prints "ready" once running. The line marked ``# ATTACH-HIT`` runs when the
-test asks for it: busy/busy2/alloc run it on every iteration once the file named by
-ATTACH_GO_FILE exists; sleep runs it when a line arrives on stdin; accept when a client
-connects. ``hit()`` returns a value the test evaluates (``token``). The process exits on its
-own after LIMIT_S seconds (default 300), so a broken test never leaves it running.
+Every state prints "ready" once running. Commands reach the code that runs in that state:
+busy, busy2 and alloc check for files (ATTACH_CONTROL_DIR/hit, ATTACH_CONTROL_DIR/stop) in
+their loops; sleep reads "hit"/"stop" lines on stdin; accept reads one from each client.
+"hit" runs the line marked ATTACH-HIT (where tests put a breakpoint; busy states keep
+hitting it while the file exists). "stop" calls fastattach.stop() in the target, then prints
+"probe {json}" with what sys.monitoring still has registered, so a test can check the
+overhead went back to none. The process exits on its own after LIMIT_S seconds (default
+300), so a broken test never leaves it running.
 """
 
+import json
 import os
 import sys
 import threading
@@ -23,7 +27,7 @@ import time
 
 STATE = sys.argv[1]
 LIMIT_S = float(sys.argv[2]) if len(sys.argv) > 2 else 300.0
-GO_FILE = os.environ.get("ATTACH_GO_FILE", "")
+CONTROL_DIR = os.environ.get("ATTACH_CONTROL_DIR", "")
 DEADLINE = time.monotonic() + LIMIT_S
 hits = 0
 
@@ -35,8 +39,42 @@ def hit(source):
     return token
 
 
-def go():
-    return bool(GO_FILE) and os.path.exists(GO_FILE)
+def stop_and_probe():
+    """fastattach.stop(), then report every sys.monitoring tool and event still registered."""
+    fastattach = sys.modules.get("fastattach")
+    if fastattach is not None:
+        fastattach.stop()
+    monitoring = sys.monitoring
+    report = {
+        "tools": {i: monitoring.get_tool(i) for i in range(6) if monitoring.get_tool(i) is not None},
+        "global_events": {i: monitoring.get_events(i) for i in range(6) if monitoring.get_events(i)},
+        "local_events": {i: monitoring.get_local_events(i, hit.__code__) for i in range(6)
+                         if monitoring.get_local_events(i, hit.__code__)},
+        "settrace": sys.gettrace() is not None,
+    }
+    print("probe", json.dumps(report), flush=True)
+
+
+def command(text, source):
+    if text == "hit":
+        print("hit", hit(source), flush=True)
+    elif text == "stop":
+        stop_and_probe()
+
+
+def control(source):
+    """Called from the loops of the busy states: act on the control files."""
+    if not CONTROL_DIR:
+        return
+    if os.path.exists(os.path.join(CONTROL_DIR, "hit")):
+        hit(source)
+    stop_file = os.path.join(CONTROL_DIR, "stop")
+    if os.path.exists(stop_file):
+        try:
+            os.rename(stop_file, stop_file + ".taken")  # exactly one thread acts on it
+        except OSError:
+            return
+        stop_and_probe()
 
 
 def spin(name):
@@ -44,8 +82,7 @@ def spin(name):
     while time.monotonic() < DEADLINE:
         for i in range(2000):
             total += i * i
-        if go():
-            hit(name)
+        control(name)
 
 
 def churn():
@@ -55,8 +92,7 @@ def churn():
             keep.append({"k": str(i) * 3, "v": [i, i + 1, (i, "x")]})
         if len(keep) > 5000:
             del keep[:4000]
-        if go():
-            hit("alloc")
+        control("alloc")
 
 
 def exit_at_deadline():
@@ -75,11 +111,11 @@ elif STATE == "busy2":
     for worker in workers:
         worker.join()
 elif STATE == "sleep":
-    def wait_for_stdin():
-        for _line in sys.stdin:
-            print("stdin line", hit("stdin"), flush=True)
+    def read_commands():
+        for line in sys.stdin:
+            command(line.strip(), "stdin")
 
-    threading.Thread(target=wait_for_stdin, daemon=True).start()
+    threading.Thread(target=read_commands, daemon=True).start()
     threading.Thread(target=exit_at_deadline, daemon=True).start()
     print("ready", flush=True)
     time.sleep(LIMIT_S)
@@ -94,8 +130,14 @@ elif STATE == "accept":
     print("ready", flush=True)
     while True:
         connection, _ = server.accept()
-        print("accepted", hit("accept"), flush=True)
-        connection.close()
+        with connection:
+            connection.settimeout(10)
+            try:
+                text = connection.recv(64).decode().strip()
+            except OSError:
+                text = ""
+            print("accepted", flush=True)
+            command(text, "accept")
 elif STATE == "alloc":
     print("ready", flush=True)
     churn()

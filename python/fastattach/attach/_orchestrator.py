@@ -93,7 +93,7 @@ def bootstrap_code(loader: str, settings: str, main_ident: int = 0) -> str:
 
 
 def _settings_payload(host: str, port: int, wait_for_client: bool, log_file: str | None, port_file: str,
-                      verbose: bool) -> dict:
+                      verbose: bool, secret: str | None) -> dict:
     settings = {
         "PTVS_DEBUG_HOST": host,
         "PTVS_DEBUG_PORT": str(port),
@@ -103,6 +103,8 @@ def _settings_payload(host: str, port: int, wait_for_client: bool, log_file: str
     }
     if log_file:
         settings["PTVS_DEBUG_LOG_FILE"] = os.path.abspath(log_file)
+    if secret:
+        settings["FASTATTACH_SECRET"] = secret  # the file is 0600 in a 0700 directory
     return settings
 
 
@@ -123,7 +125,7 @@ class _Session:
 
     def write_settings(self, settings: dict) -> None:
         temporary = self.settings + ".tmp"
-        with open(temporary, "w") as f:
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
             json.dump(settings, f)
         if self.uid is not None and self.uid != os.geteuid():
             os.chown(temporary, self.uid, -1)
@@ -164,10 +166,12 @@ def _wait(predicate, deadline: float) -> bool:
 
 
 def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False, log_file: str | None = None,
-           timeout: float = DEFAULT_TIMEOUT, loader: str | None = None, method: str = "auto",
-           verbose: bool = True) -> tuple[str, int]:
+           timeout: float = DEFAULT_TIMEOUT, secret: str | None = None, loader: str | None = None,
+           method: str = "auto", verbose: bool = True) -> tuple[str, int]:
     """Start fastattach's listener inside the running process ``pid``; return (host, port).
 
+    ``secret``: clients must present it (see fastattach.listen). ``loader``: run this file
+    instead of the packaged safe_attach_loader.py (also PTVS_SAFE_ATTACH_LOADER_OVERRIDE).
     ``method``: "auto" (mailbox or PEP 768 first, ptrace if the main thread does not pick it
     up), "mailbox" (never ptrace), or "ptrace" (inject at once). Raises AttachError.
     """
@@ -191,7 +195,8 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
 
     session = _Session(pid)
     try:
-        session.write_settings(_settings_payload(host, port, wait_for_client, log_file, session.port_file, verbose))
+        session.write_settings(_settings_payload(host, port, wait_for_client, log_file, session.port_file, verbose,
+                                                 secret))
         delivered = _deliver(runtime, loader, session, method, deadline)
         if not _wait(lambda: session.result() is not None or not _alive(pid), deadline):
             raise AttachError("timeout", f"attach to PID {pid} timed out after {timeout:g} s: the loader was "
@@ -263,16 +268,18 @@ def _post_pep768(runtime: _runtime.PythonRuntime, session: _Session, code: str) 
 
 
 def cli_attach(host: str, port: int, pid: int, *, wait_for_client: bool = False, log_dir: str | None = None,
-               timeout: float = DEFAULT_TIMEOUT, stdout=None, stderr=None) -> int:
-    """``python -m fastattach --listen [HOST:]PORT --pid PID``: print HOST:PORT, return an exit code."""
+               secret: str | None = None, timeout: float = DEFAULT_TIMEOUT, stdout=None, stderr=None) -> int:
+    """``python -m fastattach --listen [HOST:]PORT --pid PID``: print
+    ``fastattach: listening on HOST:PORT in PID N`` on success, or the error on stderr; return
+    the exit code (0, or 1 on any AttachError)."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     log_file = os.path.join(log_dir, f"fastattach-attach-{pid}.log") if log_dir else None
     try:
         bound_host, bound_port = attach(pid, (host, port), wait_for_client=wait_for_client, log_file=log_file,
-                                        timeout=timeout)
+                                        secret=secret, timeout=timeout)
     except AttachError as exc:
         print(f"fastattach: {exc}", file=stderr)
         return 1
-    print(f"{bound_host}:{bound_port}", file=stdout, flush=True)
+    print(f"fastattach: listening on {bound_host}:{bound_port} in PID {pid}", file=stdout, flush=True)
     return 0

@@ -31,6 +31,7 @@ class Settings:
         self.max_seconds = 0.5 if quick else 4.0         # per process; slow modes take fewer samples
         self.warmup = not quick                          # one untimed unit before the samples
         self.min_samples = 1 if quick else 2
+        self.stop_timeout = 60.0                         # a probe breakpoint must stop within this
         self.result_timeout = 600.0
         self.latency_hits = 20
         self.startup_repeat = 1 if quick else 5
@@ -159,7 +160,7 @@ def run_scenario(python: str, workload: str, profile: dict, scenario, mode: str,
             details.update(rss_attached=result["rss_attached"], connected=result["connected"],
                            monitoring_after=result["monitoring"])
             if client is not None:
-                check_setup_held(client, target, setup, details)
+                check_setup_held(client, target, setup, details, settings.stop_timeout)
                 client.disconnect()
                 client = None
             if mode in DEBUGGERS and setup.detach_before_timing and result["connected"]:
@@ -171,7 +172,8 @@ def run_scenario(python: str, workload: str, profile: dict, scenario, mode: str,
     return {"times": result["times"], "median": result["median"], **details}
 
 
-def check_setup_held(client: DAPClient, target: TargetProcess, setup: ScenarioSetup, details: dict) -> None:
+def check_setup_held(client: DAPClient, target: TargetProcess, setup: ScenarioSetup, details: dict,
+                     stop_timeout: float) -> None:
     """After timing: nothing stopped, logpoints logged, and a probe breakpoint stops."""
     if client.events("stopped"):
         raise SetupNotEffective("the debuggee stopped during timing: a never-hit breakpoint was hit")
@@ -187,7 +189,7 @@ def check_setup_held(client: DAPClient, target: TargetProcess, setup: ScenarioSe
         if _path_key(other) != _path_key(path):
             client.set_breakpoints(other, [])
     target.send("probe")
-    thread_id = check_stop_at(client, path, line, timeout=60)
+    thread_id = check_stop_at(client, path, line, timeout=stop_timeout)
     client.set_breakpoints(path, [])
     client.request("continue", {"threadId": thread_id})
     target.wait_record("probed", 60)
@@ -207,7 +209,7 @@ def run_latency(python: str, mode: str, settings: Settings, files: SupportFiles)
             target.send("go")
             received = []
             for _ in range(settings.latency_hits):
-                thread_id = check_stop_at(client, files.probes, line, timeout=30)
+                thread_id = check_stop_at(client, files.probes, line, timeout=settings.stop_timeout)
                 received.append(_receipt_time(client, "stopped"))
                 client.request("continue", {"threadId": thread_id})
             stamps = target.wait_record("result", 120)["stamps"]

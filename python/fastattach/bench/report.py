@@ -182,7 +182,7 @@ def write_chart(results: dict, path: str) -> None:
             ax.set_xticks(range(len(groups)), [str(g) for g in groups])
             ax.set_title(f"{workload} — Python {python}", fontsize=9)
             ax.set_ylabel("time / no debugger")
-            if row == 0 and col == 0:
+            if row == 0 and col == 0 and ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
         if soak_rows:
             ax = axes[len(workloads)][col]

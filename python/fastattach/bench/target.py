@@ -142,7 +142,8 @@ def load_workload(workload: str):
         path = os.path.abspath(workload)
         if not os.path.exists(path):
             raise LookupError(f"workload script {path} does not exist")
-        code = compile(open(path, "rb").read(), path, "exec")
+        with open(path, "rb") as source:
+            code = compile(source.read(), path, "exec")
 
         def run_script():
             exec(code, {"__name__": "__main__", "__file__": path, "__builtins__": __builtins__})

@@ -1,0 +1,236 @@
+"""Unit tests of the benchmark harness: statistics, run order, line choice, set-up checks.
+
+No timing is asserted anywhere: these tests check the arithmetic and the decisions.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+from fastattach.bench import target
+from fastattach.bench.harness import SetupNotEffective, check_breakpoints_verified
+from fastattach.bench.lines import LOGPOINT_HITS_PER_UNIT, NoSuitableLine, choose_lines, inner_repeats
+from fastattach.bench.report import ratio_table
+from fastattach.bench.scenarios import (BASELINE, REFERENCE_SCENARIO, SCENARIOS, NotApplicable, probe_line,
+                                        scenario_setup, write_support_files)
+from fastattach.bench.schedule import interleave
+from fastattach.bench.stats import (geometric_mean, linear_slope, paired_differences, paired_ratios, rotated,
+                                    summarize)
+
+
+def run(mode, median, rep=0, scenario=4, ok=True, workload="w", python="3.12"):
+    return {"python": python, "workload": workload, "scenario": scenario, "mode": mode, "rep": rep,
+            "ok": ok, "median": median}
+
+
+class TestStatistics:
+    def test_summary_is_median_and_range(self):
+        summary = summarize([3.0, 1.0, 2.0, 10.0])
+        assert (summary.median, summary.low, summary.high, summary.count) == (2.5, 1.0, 10.0, 4)
+
+    def test_summary_of_nothing_is_an_error(self):
+        with pytest.raises(ValueError):
+            summarize([])
+
+    def test_ratios_pair_each_run_with_the_baseline_of_its_repetition(self):
+        runs = [run("none", 2.0, rep=0), run("debugpy", 8.0, rep=0), run("fastattach", 2.2, rep=0),
+                run("none", 4.0, rep=1), run("debugpy", 12.0, rep=1), run("fastattach", 4.0, rep=1)]
+        ratios = paired_ratios(runs)
+        assert ratios[("3.12", "w", 4, "debugpy")] == [4.0, 3.0]
+        assert ratios[("3.12", "w", 4, "fastattach")] == pytest.approx([1.1, 1.0])
+
+    def test_failed_runs_and_orphans_give_no_ratio(self):
+        runs = [run("none", 2.0, rep=0, ok=False), run("debugpy", 8.0, rep=0),
+                run("none", 2.0, rep=1), run("debugpy", 1.0, rep=1, ok=False),
+                run("fastattach", 1.0, rep=2)]
+        assert paired_ratios(runs) == {}
+
+    def test_ratios_never_mix_scenarios_workloads_or_pythons(self):
+        runs = [run("none", 1.0, scenario=3), run("debugpy", 5.0, scenario=4),
+                run("none", 1.0, workload="a"), run("debugpy", 5.0, workload="b"),
+                run("none", 1.0, python="3.13"), run("debugpy", 5.0, python="3.12", workload="c")]
+        assert paired_ratios(runs) == {}
+
+    def test_per_event_cost_divides_the_paired_difference(self):
+        runs = [run("none", 1.0, scenario=5), run("debugpy", 3.0, scenario=5)]
+        assert paired_differences(runs, lambda r: 1000) == {("3.12", "w", 5, "debugpy"): [0.002]}
+
+    def test_geometric_mean_and_slope(self):
+        assert geometric_mean([1.0, 4.0]) == pytest.approx(2.0)
+        assert linear_slope([(0, 1.0), (1, 3.0), (2, 5.0)]) == pytest.approx(2.0)
+        assert linear_slope([(0, 1.0)]) == 0.0
+
+    def test_samples_needed_for_a_sample_duration(self):
+        assert inner_repeats(0.004, 0.1) == 25
+        assert inner_repeats(0.5, 0.1) == 1
+        assert inner_repeats(0.0, 0.1) == 1
+
+
+class TestInterleaving:
+    def test_each_group_is_baseline_and_every_mode_back_to_back(self):
+        order = interleave(["py"], ["w1", "w2"], [1, 4], ("debugpy", "fastattach"), (), repeat=1)
+        assert [(k.workload, k.scenario, k.mode) for k in order] == [
+            ("w1", 1, "none"), ("w1", 1, "debugpy"), ("w1", 1, "fastattach"),
+            ("w1", 4, "none"), ("w1", 4, "debugpy"), ("w1", 4, "fastattach"),
+            ("w2", 1, "none"), ("w2", 1, "debugpy"), ("w2", 1, "fastattach"),
+            ("w2", 4, "none"), ("w2", 4, "debugpy"), ("w2", 4, "fastattach"),
+        ]
+
+    def test_the_mode_order_rotates_between_repetitions(self):
+        assert rotated(("a", "b", "c"), 0) == ("a", "b", "c")
+        assert rotated(("a", "b", "c"), 1) == ("b", "c", "a")
+        assert rotated(("a", "b", "c"), 5) == ("c", "a", "b")
+        order = interleave(["py"], ["w"], [2], ("debugpy", "fastattach"), (), repeat=3)
+        assert [k.mode for k in order] == ["none", "debugpy", "fastattach", "debugpy", "fastattach", "none",
+                                           "fastattach", "none", "debugpy"]
+        assert [k.rep for k in order] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+    def test_references_form_their_own_group_with_a_baseline(self):
+        order = interleave(["p1", "p2"], ["w"], [3], ("fastattach",), ("bdb", "coverage"), repeat=2)
+        groups: dict = {}
+        for key in order:
+            groups.setdefault((key.rep, key.python, key.workload, key.scenario), []).append(key.mode)
+        assert len(groups) == 2 * 2 * 2
+        for (rep, python, workload, scenario), modes in groups.items():
+            expected = {"none", "bdb", "coverage"} if scenario == REFERENCE_SCENARIO else {"none", "fastattach"}
+            assert sorted(modes) == sorted(expected)
+            assert BASELINE in modes
+
+
+def entry(function, first_line, lines, counts, file="/w.py"):
+    return {"file": file, "function": function, "first_line": first_line, "lines": lines,
+            "counts": {str(k): v for k, v in counts.items()}}
+
+
+class TestLineChoice:
+    def test_hottest_function_line_and_never_run_line(self):
+        profile = [
+            entry("cold", 1, [2, 3], {2: 5, 3: 5}),
+            entry("hot", 10, [10, 11, 12, 13, 14, 15], {11: 1000, 12: 50_000, 13: 50_000, 15: 1000}),
+        ]
+        plan = choose_lines(profile)
+        assert (plan.hot_function, plan.hottest_line, plan.hottest_line_hits) == ("hot", 12, 50_000)
+        assert (plan.never_function, plan.never_line) == ("hot", 14)
+
+    def test_the_def_line_is_never_chosen_as_a_never_run_line(self):
+        plan = choose_lines([entry("hot", 10, [10, 11], {11: 9})])
+        assert plan.never_line is None
+
+    def test_falls_back_to_the_hottest_function_that_has_a_never_run_line(self):
+        profile = [entry("hot", 10, [10, 11, 12], {11: 900, 12: 900}),
+                   entry("warm", 20, [20, 21, 22], {21: 100})]
+        plan = choose_lines(profile)
+        assert plan.hot_function == "hot"
+        assert (plan.never_function, plan.never_line) == ("warm", 22)
+
+    def test_no_never_run_line_anywhere_makes_scenario_4_not_applicable(self, tmp_path):
+        plan = choose_lines([entry("hot", 10, [10, 11], {11: 900})])
+        assert plan.never_line is None
+        files = write_support_files(str(tmp_path))
+        with pytest.raises(NotApplicable):
+            scenario_setup(4, plan, files.never_run)
+        assert plan.hot_file in scenario_setup(7, plan, files.never_run).breakpoints
+
+    def test_logpoint_goes_on_the_line_nearest_its_target_frequency(self):
+        profile = [entry("hot", 10, [10, 11, 12, 13],
+                         {11: 1_000_000, 12: LOGPOINT_HITS_PER_UNIT * 2, 13: 3})]
+        plan = choose_lines(profile)
+        assert (plan.logpoint_line, plan.logpoint_hits) == (12, LOGPOINT_HITS_PER_UNIT * 2)
+
+    def test_an_empty_profile_is_an_error(self):
+        with pytest.raises(NoSuitableLine):
+            choose_lines([entry("idle", 1, [2], {})])
+
+    def test_lines_come_from_the_code_that_really_runs(self, tmp_path):
+        source = textwrap.dedent("""\
+            def hot(n):
+                total = 0
+                for k in range(n):
+                    total += k          # HOT
+                    if total < 0:
+                        total = -total  # NEVER
+                return total
+            """)
+        path = tmp_path / "workload.py"
+        path.write_text(source)
+        namespace: dict = {}
+        exec(compile(source, str(path), "exec"), namespace)
+        profile = target.count_lines(lambda: namespace["hot"](200), excluded_files={os.path.abspath(__file__)})
+        plan = choose_lines(profile)
+        tagged = {line.split("# ")[-1]: n for n, line in enumerate(source.splitlines(), 1) if "# " in line}
+        assert plan.hot_file == str(path)
+        assert plan.hot_function == "hot"
+        assert plan.hottest_line in (3, tagged["HOT"], 5)     # the loop header, the body: 200 hits each
+        assert plan.hottest_line_hits >= 200
+        assert plan.never_line == tagged["NEVER"]
+
+
+class TestSetupChecks:
+    def test_an_unverified_breakpoint_fails_the_run(self):
+        requested = {"/a.py": [{"line": 3}, {"line": 5}]}
+        check_breakpoints_verified(requested, {"/a.py": [{"verified": True}, {"verified": True}]})
+        with pytest.raises(SetupNotEffective, match="did not verify the breakpoint at /a.py:5"):
+            check_breakpoints_verified(requested, {"/a.py": [{"verified": True}, {"verified": False}]})
+
+    def test_a_missing_answer_fails_the_run(self):
+        with pytest.raises(SetupNotEffective, match="answered 0"):
+            check_breakpoints_verified({"/a.py": [{"line": 3}]}, {})
+
+    def test_scenarios_ask_for_the_checks_that_prove_them(self, tmp_path):
+        plan = choose_lines([entry("hot", 10, [10, 11, 12, 13], {11: 900, 12: 100})])
+        files = write_support_files(str(tmp_path))
+        assert not scenario_setup(1, plan, files.never_run).connect
+        assert scenario_setup(2, plan, files.never_run).breakpoints == {}
+        assert list(scenario_setup(3, plan, files.never_run).breakpoints) == [files.never_run]
+        assert scenario_setup(4, plan, files.never_run).breakpoints == {"/w.py": [{"line": 13}]}
+        conditional = scenario_setup(5, plan, files.never_run).breakpoints["/w.py"][0]
+        assert conditional["line"] == 11 and conditional["condition"]
+        assert scenario_setup(6, plan, files.never_run).expect_logpoint_output
+        assert scenario_setup(7, plan, files.never_run).detach_before_timing
+        for scenario in (2, 3, 4, 5, 6):
+            assert scenario_setup(scenario, plan, files.never_run).probe == ("/w.py", 11)
+
+    def test_probe_lines_are_found_in_the_written_file(self, tmp_path):
+        files = write_support_files(str(tmp_path))
+        with open(files.probes) as probes:
+            lines = probes.read().splitlines()
+        assert lines[probe_line("LATENCY_BREAK") - 1].rstrip().endswith("# LATENCY_BREAK")
+        assert lines[probe_line("SOAK_LOGPOINT") - 1].rstrip().endswith("# SOAK_LOGPOINT")
+
+
+class TestWorkloads:
+    def test_a_pyperformance_benchmark_is_driven_without_pyperf_runner(self):
+        path, unit = target.load_workload("deltablue")
+        assert path.endswith(os.path.join("bm_deltablue", "run_benchmark.py"))
+        unit()
+
+    def test_a_user_script_runs_as_main(self, tmp_path):
+        script = tmp_path / "mine.py"
+        script.write_text("import sys\nif __name__ == '__main__':\n    sys.modules[__name__].RAN = True\n")
+        path, unit = target.load_workload(str(script))
+        assert path == str(script)
+        unit()
+
+    def test_unknown_workloads_are_refused(self, tmp_path):
+        with pytest.raises(LookupError):
+            target.load_workload("no_such_benchmark")
+        with pytest.raises(LookupError):
+            target.load_workload(str(tmp_path / "missing.py"))
+
+
+def test_the_table_has_a_row_for_every_scenario_even_failed_ones():
+    results = {
+        "pythons": ["3.12"], "workloads": ["w"], "scenarios": list(SCENARIOS), "modes": ["debugpy", "fastattach"],
+        "references": [],
+        "ratios": {"3.12|w|4|debugpy": {"median": 80.0, "min": 70.0, "max": 90.0, "n": 3},
+                   "3.12|w|4|fastattach": {"failed": "SetupNotEffective: not verified"},
+                   "3.12|w|5|fastattach": {"not_applicable": "no line"}},
+    }
+    table = ratio_table(results)
+    for number, label in SCENARIOS.items():
+        assert f"| {number}. {label} |" in table
+    assert "80.00x (70.00–90.00)" in table
+    assert "FAILED" in table and "n/a" in table

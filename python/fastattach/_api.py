@@ -90,8 +90,8 @@ def is_client_connected() -> bool:
 
 def breakpoint() -> None:
     """Stop in the caller, as if a breakpoint were set on its next line; no-op without a client."""
-    if not is_client_connected() or not _pydevd_host.is_started():
-        return
+    if not is_client_connected() or not _pydevd_host.is_started() or _OPTIONS["production"]:
+        return   # production mode never suspends a thread
     import pydevd
 
     pydevd.settrace(
@@ -119,17 +119,33 @@ def stop() -> None:
 _OPTIONS: dict[str, object] = {
     "log_dir": None,
 }
+# Budgets and production mode (validated by _budget.validate_option; see docs/production.md).
+from ._budget import DEFAULTS as _BUDGET_DEFAULTS  # noqa: E402
+
+_OPTIONS.update(_BUDGET_DEFAULTS)
 
 
 def configure(**options) -> None:
     """Set options for this process's debugger (see README for the list)."""
+    from . import _budget
+
     for name, value in options.items():
         if name not in _OPTIONS:
             raise ValueError(f"unknown fastattach option {name!r}; known: {', '.join(sorted(_OPTIONS))}")
+    options = {name: _budget.validate_option(name, value) if name in _BUDGET_DEFAULTS else value
+               for name, value in options.items()}
+    budget_changed = False
     for name, value in options.items():
+        budget_changed |= name in _BUDGET_DEFAULTS and _OPTIONS[name] != value
         _OPTIONS[name] = value
         if name == "log_dir":
             _pydevd_host.set_log_dir(value)
+    if options.get("production"):
+        from . import _production, _server
+
+        _server.REQUEST_FILTER = _production.filter_request
+    if budget_changed:
+        _budget.options_changed()
 
 
 def get_option(name: str):

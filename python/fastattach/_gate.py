@@ -91,6 +91,7 @@ class Gate:
         self._armed_codes: weakref.WeakSet = weakref.WeakSet()  # tool 0 has local events there
         self._compiled_conditions: dict[str, object] = {}
         self._wrapped_methods: list[str] = []
+        self.budgets = None   # _budget.Budgets, once installed
 
     # -- installation --------------------------------------------------------------
     def install(self) -> None:
@@ -110,6 +111,7 @@ class Gate:
         if not self._modules:
             raise SeamUnavailable("pydevd's sys.monitoring module has no `monitor` global to wrap")
         self._wrap_breakpoint_hooks()
+        self._install_budgets()
         for module in self._modules:
             module.monitor = self._proxy
         # pydevd re-registers its callbacks through the proxy (now wrapped) and re-arms.
@@ -131,6 +133,30 @@ class Gate:
             setattr(self.py_db, name, hook)  # an instance attribute shadows the method
             self._wrapped_methods.append(name)
 
+    def _install_budgets(self) -> None:
+        """Per-breakpoint budgets and production mode (see _budget.py and _production.py)."""
+        import time
+
+        from . import _budget, _production
+
+        budgets = self.budgets = _budget.attach(self)
+        original = self.py_db.handle_breakpoint_condition
+
+        def handle_breakpoint_condition(info, bp, new_frame):
+            # pydevd evaluates hit conditions (and conditions C could not): charge their time.
+            budget = budgets.lookup(bp)
+            if budget is None:
+                return original(info, bp, new_frame)
+            start = time.monotonic_ns()
+            try:
+                return original(info, bp, new_frame)
+            finally:
+                budgets.charge(budget, time.monotonic_ns() - start)
+
+        self.py_db.handle_breakpoint_condition = handle_breakpoint_condition
+        self._wrapped_methods.append("handle_breakpoint_condition")
+        _production.guard_suspend(self.py_db, self._wrapped_methods)
+
     def _verify(self) -> None:
         """Read pydevd's registered callbacks back: each must be None or one of our trampolines."""
         for module in self._modules:
@@ -145,6 +171,11 @@ class Gate:
     def uninstall(self) -> None:
         """Give pydevd back the real sys.monitoring; trampolines it still holds turn into forwarders."""
         self.tracer.close()
+        if self.budgets is not None:
+            from . import _budget
+
+            _budget.detach(self.budgets)
+            self.budgets = None
         for module in self._modules:
             if module.monitor is self._proxy:
                 module.monitor = _monitoring
@@ -175,8 +206,11 @@ class Gate:
         entries = ()
         if file_breakpoints:
             code_lines = {line for _, _, line in code.co_lines() if line is not None}
+            budgets = self.budgets
             entries = tuple(
-                (line, self._filter_condition(bp)) for line, bp in list(file_breakpoints.items()) if line in code_lines
+                (line, self._filter_condition(bp)) if budgets is None
+                else (line, *budgets.entry(bp, canonical, self._filter_condition(bp)))
+                for line, bp in list(file_breakpoints.items()) if line in code_lines
             )
         if not entries and not function_bp:
             return None

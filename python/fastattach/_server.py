@@ -52,6 +52,12 @@ BUSY_MESSAGE = ("another debugger client is already attached to this process; fa
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
+# Production mode's hook (fastattach._production.filter_request), set by configure():
+# REQUEST_FILTER(request) -> None (forward unchanged) | str (refuse with this message)
+# | dict (forward this rewritten request instead).  Kept apart from the relay's logic.
+REQUEST_FILTER: Callable[[dict], object] | None = None
+
+
 class ListenError(OSError):
     """The listening socket could not be opened; the message names host:port and the cause."""
 
@@ -521,11 +527,32 @@ class _ClientSession:
         logger.info("fastattach: client %s attached", self._peer_name)
 
     def _client_to_backend(self, message: dict, body: bytes) -> None:
+        request_filter = REQUEST_FILTER
+        if request_filter is not None and message["type"] == "request" and self._apply_request_filter(
+                request_filter, message):
+            return
         if message["type"] == "request" and message["command"] == "disconnect":
             self._client_disconnect_seq = message["seq"]
         # Unchanged, and in one buffer so pydevd never sees half a message from us.
         self._to_backend += b"Content-Length: %d\r\n\r\n" % len(body)
         self._to_backend += body
+
+    def _apply_request_filter(self, request_filter, message: dict) -> bool:
+        """True if REQUEST_FILTER answered or rewrote the request (it is then handled)."""
+        try:
+            verdict = request_filter(message)
+        except Exception:
+            logger.exception("fastattach: the request filter failed; forwarding %s", message.get("command"))
+            return False
+        if isinstance(verdict, str):
+            self._send_to_client({
+                "type": "response", "request_seq": message["seq"], "command": message["command"],
+                "success": False, "message": verdict, "body": {"error": {"id": 1, "format": verdict}}})
+            return True
+        if isinstance(verdict, dict):
+            self._to_backend += encode_message(verdict)
+            return True
+        return False
 
     # -- pydevd -> client -------------------------------------------------------------------
     def _read_backend(self) -> None:

@@ -16,6 +16,9 @@ import sys
 USAGE = (
     "python -m fastattach --listen [HOST:]PORT [--wait-for-client] [--log-to DIR] [--secret S]\n"
     "                     [--certfile F --keyfile F] [--allow-unauthenticated]\n"
+    "                     [--production] [--logpoint-rate N] [--logpoint-bytes N] [--condition-rate N]\n"
+    "                     [--condition-cpu F] [--budget-cooldown S] [--snapshot-rate N] [--snapshot-max-bytes N]\n"
+    "                     [--probe-expiry S]\n"
     "                     (script.py [args] | -m module [args] | -c code [args] | --pid PID)\n"
     "       python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]"
 )
@@ -40,6 +43,31 @@ def parse_address(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", port_number
 
 
+# (flag, configure() option, type, help); each is also in _split_target's takes_value.
+_BUDGET_FLAGS = (
+    ("--logpoint-rate", "logpoint_messages_per_second", float, "logpoint messages per second per logpoint (50)"),
+    ("--logpoint-bytes", "logpoint_bytes_per_second", float, "logpoint output bytes per second per logpoint (20000)"),
+    ("--condition-rate", "condition_evaluations_per_second", float,
+     "condition / hit-condition evaluations per second per breakpoint (5000)"),
+    ("--condition-cpu", "condition_cpu_fraction", float,
+     "time a breakpoint's hits may take, as a fraction of one core (0.01 = 1%%)"),
+    ("--budget-cooldown", "budget_cooldown", float, "seconds a breakpoint stays paused after a budget trips (30)"),
+    ("--snapshot-rate", "snapshots_per_second", float, "production snapshots per second per breakpoint (1)"),
+    ("--snapshot-max-bytes", "snapshot_max_bytes", int, "size limit of one snapshot (32768)"),
+    ("--probe-expiry", "production_expiry", float,
+     "seconds after which a production breakpoint expires (3600; 0 = never)"),
+)
+
+
+def budget_options(options: argparse.Namespace) -> dict:
+    """The configure() options given on the command line."""
+    chosen = {option: getattr(options, option) for _, option, _, _ in _BUDGET_FLAGS
+              if getattr(options, option) is not None}
+    if options.production:
+        chosen["production"] = True
+    return chosen
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fastattach", usage=USAGE, add_help=True)
     parser.add_argument("--listen", metavar="[HOST:]PORT", required=True, type=parse_address_arg)
@@ -52,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--keyfile", help="private key for --certfile (PEM)")
     parser.add_argument("--allow-unauthenticated", action="store_true",
                         help="allow a non-loopback bind without a secret (anyone who can reach the port can run code)")
+    budgets = parser.add_argument_group("budgets and production mode (see docs/production.md)")
+    budgets.add_argument("--production", action="store_true",
+                         help="breakpoints never suspend: a hit takes a bounded snapshot; pause and stepping are refused")
+    for flag, option, kind, text in _BUDGET_FLAGS:
+        budgets.add_argument(flag, dest=option, type=kind, metavar="N", help=text)
     target = parser.add_mutually_exclusive_group()
     target.add_argument("-m", dest="module", metavar="MODULE")
     target.add_argument("-c", dest="code", metavar="CODE")
@@ -67,7 +100,8 @@ def parse_address_arg(text: str) -> tuple[str, int]:
 
 def _split_target(argv: list[str]) -> tuple[list[str], list[str]]:
     """Our options end at the script, or just after `-m MODULE` / `-c CODE`; the rest is the target's argv."""
-    takes_value = {"--listen", "--log-to", "--pid", "--secret", "--certfile", "--keyfile"}
+    takes_value = {"--listen", "--log-to", "--pid", "--secret", "--certfile", "--keyfile",
+                   *(flag for flag, _, _, _ in _BUDGET_FLAGS)}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -96,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.pid is not None:
         if rest or options.module or options.code:
             _parser().error("--pid attaches to a running process; do not also give a program to run")
+        if budget_options(options):
+            _parser().error("--production and the budget flags apply to a program started by this command; "
+                            "in a running process call fastattach.configure() instead")
         from . import attach
 
         return attach.cli_attach(host, port, options.pid, wait_for_client=options.wait_for_client,
@@ -108,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if options.log_to:
         fastattach.configure(log_dir=os.path.abspath(options.log_to))
+    try:
+        fastattach.configure(**budget_options(options))
+    except ValueError as exc:
+        print(f"fastattach: {exc}", file=sys.stderr)
+        return 2
     try:
         bound_host, bound_port = fastattach.listen(
             (host, port), secret=options.secret, certfile=options.certfile, keyfile=options.keyfile,

@@ -1,0 +1,484 @@
+"""Per-breakpoint budgets: what each breakpoint may cost, and what happens when it costs more.
+
+The counting happens in C, on the hit path (``_fasttrace.Budget``: token buckets for
+condition evaluations, probe outputs, output bytes, and the time hits take measured
+against the wall clock).  This module decides which breakpoint gets which budget, serves
+the hits C hands to Python (``probe``: logpoint messages, production snapshots), and does
+the talking: when a budget trips, the client gets an ``output`` event and a ``breakpoint``
+event (changed, unverified, with the reason); after the cool-down the breakpoint resumes
+and the client gets a summary of what was dropped.
+
+Threads: ``probe`` and ``on_trip`` run on the user's threads inside sys.monitoring
+callbacks and must never raise (C records what they raise, see Tracer.take_error);
+everything slow (DAP messages, re-arming lines, expiry) runs on one supervisor thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+
+log = logging.getLogger("fastattach")
+probe_log = logging.getLogger("fastattach.probe")
+
+# Options this module reads (the table and its validation live in _api).
+DEFAULTS: dict[str, object] = {
+    "production": False,
+    "logpoint_messages_per_second": 50.0,
+    "logpoint_bytes_per_second": 20_000.0,
+    "condition_evaluations_per_second": 5_000.0,
+    "condition_cpu_fraction": 0.01,
+    "budget_cooldown": 30.0,
+    "snapshots_per_second": 1.0,
+    "snapshot_max_bytes": 32 * 1024,
+    "snapshot_frames": 3,
+    "snapshot_stack_depth": 30,
+    "snapshot_repr_chars": 200,
+    "snapshot_output": "both",
+    "production_expiry": 3600.0,
+    "probe_logging": True,
+}
+
+_NONNEGATIVE_FLOATS = ("logpoint_messages_per_second", "logpoint_bytes_per_second",
+                       "condition_evaluations_per_second", "condition_cpu_fraction", "budget_cooldown",
+                       "snapshots_per_second", "production_expiry")
+_POSITIVE_INTS = ("snapshot_max_bytes", "snapshot_frames", "snapshot_stack_depth", "snapshot_repr_chars")
+SNAPSHOT_OUTPUTS = ("output", "event", "both")
+MIN_SNAPSHOT_BYTES = 512
+
+
+def validate_option(name: str, value):
+    """The value to store for one of DEFAULTS' options; ValueError says what is wrong."""
+    if name in ("production", "probe_logging"):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, not {value!r}")
+        return value
+    if name in _NONNEGATIVE_FLOATS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+            raise ValueError(f"{name} must be a finite number >= 0 (0 = unlimited / never), not {value!r}")
+        if name == "condition_cpu_fraction" and value > 1:
+            raise ValueError(f"condition_cpu_fraction is a fraction of one core (0.01 = 1%), not {value!r}")
+        return float(value)
+    if name in _POSITIVE_INTS:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
+        if name == "snapshot_max_bytes" and value < MIN_SNAPSHOT_BYTES:
+            raise ValueError(f"snapshot_max_bytes must be at least {MIN_SNAPSHOT_BYTES}, not {value!r}")
+        return value
+    if name == "snapshot_output":
+        if value not in SNAPSHOT_OUTPUTS:
+            raise ValueError(f"snapshot_output must be one of {', '.join(SNAPSHOT_OUTPUTS)}, not {value!r}")
+        return value
+    raise ValueError(f"unknown budget option {name!r}")
+
+
+def _options() -> dict:
+    from . import _api
+
+    return {name: _api.get_option(name) for name in DEFAULTS}
+
+
+def _send_event(event: str, body: dict) -> None:
+    from . import _api
+
+    listener = _api._listener
+    if listener is not None:
+        listener.send_event(event, body)
+
+
+def _where(spec: "ProbeSpec") -> str:
+    return f"{spec.file}:{spec.line}"
+
+
+class ProbeSpec:
+    """What C hands the probe for one breakpoint, and what the notices say about it."""
+
+    __slots__ = ("bp_ref", "breakpoint_id", "file", "line", "kind", "message_code", "condition_code",
+                 "python_condition", "c_condition", "hit_condition", "max_message_bytes", "created", "expires_at",
+                 "expired", "episode_hits", "episode_start", "condition_error_reported", "__weakref__")
+
+    def __init__(self, bp, canonical_file: str, kind: str):
+        self.bp_ref = weakref.ref(bp)
+        self.breakpoint_id = bp.breakpoint_id
+        self.file = canonical_file
+        self.line = bp.line
+        self.kind = kind                  # "logpoint", "snapshot" or "condition"
+        self.message_code = None          # compiled logpoint expression
+        self.condition_code = None        # compiled condition the probe evaluates (C did not)
+        self.python_condition = False     # the probe must evaluate condition / hit condition
+        self.c_condition = None           # compiled condition C evaluates before anything else
+        self.hit_condition = bool(bp.hit_condition)
+        self.max_message_bytes = 0
+        self.created = time.monotonic()
+        self.expires_at = None
+        self.expired = False
+        self.episode_hits = 0             # Budget hits when the current running episode began
+        self.episode_start = time.monotonic_ns()
+        self.condition_error_reported = False
+
+    @property
+    def what(self) -> str:
+        return {"logpoint": "logpoint", "snapshot": "snapshot breakpoint"}.get(self.kind, "conditional breakpoint")
+
+
+def _compile(source: str | None, what: str):
+    if not source:
+        return None
+    try:
+        return compile(source, f"<breakpoint {what}>", "eval")
+    except (SyntaxError, ValueError):
+        return None
+
+
+class Budgets:
+    """The budgets of one pydevd instance (one Gate)."""
+
+    def __init__(self, gate):
+        self.gate = gate
+        self.py_db = gate.py_db
+        self.tracer = gate.tracer
+        self.options = _options()
+        self._generation = 0              # bumped by reload(): budgets made earlier are replaced
+        self._by_bp: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LineBreakpoint -> (gen, Budget)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._trips: collections.deque = collections.deque()
+        self._paused: dict = {}           # Budget -> resume time (time.monotonic()), or None if expired
+        self._closed = False
+        self._in_probe = threading.local()
+        self.probe_errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._supervise, name="fastattach-budget", daemon=True)
+        self._thread.pydev_do_not_trace = True
+        self._thread.is_pydev_daemon_thread = True
+        self._thread.start()
+
+    # -- configuration ---------------------------------------------------------------
+    @property
+    def production(self) -> bool:
+        return bool(self.options["production"])
+
+    def reload(self) -> None:
+        """Options changed: every breakpoint gets a fresh budget with the new limits."""
+        with self._lock:
+            self.options = _options()
+            self._generation += 1
+            self._paused.clear()
+        self.tracer.breakpoints_changed()
+        sys.monitoring.restart_events()   # re-arm lines that paused budgets had disabled
+
+    # -- called by Gate._compute (inside a monitoring callback) ------------------------
+    def entry(self, bp, canonical_file: str, c_condition):
+        """(condition for C, Budget or None) for a pydevd LineBreakpoint."""
+        with self._lock:
+            cached = self._by_bp.get(bp)
+            if cached is not None and cached[0] == self._generation:
+                return cached[1].spec.c_condition, cached[1]
+            budget = self._make(bp, canonical_file)
+            if budget is not None:
+                self._by_bp[bp] = (self._generation, budget)
+        if budget is None:
+            return c_condition, None
+        return budget.spec.c_condition, budget
+
+    def _make(self, bp, canonical_file: str):
+        o = self.options
+        has_condition = bool(bp.condition) or bool(bp.hit_condition)
+        if bp.is_logpoint:
+            kind = "logpoint"
+        elif self.production:
+            kind = "snapshot"
+        elif has_condition:
+            kind = "condition"
+        else:
+            return None   # an ordinary breakpoint: it suspends, a person continues it
+        spec = ProbeSpec(bp, canonical_file, kind)
+        # C evaluates a plain condition itself; with a hit condition, pydevd's rule is
+        # "stop if either holds", so both go to Python together.
+        spec.python_condition = bool(bp.hit_condition)
+        if spec.python_condition:
+            spec.condition_code = _compile(bp.condition, "condition")
+        elif bp.condition:
+            # None when it does not compile: the probe (or pydevd) then reports the error.
+            spec.c_condition = _compile(bp.condition, "condition")
+            if spec.c_condition is None and kind != "condition":
+                spec.python_condition = True
+        probe = kind != "condition"
+        output_rate = byte_rate = 0.0
+        if kind == "logpoint":
+            spec.message_code = _compile(bp.expression, "log message")
+            output_rate = o["logpoint_messages_per_second"]
+            byte_rate = o["logpoint_bytes_per_second"]
+            spec.max_message_bytes = int(byte_rate) if byte_rate else 1 << 20
+        elif kind == "snapshot":
+            output_rate = o["snapshots_per_second"]
+        if self.production and o["production_expiry"] > 0:
+            spec.expires_at = spec.created + o["production_expiry"]
+        from . import _fasttrace
+
+        return _fasttrace.Budget(
+            spec,
+            eval_rate=o["condition_evaluations_per_second"],
+            output_rate=output_rate,
+            byte_rate=byte_rate,
+            time_fraction=o["condition_cpu_fraction"],
+            counts_evaluations=has_condition,
+            probe=probe,
+        )
+
+    def lookup(self, bp):
+        cached = self._by_bp.get(bp)
+        return cached[1] if cached is not None and cached[0] == self._generation else None
+
+    def budgets(self) -> list:
+        with self._lock:
+            return [budget for _, budget in list(self._by_bp.values())]
+
+    # -- called on user threads from C -------------------------------------------------
+    def probe(self, spec: ProbeSpec):
+        """Serve one hit of a probe breakpoint: the bytes output, or -1 for none."""
+        state = self._in_probe
+        if getattr(state, "active", False):
+            return -1   # a breakpoint inside our own output path (a logging handler, a repr)
+        thread = threading.current_thread()
+        if getattr(thread, "is_pydev_daemon_thread", False) or getattr(thread, "pydev_do_not_trace", False):
+            return -1
+        bp = spec.bp_ref()
+        if bp is None:
+            return -1
+        frame = sys._getframe(1)
+        state.active = True
+        try:
+            if spec.python_condition and not self._python_condition(spec, bp, frame):
+                return -1
+            if spec.kind == "logpoint":
+                return self._log_message(spec, frame)
+            from . import _production
+
+            return _production.snapshot_hit(self, spec, frame)
+        except Exception as exc:   # never into the user's frame
+            if len(self.probe_errors) < 10:
+                self.probe_errors.append(exc)
+            return -1
+        finally:
+            state.active = False
+            del frame
+
+    def _python_condition(self, spec: ProbeSpec, bp, frame) -> bool:
+        """pydevd's rule (handle_breakpoint_condition): stop if the hit condition or the condition holds."""
+        if bp.handle_hit_condition(frame):   # pydevd's own hit counter, so counts stay consistent
+            return True
+        if spec.condition_code is None:
+            if bp.condition and not spec.condition_error_reported:
+                spec.condition_error_reported = True
+                self._notify_output(f"fastattach: the condition of the {spec.what} at {_where(spec)} does not "
+                                    f"compile: {bp.condition!r}\n")
+            return False
+        try:
+            return bool(eval(spec.condition_code, frame.f_globals, frame.f_locals))
+        except Exception as exc:
+            if not spec.condition_error_reported:
+                spec.condition_error_reported = True
+                self._notify_output(f"fastattach: the condition of the {spec.what} at {_where(spec)} raised "
+                                    f"{type(exc).__name__}: {exc}\n")
+            return False
+
+    def _log_message(self, spec: ProbeSpec, frame) -> int:
+        """What pydevd's handle_breakpoint_expression + make_io_message do, from precompiled code."""
+        if spec.message_code is None:
+            text = "<invalid log message expression>"
+        else:
+            try:
+                value = eval(spec.message_code, frame.f_globals, frame.f_locals)
+            except Exception as exc:
+                value = exc
+            text = str(value)
+        data = text.encode("utf-8", "replace")
+        if len(data) > spec.max_message_bytes:
+            text = data[: max(spec.max_message_bytes - 3, 0)].decode("utf-8", "ignore") + "..."
+            data = text.encode("utf-8", "replace")
+        py_db = self.py_db
+        writer = getattr(py_db, "writer", None)
+        if writer is not None:
+            writer.add_command(py_db.cmd_factory.make_io_message(text + os.linesep, "1"))
+        if self.options["probe_logging"]:
+            probe_log.info(text, extra={
+                "probe_kind": "logpoint", "probe_breakpoint_id": spec.breakpoint_id, "probe_file": spec.file,
+                "probe_line": spec.line, "probe_thread": threading.current_thread().name, "probe_message": text,
+            })
+        return len(data) + len(os.linesep)
+
+    def on_trip(self, budget) -> None:
+        """A budget paused itself (C, on the hit path, or charge()): hand it to the supervisor."""
+        with self._lock:
+            self._trips.append(budget)
+            self._wake.notify()
+
+    def charge(self, budget, elapsed_ns: int) -> None:
+        if budget.charge(elapsed_ns):
+            self.on_trip(budget)
+
+    # -- the supervisor thread ----------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(5)
+
+    def _supervise(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                timeout = self._next_deadline() - time.monotonic()
+                if not self._trips and timeout > 0:
+                    self._wake.wait(min(timeout, 1.0))
+                if self._closed:
+                    return
+                trips, self._trips = list(self._trips), collections.deque()
+            try:
+                for budget in trips:
+                    self._tripped(budget)
+                self._resume_due()
+                self._expire_due()
+            except Exception:
+                log.exception("fastattach: the budget supervisor failed")
+
+    def _next_deadline(self) -> float:
+        deadline = time.monotonic() + 1.0
+        for resume_at in self._paused.values():
+            if resume_at is not None:
+                deadline = min(deadline, resume_at)
+        return deadline
+
+    def _current(self, budget) -> bool:
+        """budget still belongs to a live breakpoint of this generation (not replaced by a change)."""
+        bp = budget.spec.bp_ref()
+        return bp is not None and self.lookup(bp) is budget
+
+    def _tripped(self, budget) -> None:
+        spec = budget.spec
+        if not budget.paused or spec.expired or not self._current(budget):
+            return
+        cooldown = self.options["budget_cooldown"]
+        with self._lock:
+            self._paused[budget] = time.monotonic() + cooldown if cooldown > 0 else None
+        limits = budget.limits
+        reason = budget.reason
+        limit_text = {
+            "evaluations": f"more than {limits['eval_rate']:g} condition evaluations/s",
+            "outputs": (f"more than {limits['output_rate']:g} messages/s" if spec.kind == "logpoint"
+                        else f"more than {limits['output_rate']:g} snapshots/s"),
+            "bytes": f"more than {limits['byte_rate']:g} bytes/s of messages",
+            "time": f"its hits took more than {limits['time_fraction'] * 100:g}% of one core",
+        }.get(reason, reason)
+        stats = budget.stats()
+        resumes = f"it resumes in {cooldown:g} s" if cooldown > 0 else "it stays paused"
+        message = (f"paused: {limit_text}; {resumes}, or when you change it "
+                   f"(hits so far {stats['hits']}, output {stats['outputs']}, dropped {stats['dropped']})")
+        self._notify_output(f"fastattach: {spec.what} at {_where(spec)} (id {spec.breakpoint_id}) {message}. "
+                            f"While paused its line costs nothing.\n")
+        self._notify_breakpoint(spec, verified=False, message=f"fastattach {message}")
+        log.warning("fastattach: %s at %s paused: %s", spec.what, _where(spec), limit_text)
+
+    def _resume_due(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [b for b, at in self._paused.items() if at is not None and at <= now]
+            for budget in due:
+                del self._paused[budget]
+        resumed = []
+        for budget in due:
+            spec = budget.spec
+            if spec.expired or not self._current(budget):
+                continue
+            before = budget.stats()
+            paused_at, episode_start = budget.paused_at, budget.first_hit_at or spec.episode_start
+            if not budget.resume():
+                continue
+            resumed.append((budget, before, paused_at, episode_start))
+        if not resumed:
+            return
+        sys.monitoring.restart_events()   # re-arm the lines the paused budgets DISABLEd
+        now_ns = time.monotonic_ns()
+        for budget, before, paused_at, episode_start in resumed:
+            spec = budget.spec
+            ran_s = max(paused_at - episode_start, 1) / 1e9
+            rate = (before["hits"] - spec.episode_hits) / ran_s
+            paused_s = (now_ns - paused_at) / 1e9
+            spec.episode_hits, spec.episode_start = before["hits"], now_ns
+            summary = (f"fastattach: {spec.what} at {_where(spec)} (id {spec.breakpoint_id}) resumed after "
+                       f"{paused_s:.1f} s paused. Dropped: {before['dropped']} hits refused by its budget "
+                       f"({before['paused_hits']} of them while paused); the paused line was disabled, so its "
+                       f"other hits were not counted: at the {rate:.0f} hits/s it ran before the pause that is up "
+                       f"to {rate * paused_s:.0f}. Totals: {before['hits']} hits, {before['outputs']} output.\n")
+            self._notify_output(summary)
+            self._notify_breakpoint(spec, verified=True, message="fastattach: resumed")
+
+    def _expire_due(self) -> None:
+        now = time.monotonic()
+        expired = []
+        with self._lock:
+            for generation, budget in list(self._by_bp.values()):
+                spec = budget.spec
+                if (generation == self._generation and spec.expires_at is not None and not spec.expired
+                        and spec.expires_at <= now):
+                    spec.expired = True
+                    budget.pause()
+                    self._paused[budget] = None
+                    expired.append(budget)
+        for budget in expired:
+            spec = budget.spec
+            stats = budget.stats()
+            minutes = self.options["production_expiry"]
+            message = (f"expired after {minutes:g} s (production mode); set it again to re-enable "
+                       f"(hits {stats['hits']}, output {stats['outputs']}, dropped {stats['dropped']})")
+            self._notify_output(f"fastattach: {spec.what} at {_where(spec)} (id {spec.breakpoint_id}) {message}\n")
+            self._notify_breakpoint(spec, verified=False, message=f"fastattach: {message}")
+        if expired:
+            sys.monitoring.restart_events()   # each expired line then answers DISABLE once more
+
+    # -- DAP -------------------------------------------------------------------------
+    @staticmethod
+    def _notify_output(text: str) -> None:
+        _send_event("output", {"category": "console", "output": text})
+
+    @staticmethod
+    def _notify_breakpoint(spec: ProbeSpec, *, verified: bool, message: str) -> None:
+        _send_event("breakpoint", {"reason": "changed", "breakpoint": {
+            "id": spec.breakpoint_id, "verified": verified, "line": spec.line, "message": message}})
+
+
+_active: Budgets | None = None
+
+
+def active() -> Budgets | None:
+    return _active
+
+
+def attach(gate) -> Budgets:
+    """Budgets for a newly installed gate (called by Gate.install)."""
+    global _active
+    budgets = Budgets(gate)
+    gate.tracer.set_hooks(budgets.probe, budgets.on_trip)
+    _active = budgets
+    return budgets
+
+
+def detach(budgets: Budgets) -> None:
+    global _active
+    budgets.tracer.set_hooks(None, None)
+    budgets.close()
+    if _active is budgets:
+        _active = None
+
+
+def options_changed() -> None:
+    budgets = _active
+    if budgets is not None:
+        budgets.reload()

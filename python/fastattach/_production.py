@@ -1,0 +1,214 @@
+"""Production mode: breakpoints never suspend a thread; a hit takes a bounded snapshot.
+
+With ``configure(production=True)`` (or ``--production``):
+
+* every line breakpoint becomes a snapshot probe: C checks its budget, then calls
+  ``Budgets.probe`` instead of pydevd, which captures the stack and the locals of the top
+  frames (repr- and size-limited, 32 KB in all by default) and sends them to the client
+  as an ``output`` event and/or a ``fastattach.snapshot`` event, and to the
+  ``fastattach.probe`` logger;
+* the relay refuses pause and stepping requests (and function, data and instruction
+  breakpoints), and drops exception-breakpoint filters, with a message saying why;
+* as a last line of defence, pydevd's ``set_suspend`` / ``do_wait_suspend`` do nothing;
+* breakpoints expire after ``production_expiry`` seconds (default one hour).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import reprlib
+import threading
+import time
+
+from . import _budget
+
+log = logging.getLogger("fastattach")
+
+# Room kept for the output event's prefix and the truncation markers.
+_SLACK_BYTES = 160
+_STATE_RUN = 1  # pydevd_constants.STATE_RUN
+
+REFUSED_REQUESTS = {
+    "pause": "pausing",
+    "next": "stepping",
+    "stepIn": "stepping",
+    "stepOut": "stepping",
+    "stepBack": "stepping",
+    "reverseContinue": "reverse execution",
+    "goto": "jumping to a line",
+    "restartFrame": "restarting a frame",
+}
+# Requests refused only when they would set something that suspends.
+_REFUSED_WHEN_NONEMPTY = {
+    "setFunctionBreakpoints": ("breakpoints", "function breakpoints"),
+    "setDataBreakpoints": ("breakpoints", "data breakpoints"),
+    "setInstructionBreakpoints": ("breakpoints", "instruction breakpoints"),
+}
+WHY = ("fastattach is in production mode: {what} is refused because it would suspend threads of a live "
+       "process. Line breakpoints take a snapshot (stack and locals) instead of stopping; logpoints log.")
+
+
+def enabled() -> bool:
+    from . import _api
+
+    return bool(_api.get_option("production"))
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _repr_limits(repr_chars: int) -> reprlib.Repr:
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = r.maxlong = repr_chars
+    r.maxlevel = 3
+    r.maxlist = r.maxtuple = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = r.maxdict = 20
+    return r
+
+
+def _safe_repr(r: reprlib.Repr, value, limit: int) -> str:
+    try:
+        text = r.repr(value)
+    except Exception as exc:   # a user __repr__ may raise anything
+        text = f"<repr failed: {type(exc).__name__}>"
+    if len(text) > limit:
+        text = text[: max(limit - 3, 0)] + "..."
+    return text
+
+
+def capture(frame, *, breakpoint_id, file: str, line: int, max_bytes: int, frames: int, depth: int,
+            repr_chars: int) -> dict:
+    """A JSON-ready snapshot of frame's thread whose compact JSON is at most max_bytes long.
+
+    Stack entries for up to ``depth`` frames, then the locals of the top ``frames`` frames,
+    each value a repr of at most ``repr_chars`` characters; what does not fit is left
+    out and ``truncated`` says so.
+    """
+    budget = max_bytes - _SLACK_BYTES
+    thread = threading.current_thread()
+    snap = {"breakpointId": breakpoint_id, "file": file, "line": line, "thread": thread.name,
+            "threadId": thread.ident, "time": round(time.time(), 6), "stack": [], "frames": [],
+            "truncated": False}
+    used = len(_dumps(snap))
+    truncated = False
+    f, n = frame, 0
+    while f is not None and n < depth:
+        code = f.f_code
+        entry = {"name": code.co_qualname, "file": code.co_filename, "line": f.f_lineno}
+        cost = len(_dumps(entry)) + 1
+        if used + cost > budget:
+            truncated = True
+            break
+        snap["stack"].append(entry)
+        used += cost
+        f, n = f.f_back, n + 1
+    if f is not None:
+        truncated = True   # deeper than depth
+    r = _repr_limits(repr_chars)
+    f = frame
+    for _ in range(frames):
+        if f is None or truncated and used >= budget:
+            break
+        entry = {"name": f.f_code.co_qualname, "line": f.f_lineno, "locals": {}}
+        cost = len(_dumps(entry)) + 1
+        if used + cost > budget:
+            truncated = True
+            break
+        snap["frames"].append(entry)
+        used += cost
+        variables = entry["locals"]
+        for name, value in list(f.f_locals.items()):
+            text = _safe_repr(r, value, repr_chars)
+            cost = len(_dumps(str(name))) + len(_dumps(text)) + 2
+            if used + cost > budget:
+                truncated = True
+                continue   # a shorter one may still fit
+            variables[str(name)] = text
+            used += cost
+        f = f.f_back
+    snap["truncated"] = truncated
+    return snap
+
+
+def snapshot_hit(budgets, spec, frame) -> int:
+    """Serve a production breakpoint's hit (called by Budgets.probe): bytes sent."""
+    o = budgets.options
+    max_bytes = o["snapshot_max_bytes"]
+    snap = capture(frame, breakpoint_id=spec.breakpoint_id, file=spec.file, line=spec.line, max_bytes=max_bytes,
+                   frames=o["snapshot_frames"], depth=o["snapshot_stack_depth"], repr_chars=o["snapshot_repr_chars"])
+    text = _dumps(snap)
+    while len(text) > max_bytes - _SLACK_BYTES // 2 and (snap["frames"] or snap["stack"]):
+        (snap["frames"] or snap["stack"]).pop()   # cannot happen with the accounting above; stay bounded anyway
+        snap["truncated"] = True
+        text = _dumps(snap)
+    mode = o["snapshot_output"]
+    if mode in ("output", "both"):
+        _budget._send_event("output", {"category": "console", "output": f"fastattach snapshot: {text}\n"})
+    if mode in ("event", "both"):
+        _budget._send_event("fastattach.snapshot", snap)
+    if o["probe_logging"]:
+        _budget.probe_log.info("snapshot at %s:%d", spec.file, spec.line, extra={
+            "probe_kind": "snapshot", "probe_breakpoint_id": spec.breakpoint_id, "probe_file": spec.file,
+            "probe_line": spec.line, "probe_thread": snap["thread"], "probe_snapshot": snap,
+        })
+    return len(text)
+
+
+# -- the relay's request filter (installed in _server.REQUEST_FILTER) -----------------------
+
+def filter_request(message: dict):
+    """None to forward a client request unchanged, a str to refuse it with that message, or a
+    rewritten request to forward instead."""
+    if not enabled():
+        return None
+    command = message.get("command")
+    if command in REFUSED_REQUESTS:
+        return WHY.format(what=REFUSED_REQUESTS[command])
+    arguments = message.get("arguments") or {}
+    if command in _REFUSED_WHEN_NONEMPTY:
+        key, what = _REFUSED_WHEN_NONEMPTY[command]
+        if arguments.get(key):
+            return WHY.format(what=f"setting {what}")
+    if command == "setExceptionBreakpoints" and (
+            arguments.get("filters") or arguments.get("filterOptions") or arguments.get("exceptionOptions")):
+        _budget._send_event("output", {"category": "console", "output": (
+            "fastattach: production mode ignores exception breakpoints (they would suspend threads of a live "
+            "process).\n")})
+        rewritten = dict(message)
+        rewritten["arguments"] = {"filters": []}
+        return rewritten
+    return None
+
+
+# -- the last line of defence inside pydevd --------------------------------------------------
+
+refused_suspends = 0
+
+
+def guard_suspend(py_db, wrapped: list) -> None:
+    """Make pydevd's set_suspend / do_wait_suspend no-ops while production mode is on."""
+    original_set_suspend = py_db.set_suspend
+    original_do_wait_suspend = py_db.do_wait_suspend
+
+    def set_suspend(*args, **kwargs):
+        global refused_suspends
+        if enabled():
+            refused_suspends += 1
+            return None
+        return original_set_suspend(*args, **kwargs)
+
+    def do_wait_suspend(thread, *args, **kwargs):
+        global refused_suspends
+        if enabled():
+            refused_suspends += 1
+            info = getattr(thread, "additional_info", None)
+            if info is not None:
+                info.pydev_state = _STATE_RUN
+                info.pydev_step_cmd = -1
+            return None
+        return original_do_wait_suspend(thread, *args, **kwargs)
+
+    py_db.set_suspend = set_suspend
+    py_db.do_wait_suspend = do_wait_suspend
+    wrapped += ["set_suspend", "do_wait_suspend"]

@@ -7,6 +7,7 @@ scenario comparison runs both kinds regardless.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import socket
@@ -196,3 +197,15 @@ def outputs(client: DAPClient, category: str | None = None) -> list[str]:
     """Drain the pending ``output`` events; telemetry is never program output."""
     return [e["body"]["output"] for e in client.events("output")
             if e["body"].get("category") != "telemetry" and category in (None, e["body"].get("category"))]
+
+
+# Evaluated in the stopped debuggee through DAP: the C filter's event counters, or None
+# when the filter is not installed (pydevd then runs unmodified, so a session still
+# works and only this check can tell).
+_FILTER_STATS = ("(lambda gate: gate and gate.tracer.stats())"
+                 "(__import__('fastattach._pydevd_host', fromlist=['gate']).gate())")
+
+
+def breakpoint_filter_stats(client: DAPClient, frame_id: int) -> dict[str, int] | None:
+    value = client.evaluate(_FILTER_STATS, frame_id)
+    return None if value == "None" else ast.literal_eval(value)

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from _e2e import SERVER, DebugServer, marker_line, outputs, target, variables, wait_stop
+from _e2e import SERVER, DebugServer, breakpoint_filter_stats, marker_line, outputs, target, variables, wait_stop
 from dap_schema import assert_valid
 from fastattach._dapclient import DAPClient
 
@@ -107,6 +107,11 @@ def test_breakpoints_inspection_and_stepping(start_server, connect):
     local = variables(client, stop.frame_id)
     assert (local["i"], local["total"]) == ("3", "6")
     assert client.evaluate("total * 10", stop.frame_id) == "60"
+    if SERVER == "fastattach":
+        # and it was our C filter, not pydevd, that let i == 0, 1, 2 pass
+        stats = breakpoint_filter_stats(client, stop.frame_id)
+        assert stats is not None, "the breakpoint filter is not installed:\n" + server.stderr()
+        assert stats["condition_false"] >= 1, stats
 
     # the hit condition stops on the third hit only
     client.request("continue", {"threadId": stop.thread_id})
@@ -120,6 +125,8 @@ def test_breakpoints_inspection_and_stepping(start_server, connect):
     assert (stop.reason, stop.line) == ("breakpoint", line("MARK-PLAIN"))
     logged = [text for text in outputs(client) if text.startswith("LOG ")]
     assert logged == [f"LOG i={i} total={t}\n" for i, t in enumerate([0, 0, 1, 3, 6])]
+    if SERVER == "fastattach":
+        assert breakpoint_filter_stats(client, stop.frame_id)["line_disable"] >= 1
 
     # next, stepIn, stepOut move where Python would
     client.request("next", {"threadId": stop.thread_id})

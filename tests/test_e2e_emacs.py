@@ -47,6 +47,7 @@ def test_dap_mode_session(tmp_path):
         # and the debuggee ran to its normal end after the disconnect
         assert server.wait(30) == 0, server.output()
         assert "RESULT 20 21 63 40 10 alpha 33 True" in server.stdout()
+        assert "breakpoint filter not installed" not in server.stderr()
         tap.close()
     # and every message dap-mode and the server exchanged follows the schema
     report = assert_valid(tap.records, allow_reordering=SERVER == "debugpy")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from _e2e import DebugServer, marker_line, outputs, target, wait_stop
+from _e2e import DebugServer, breakpoint_filter_stats, marker_line, outputs, target, wait_stop
 from dap_schema import assert_valid
 from fastattach._dapclient import DAPClient
 
@@ -36,9 +36,11 @@ def run_scenario(kind, out_dir):
         client = DAPClient.connect(*server.address, timeout=20)
         try:
             verified = client.attach(breakpoints={str(SCENARIO): breakpoints()}, justMyCode=True)
-            stops, logged = [], []
+            stops, logged, filter_stats = [], [], None
             for step in STEPS:
                 stop = wait_stop(client)
+                if kind == "fastattach" and not stops:
+                    filter_stats = breakpoint_filter_stats(client, stop.frame_id)
                 stops.append((stop.reason, stop.line, stop.function))
                 logged += outputs(client)
                 client.request(step, {"threadId": stop.thread_id})
@@ -51,6 +53,8 @@ def run_scenario(kind, out_dir):
             "capabilities": client.capabilities,
             "verified": [(bp["verified"], bp.get("line")) for bp in verified[str(SCENARIO)]],
             "stops": stops,
+            "filter_stats": filter_stats,
+            "stderr": server.stderr(),
             "logpoints": [text for text in logged if text.startswith("LOG ")],
             "returncode": returncode,
             "stdout": server.stdout(),
@@ -75,6 +79,14 @@ def test_stop_sequence_matches_debugpy(runs):
     ]
     assert [function for _, _, function in reference["stops"]].count("add") == 2
     assert ours["stops"] == reference["stops"]
+
+
+@pytest.mark.timeout(180)
+def test_fastattach_run_went_through_the_c_filter(runs):
+    # Equal stops prove something only if our filter, not plain pydevd, made them.
+    stats = runs["fastattach"]["filter_stats"]
+    assert stats is not None, "the breakpoint filter was not installed:\n" + runs["fastattach"]["stderr"]
+    assert stats["condition_false"] >= 1, stats
 
 
 @pytest.mark.timeout(180)

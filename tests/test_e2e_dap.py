@@ -301,3 +301,51 @@ def test_threads_each_stop_at_a_breakpoint(start_server, connect):
     assert server.wait() == 0, server.output()
     assert "RESULTS [0, 1, 4, 9]" in server.stdout()
     check_transcript(client)
+
+
+def test_breakpoints_changed_while_running(start_server, connect, tmp_path):
+    stop_file = tmp_path / "stop-ticker"
+    server = start_server(TICKER, str(stop_file))
+    tick_line, return_line = line("MARK-TICK", TICKER), line("MARK-RETURN", TICKER)
+
+    # GIVEN a running loop whose function has a breakpoint only on a line not reached yet,
+    # so every line of the loop has been run (and, with fastattach, disabled) many times
+    client = connect(server)
+    client.attach(breakpoints={str(TICKER): [{"line": return_line}]})
+    ticks_seen = int(server.wait_for_stdout(r"^TICK (\d+)$").group(1))
+    server.wait_for_stdout(rf"^TICK {ticks_seen + 40}$")
+
+    # WHEN a conditional breakpoint is added to the loop while it runs
+    client.set_breakpoints(str(TICKER), [{"line": return_line}, {"line": tick_line, "condition": "tick % 7 == 6"}])
+    # THEN it stops there, where the condition holds
+    stop = wait_stop(client)
+    assert (stop.reason, stop.line) == ("breakpoint", tick_line)
+    first = int(client.evaluate("tick", stop.frame_id))
+    assert first % 7 == 6
+
+    # WHEN the condition is changed
+    client.set_breakpoints(str(TICKER), [{"line": return_line},
+                                         {"line": tick_line, "condition": f"tick % 5 == 4 and tick > {first + 20}"}])
+    client.request("continue", {"threadId": stop.thread_id})
+    # THEN the new condition applies
+    stop = wait_stop(client)
+    second = int(client.evaluate("tick", stop.frame_id))
+    assert second % 5 == 4 and second > first + 20
+    if SERVER == "fastattach":
+        assert breakpoint_filter_stats(client, stop.frame_id)["condition_false"] >= 1
+
+    # WHEN the loop's breakpoint is removed
+    client.set_breakpoints(str(TICKER), [{"line": return_line}])
+    client.request("continue", {"threadId": stop.thread_id})
+    # THEN the loop runs on without stopping
+    server.wait_for_stdout(rf"^TICK {20 * (second // 20 + 3)}$")
+    assert client.events("stopped") == []
+    # and the breakpoint that stayed is hit when the loop ends
+    stop_file.touch()
+    stop = wait_stop(client)
+    assert (stop.reason, stop.line) == ("breakpoint", return_line)
+    assert int(client.evaluate("tick", stop.frame_id)) > second + 40
+    client.request("continue", {"threadId": stop.thread_id})
+    assert server.wait() == 0, server.output()
+    client.disconnect()
+    check_transcript(client)

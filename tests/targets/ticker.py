@@ -20,7 +20,7 @@ def run(stop_file, limit_s=120.0):
         if tick % 20 == 0:
             print("TICK", tick, flush=True)
         time.sleep(0.01)  # MARK-SLEEP
-    return tick
+    return tick  # MARK-RETURN
 
 
 print("TICKER-STARTED", flush=True)

@@ -349,3 +349,31 @@ def test_breakpoints_changed_while_running(start_server, connect, tmp_path):
     assert server.wait() == 0, server.output()
     client.disconnect()
     check_transcript(client)
+
+
+def test_condition_picks_one_thread_among_many_in_a_hot_loop(start_server, connect):
+    # GIVEN four threads running the same loop at once, and a breakpoint on the loop line
+    # whose condition holds for one iteration of one thread
+    script = target("busy_threads.py")
+    server = start_server(script, "4", "300")
+    client = connect(server)
+    busy, after = line("MARK-BUSY", script), line("MARK-BUSY-NEXT", script)
+    client.attach(breakpoints={str(script): [{"line": busy, "condition": "index == 2 and n == 150"}]})
+
+    # THEN only that thread stops, in that iteration
+    stop = wait_stop(client)
+    assert (stop.reason, stop.line) == ("breakpoint", busy)
+    assert (client.evaluate("index", stop.frame_id), client.evaluate("n", stop.frame_id)) == ("2", "150")
+    # and stepping that thread while the others race through the same line stops only it
+    client.request("next", {"threadId": stop.thread_id})
+    step = wait_stop(client)
+    assert (step.thread_id, step.reason, step.line) == (stop.thread_id, "step", after)
+    assert client.evaluate("n", step.frame_id) == "150"
+    client.request("continue", {"threadId": step.thread_id})
+
+    total = sum(range(300))
+    assert server.wait() == 0, server.output()
+    assert f"TOTALS {[total] * 4}" in server.stdout()
+    assert client.events("stopped") == []
+    client.disconnect()
+    check_transcript(client)

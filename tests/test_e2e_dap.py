@@ -377,3 +377,27 @@ def test_condition_picks_one_thread_among_many_in_a_hot_loop(start_server, conne
     assert client.events("stopped") == []
     client.disconnect()
     check_transcript(client)
+
+
+def test_a_client_that_vanishes_while_stopped_releases_the_debuggee(start_server, connect, tmp_path):
+    stop_file = tmp_path / "stop-ticker"
+    server = start_server(TICKER, str(stop_file))
+    tick_line = line("MARK-TICK", TICKER)
+    # GIVEN a client stopped at a breakpoint
+    gone = connect(server)
+    gone.attach(breakpoints={str(TICKER): [{"line": tick_line}]})
+    stop = wait_stop(gone)
+    tick = int(gone.evaluate("tick", stop.frame_id))
+    # WHEN the editor dies without a disconnect request
+    gone.close()
+    # THEN the debuggee runs on, and the next client can debug it
+    server.wait_for_stdout(rf"^TICK {20 * (tick // 20 + 2)}$")
+    client = connect(server)
+    client.attach(breakpoints={str(TICKER): [{"line": tick_line}]})
+    stop = wait_stop(client)
+    assert (stop.reason, stop.line) == ("breakpoint", tick_line)
+    assert int(client.evaluate("tick", stop.frame_id)) > tick
+    client.disconnect()
+    stop_file.touch()
+    assert server.wait() == 0, server.output()
+    check_transcript(client)

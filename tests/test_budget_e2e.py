@@ -1,0 +1,250 @@
+"""Budgets end to end: a real debuggee started by `python -m fastattach` with budget flags,
+a real DAP client, the real pydevd.  Only counts and notices are asserted, never timing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from fastattach._dapclient import DAPClient
+
+TARGET = textwrap.dedent("""
+    import os, sys, time
+
+    calls = []
+
+    def hot(n):
+        total = 0
+        for i in range(n):
+            total += i  # LOG
+        return total
+
+    def expensive(n):
+        hits = 0
+        for i in range(n):
+            hits += 1  # COND
+        return hits
+
+    def wait_for(path):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    mode, go = sys.argv[1], sys.argv[2]
+    if mode == "log":
+        print("phase1", hot(1_000_000), flush=True)
+        wait_for(go)
+        print("phase2", hot(1_000_000), flush=True)
+    elif mode == "cond":
+        print("expensive", expensive(2_000), "evaluations", len(calls), flush=True)
+    time.sleep(60)
+""")
+
+LISTENING = re.compile(r"fastattach: listening on (\\S+):(\\d+)")
+
+
+def marker(name: str) -> int:
+    return next(n for n, text in enumerate(TARGET.splitlines(), 1) if text.rstrip().endswith(f"# {name}"))
+
+
+class Debuggee:
+    """`python -m fastattach --listen 127.0.0.1:0 --wait-for-client FLAGS target.py MODE GO`."""
+
+    def __init__(self, tmp_path, mode: str, *flags: str):
+        self.script = tmp_path / "budget_target.py"
+        self.script.write_text(TARGET)
+        self.go = tmp_path / "go"
+        self.stdout_path, self.stderr_path = tmp_path / "out.txt", tmp_path / "err.txt"
+        argv = [sys.executable, "-Xfrozen_modules=off", "-m", "fastattach", "--listen", "127.0.0.1:0",
+                "--wait-for-client", *flags, str(self.script), mode, str(self.go)]
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        self.client: DAPClient | None = None
+        deadline = time.monotonic() + 30
+        while not (match := re.search(r"fastattach: listening on (\S+):(\d+)", self.stderr())):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError("the debuggee did not listen:\n" + self.stderr())
+            time.sleep(0.05)
+        self.address = match.group(1), int(match.group(2))
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_stdout(self, pattern: str, timeout: float = 60.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while not (match := re.search(pattern, self.stdout())):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError(f"no {pattern!r} in the debuggee's output:\n{self.stdout()}\n{self.stderr()}")
+            time.sleep(0.05)
+        return match
+
+    def connect(self) -> DAPClient:
+        self.client = DAPClient.connect(*self.address)
+        return self.client
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        for child in children:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+@pytest.fixture
+def debuggee(tmp_path):
+    started = []
+
+    def start(mode, *flags):
+        started.append(Debuggee(tmp_path, mode, *flags))
+        return started[-1]
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def logpoint_outputs(client, prefix: str) -> list[str]:
+    return [e["body"]["output"] for e in client.events("output")
+            if e["body"].get("category") == "stdout" and e["body"]["output"].startswith(prefix)]
+
+
+def paused_notice(client, timeout=30.0):
+    """The breakpoint event (changed, unverified) and the console output that announce a pause."""
+    event = client.wait_event("breakpoint", timeout, lambda e: e["body"]["breakpoint"]["verified"] is False)
+    output = client.wait_event("output", timeout, lambda e: "paused:" in e["body"]["output"])
+    return event["body"], output["body"]["output"]
+
+
+def test_runaway_logpoint_stays_within_its_budget_and_the_client_is_told(debuggee):
+    d = debuggee("log", "--budget-cooldown", "600")
+    client = d.connect()
+    line = marker("LOG")
+    path = str(d.script)
+    result = client.attach(breakpoints={path: [{"line": line, "logMessage": "i={i}"}]})
+    assert result[path][0]["verified"]
+    d.wait_stdout(r"phase1 499999500000")   # the loop ran its 1,000,000 iterations, result unchanged
+    body, text = paused_notice(client)
+    assert body["reason"] == "changed" and body["breakpoint"]["id"] == result[path][0]["id"]
+    assert body["breakpoint"]["line"] == line
+    assert "more than 50 messages/s" in body["breakpoint"]["message"]
+    assert "more than 50 messages/s" in text and "costs nothing" in text and "dropped 1" in text
+    time.sleep(0.5)   # let any output still in flight arrive
+    messages = logpoint_outputs(client, "i=")
+    # The bucket holds 50 messages; refill while the first 50 ran is a fraction of one.
+    assert 50 <= len(messages) <= 55, len(messages)
+    assert messages[:3] == ["i=0\n", "i=1\n", "i=2\n"]
+
+    # Changing the breakpoint gives it a fresh budget: it runs again, and pauses again.
+    changed = client.set_breakpoints(path, [{"line": line, "logMessage": "j={i}"}])
+    assert changed[0]["verified"]
+    d.go.touch()
+    d.wait_stdout(r"phase2 499999500000")
+    paused_notice(client)
+    time.sleep(0.5)
+    again = logpoint_outputs(client, "j=")
+    assert 50 <= len(again) <= 55 and again[0] == "j=0\n"
+
+
+def test_logpoint_resumes_after_the_cooldown_with_a_summary(debuggee):
+    d = debuggee("log", "--budget-cooldown", "0.3", "--logpoint-rate", "20")
+    client = d.connect()
+    path = str(d.script)
+    client.attach(breakpoints={path: [{"line": marker("LOG"), "logMessage": "i={i}"}]})
+    d.wait_stdout(r"phase1 ")
+    body, _ = paused_notice(client)
+    assert "more than 20 messages/s" in body["breakpoint"]["message"]
+    resumed = client.wait_event("breakpoint", 30, lambda e: e["body"]["breakpoint"]["verified"] is True)
+    assert "resumed" in resumed["body"]["breakpoint"]["message"]
+    summary = client.wait_event("output", 30, lambda e: "resumed after" in e["body"]["output"])["body"]["output"]
+    assert re.search(r"Dropped: \d+ hits refused by its budget", summary)
+    assert re.search(r"Totals: \d+ hits, 20 output", summary)
+    first = logpoint_outputs(client, "i=")
+    assert 20 <= len(first) <= 25
+    d.go.touch()
+    d.wait_stdout(r"phase2 ")
+    paused_notice(client)
+    time.sleep(0.5)
+    assert 20 <= len(logpoint_outputs(client, "i=")) <= 25   # the resumed breakpoint logged again
+
+
+def test_logpoint_byte_budget(debuggee):
+    d = debuggee("log", "--budget-cooldown", "600", "--logpoint-bytes", "1000")
+    client = d.connect()
+    path = str(d.script)
+    # Each message is 100 characters of padding, the index and a newline.
+    client.attach(breakpoints={path: [{"line": marker("LOG"), "logMessage": "{'x' * 100}{i}"}]})
+    d.wait_stdout(r"phase1 ")
+    body, _ = paused_notice(client)
+    assert "bytes/s" in body["breakpoint"]["message"]
+    time.sleep(0.5)
+    messages = logpoint_outputs(client, "x" * 100)
+    assert 9 <= len(messages) <= 11 and sum(len(m) for m in messages) <= 1000 + 110
+
+
+def test_expensive_condition_is_paused_within_its_time_budget(debuggee):
+    # The condition sleeps 1 ms and is never true; the default budget is 1% of one core,
+    # a bucket of 10 ms: about ten evaluations, then the line is paused.
+    d = debuggee("cond", "--budget-cooldown", "600")
+    client = d.connect()
+    path = str(d.script)
+    condition = "(calls.append(1), __import__('time').sleep(0.001))[1] is not None"
+    client.attach(breakpoints={path: [{"line": marker("COND"), "condition": condition}]})
+    match = d.wait_stdout(r"expensive 2000 evaluations (\d+)")
+    evaluations = int(match.group(1))
+    assert 5 <= evaluations <= 15, evaluations
+    body, text = paused_notice(client)
+    assert "more than 1% of one core" in body["breakpoint"]["message"] and "1% of one core" in text
+    assert not client.events("stopped")
+
+
+def test_condition_evaluation_rate_budget_covers_pydevd_evaluated_hit_conditions(debuggee):
+    # A hit condition is pydevd's to evaluate (it counts hits); the rate budget still applies.
+    d = debuggee("cond", "--budget-cooldown", "600", "--condition-rate", "100", "--condition-cpu", "0")
+    client = d.connect()
+    path = str(d.script)
+    client.attach(breakpoints={path: [{"line": marker("COND"), "hitCondition": "> 100000"}]})
+    d.wait_stdout(r"expensive 2000 ")
+    body, _ = paused_notice(client)
+    assert "more than 100 condition evaluations/s" in body["breakpoint"]["message"]
+    assert not client.events("stopped")
+
+
+def test_ordinary_breakpoints_still_stop(debuggee):
+    """Budgets leave a plain breakpoint alone: it suspends, and continue works."""
+    d = debuggee("cond")
+    client = d.connect()
+    path = str(d.script)
+    client.attach(breakpoints={path: [{"line": marker("COND")}]})
+    stopped = client.wait_stopped(30)
+    assert stopped["reason"] == "breakpoint"
+    client.set_breakpoints(path, [])
+    client.request("continue", {"threadId": stopped["threadId"]})
+    d.wait_stdout(r"expensive 2000 ")
+
+
+def test_cli_rejects_bad_budget_values(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "fastattach", "--listen", "127.0.0.1:0",
+                             "--logpoint-rate", "-5", "-c", "pass"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "logpoint_messages_per_second" in result.stderr

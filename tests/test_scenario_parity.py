@@ -1,9 +1,12 @@
-"""One scripted debug scenario, run under plain debugpy and under fastattach: same stops.
+"""Scripted debug scenarios, run under plain debugpy and under fastattach: same stops.
 
 fastattach filters breakpoints in C in front of pydevd, so any difference in where and
-why the debuggee stops, or in what a logpoint prints, is a fastattach bug. The scenario
-has a condition, a hit condition, a logpoint, a plain breakpoint, step over/in/out and
-continue. Lines are found by their MARK-* comments.
+why the debuggee stops, or in what a logpoint prints, is a fastattach bug. The main
+scenario has a condition, a hit condition, a logpoint, a plain breakpoint, step
+over/in/out and continue. A second one covers the corners where C hands over to pydevd:
+a condition that raises, a condition with a hit condition, a logpoint whose expression
+fails, a function breakpoint and the "raised" exception filter.
+Lines are found by their MARK-* comments.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import pytest
 
 from _e2e import DebugServer, breakpoint_filter_stats, marker_line, outputs, target, wait_stop
 from dap_schema import assert_valid
-from fastattach._dapclient import DAPClient
+from fastattach._dapclient import DAPClient, DAPError
 
 SCENARIO = target("scenario.py")
 
@@ -127,3 +130,58 @@ def test_debuggee_finishes_the_same_way(runs):
 @pytest.mark.parametrize("kind", ["debugpy", "fastattach"])
 def test_sessions_follow_the_schema(runs, kind):
     assert_valid(runs[kind]["transcript"], allow_reordering=kind == "debugpy")
+
+
+def corner_breakpoints():
+    line = lambda marker: marker_line(SCENARIO, marker)  # noqa: E731
+    return [
+        {"line": line("MARK-ADD-BODY"), "condition": "undefined_name > 0"},
+        {"line": line("MARK-HIT"), "condition": "j >= 3", "hitCondition": "2"},
+        {"line": line("MARK-PLAIN"), "logMessage": "plain {total} {1/0}"},
+        {"line": line("MARK-SCALE-BODY"), "condition": "value > 1000"},
+    ]
+
+
+def run_corner_scenario(kind, out_dir, max_stops=20):
+    """Continue from every stop until the program ends; return the stops and all output."""
+    with DebugServer(kind, SCENARIO, out_dir=out_dir) as server:
+        client = DAPClient.connect(*server.address, timeout=20)
+        try:
+            client.attach(breakpoints={str(SCENARIO): corner_breakpoints()},
+                          function_breakpoints=[{"name": "check_positive"}], exception_filters=["raised"])
+            stops, printed = [], []
+            while server.process.poll() is None and len(stops) < max_stops:
+                try:
+                    stop = wait_stop(client, timeout=0.5)
+                except DAPError:
+                    continue  # still running, or ended: the loop condition decides
+                stops.append((stop.reason, stop.line, stop.function))
+                printed += outputs(client)
+                client.request("continue", {"threadId": stop.thread_id})
+            returncode = server.wait()
+            printed += outputs(client)
+            client.disconnect()
+        finally:
+            client.close()
+        return {"stops": stops, "output": [text for text in printed if not text.startswith(("RESULT", "DONE"))],
+                "returncode": returncode, "stdout": server.stdout(), "transcript": client.transcript}
+
+
+@pytest.fixture(scope="module")
+def corner_runs(tmp_path_factory):
+    return {kind: run_corner_scenario(kind, tmp_path_factory.mktemp(f"corner-{kind}"))
+            for kind in ("debugpy", "fastattach")}
+
+
+@pytest.mark.timeout(180)
+def test_corner_cases_match_debugpy(corner_runs):
+    reference, ours = corner_runs["debugpy"], corner_runs["fastattach"]
+    reasons = [reason for reason, _, _ in reference["stops"]]
+    assert {"breakpoint", "function breakpoint", "exception"} <= set(reasons), reference["stops"]
+    assert ours["stops"] == reference["stops"]
+    assert ours["output"] == reference["output"]
+    for run in (reference, ours):
+        assert run["returncode"] == 0, run["stdout"]
+    assert ours["stdout"] == reference["stdout"]
+    assert_valid(ours["transcript"])
+    assert_valid(reference["transcript"], allow_reordering=True)

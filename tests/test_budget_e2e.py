@@ -168,7 +168,7 @@ def test_runaway_logpoint_stays_within_its_budget_and_the_client_is_told(debugge
 
 
 def test_logpoint_resumes_after_the_cooldown_with_a_summary(debuggee):
-    d = debuggee("log", "--budget-cooldown", "0.3", "--logpoint-rate", "20")
+    d = debuggee("log", "--budget-cooldown", "2", "--logpoint-rate", "20")
     client = d.connect()
     path = str(d.script)
     client.attach(breakpoints={path: [{"line": marker("LOG"), "logMessage": "i={i}"}]})

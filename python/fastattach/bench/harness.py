@@ -26,9 +26,9 @@ class Settings:
     """Sizes of one harness invocation (--quick shrinks them)."""
 
     def __init__(self, *, quick: bool):
-        self.sample_seconds = 0.02 if quick else 0.1    # baseline duration of one timed sample
-        self.samples = 3 if quick else 7
-        self.max_seconds = 0.5 if quick else 4.0         # per process; slow modes take fewer samples
+        self.sample_seconds = 0.02 if quick else 0.05   # baseline duration of one timed sample
+        self.samples = 3 if quick else 5
+        self.max_seconds = 0.5 if quick else 3.0         # per process; slow modes take fewer samples
         self.warmup = not quick                          # one untimed unit before the samples
         self.min_samples = 1 if quick else 2
         self.stop_timeout = 60.0                         # a probe breakpoint must stop within this

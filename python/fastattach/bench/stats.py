@@ -30,6 +30,24 @@ def summarize(values) -> Summary:
     return Summary(statistics.median(values), min(values), max(values), len(values))
 
 
+def _paired(runs: list[dict], combine, baseline_mode: str) -> dict[tuple, list[float]]:
+    """combine(run, baseline_median) for each successful run with a successful baseline,
+    grouped by (python, workload, scenario, mode); None from combine skips the run."""
+    baselines = {
+        (r["python"], r["workload"], r["scenario"], r["rep"]): r["median"]
+        for r in runs if r["mode"] == baseline_mode and r["ok"]
+    }
+    paired: dict[tuple, list[float]] = {}
+    for r in runs:
+        if r["mode"] == baseline_mode or not r["ok"]:
+            continue
+        base = baselines.get((r["python"], r["workload"], r["scenario"], r["rep"]))
+        value = None if base is None else combine(r, base)
+        if value is not None:
+            paired.setdefault((r["python"], r["workload"], r["scenario"], r["mode"]), []).append(value)
+    return paired
+
+
 def paired_ratios(runs: list[dict], baseline_mode: str = "none") -> dict[tuple, list[float]]:
     """Ratios of each successful run's median sample time to its group's baseline run.
 
@@ -37,36 +55,15 @@ def paired_ratios(runs: list[dict], baseline_mode: str = "none") -> dict[tuple, 
     result maps (python, workload, scenario, mode) to one ratio per repetition that
     has both runs; a repetition whose baseline failed contributes nothing.
     """
-    baselines = {
-        (r["python"], r["workload"], r["scenario"], r["rep"]): r["median"]
-        for r in runs if r["mode"] == baseline_mode and r["ok"]
-    }
-    ratios: dict[tuple, list[float]] = {}
-    for r in runs:
-        if r["mode"] == baseline_mode or not r["ok"]:
-            continue
-        base = baselines.get((r["python"], r["workload"], r["scenario"], r["rep"]))
-        if base:
-            ratios.setdefault((r["python"], r["workload"], r["scenario"], r["mode"]), []).append(r["median"] / base)
-    return ratios
+    return _paired(runs, lambda run, base: run["median"] / base if base else None, baseline_mode)
 
 
 def paired_differences(runs: list[dict], per_run_divisor, baseline_mode: str = "none") -> dict[tuple, list[float]]:
     """Like paired_ratios, but (median - baseline) / per_run_divisor(run): a cost per event."""
-    baselines = {
-        (r["python"], r["workload"], r["scenario"], r["rep"]): r["median"]
-        for r in runs if r["mode"] == baseline_mode and r["ok"]
-    }
-    costs: dict[tuple, list[float]] = {}
-    for r in runs:
-        if r["mode"] == baseline_mode or not r["ok"]:
-            continue
-        base = baselines.get((r["python"], r["workload"], r["scenario"], r["rep"]))
-        divisor = per_run_divisor(r)
-        if base is not None and divisor:
-            costs.setdefault((r["python"], r["workload"], r["scenario"], r["mode"]), []).append(
-                (r["median"] - base) / divisor)
-    return costs
+    def cost(run, base):
+        divisor = per_run_divisor(run)
+        return (run["median"] - base) / divisor if divisor else None
+    return _paired(runs, cost, baseline_mode)
 
 
 def geometric_mean(values) -> float:

@@ -266,7 +266,7 @@ struct BudgetObject {
     /* State, changed only with the GIL held. */
     double eval_tokens, output_tokens, byte_tokens, time_tokens;   /* time_tokens in ns */
     int64_t refilled_at;       /* CLOCK_MONOTONIC ns, like time.monotonic_ns() */
-    int64_t first_hit_at;
+    int64_t first_hit_at;      /* first hit since creation or the last resume */
     int64_t paused_at;
     int paused;
     int reason;
@@ -1137,6 +1137,7 @@ Budget_resume(BudgetObject *self, PyObject *Py_UNUSED(ignored))
     int was_paused = self->paused;
     self->paused = 0;
     self->reason = BR_NONE;
+    self->first_hit_at = 0;   /* the next hit starts a new episode */
     ft_budget_fill(self, ft_precise_ns());
     return PyBool_FromLong(was_paused);
 }
@@ -1242,7 +1243,8 @@ static PyGetSetDef Budget_getset[] = {
     {"paused", (getter)Budget_get_paused, NULL, "the line answers DISABLE", NULL},
     {"reason", (getter)Budget_get_reason, NULL, "why it paused, or None", NULL},
     {"paused_at", (getter)Budget_get_paused_at, NULL, "time.monotonic_ns() when it paused, or 0", NULL},
-    {"first_hit_at", (getter)Budget_get_first_hit_at, NULL, "time.monotonic_ns() of the first hit, or 0", NULL},
+    {"first_hit_at", (getter)Budget_get_first_hit_at, NULL, 
+     "time.monotonic_ns() of the first hit since the last resume, or 0", NULL},
     {"limits", (getter)Budget_get_limits, NULL, "the limits it was made with", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -352,3 +352,15 @@ def test_client_that_does_not_read_is_dropped(make_listener, fake, monkeypatch, 
             assert fake.closed.wait(10)
         assert fake.commands()[-1] == "disconnect"
         assert "not reading" in caplog.text
+
+
+def test_reconnect_right_after_disconnect_is_not_busy(make_listener, clients, fake):
+    listener = make_listener()
+    for _ in range(5):
+        client = clients(listener)
+        client.attach()
+        client.request("disconnect", {"restart": False})
+        client.close()  # and at once a new client, while the old session may still be detaching
+    last = clients(listener)
+    last.attach()
+    assert fake.opened == 6

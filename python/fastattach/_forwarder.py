@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import selectors
 import socket
 import ssl
 import sys
@@ -86,19 +87,17 @@ class Forwarder:
             _refuse(local, reason)
             return
         logger.info("fastattach connect: local client connected; forwarding to %s", where)
-        done = threading.Event()
-        threading.Thread(target=self._copy_to_local, args=(upstream, local, done), daemon=True).start()
         try:
-            self._copy_to_server(local, upstream)
+            self._relay(local, upstream)
+        except Exception:
+            logger.exception("fastattach connect: the session with %s failed", where)
         finally:
             for sock in (local, upstream):
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-            done.wait(CONNECT_TIMEOUT)
-            local.close()
-            upstream.close()
+                sock.close()
             logger.info("fastattach connect: session with %s ended", where)
 
     def _open_upstream(self) -> socket.socket:
@@ -118,27 +117,58 @@ class Forwarder:
         tls.settimeout(None)
         return tls
 
-    def _copy_to_server(self, local: socket.socket, upstream: socket.socket) -> None:
+    def _relay(self, local: socket.socket, upstream: socket.socket) -> None:
+        """Copies both ways in one thread: an SSL connection must never be inside two threads at once."""
         decoder = FrameDecoder()
-        while True:
-            try:
-                data = local.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            try:
-                bodies = decoder.feed(data)
-            except ProtocolError as error:
-                logger.error("fastattach connect: the local client sent malformed DAP (%s); closing", error)
-                return
-            out = bytearray()
-            for body in bodies:
-                out += self._with_secret(body)
-            try:
-                upstream.sendall(out)
-            except OSError:
-                return
+        to_upstream, to_local = bytearray(), bytearray()
+        local.setblocking(False)
+        upstream.setblocking(False)
+        local_open = upstream_open = True
+        with selectors.DefaultSelector() as selector:
+            selector.register(local, selectors.EVENT_READ, "local")
+            selector.register(upstream, selectors.EVENT_READ, "upstream")
+            while (local_open and upstream_open) or (to_local and local_open) or (to_upstream and upstream_open):
+                reading = local_open and upstream_open
+                for sock, pending, tag in ((local, to_local, "local"), (upstream, to_upstream, "upstream")):
+                    events = (selectors.EVENT_READ if reading else 0) | (selectors.EVENT_WRITE if pending else 0)
+                    registered = selector.get_map().get(sock)
+                    if registered is not None and registered.events != events:
+                        selector.unregister(sock)
+                        registered = None
+                    if registered is None and events:
+                        selector.register(sock, events, tag)
+                # Decrypted bytes already inside OpenSSL are invisible to select().
+                buffered = reading and isinstance(upstream, ssl.SSLSocket) and upstream.pending()
+                ready = selector.select(0 if buffered else CONNECT_TIMEOUT * 6)
+                if buffered:
+                    ready.append((selector.get_key(upstream), selectors.EVENT_READ))
+                for key, mask in ready:
+                    sock = key.fileobj
+                    if mask & selectors.EVENT_WRITE:
+                        pending = to_local if sock is local else to_upstream
+                        if not _send_some(sock, pending):
+                            local_open = upstream_open = False
+                    if mask & selectors.EVENT_READ and reading:
+                        data = _recv_some(sock)
+                        if data is None:
+                            continue
+                        if not data:
+                            if sock is local:
+                                local_open = False
+                            else:
+                                upstream_open = False
+                            continue
+                        if sock is upstream:
+                            to_local += data
+                            continue
+                        try:
+                            bodies = decoder.feed(data)
+                        except ProtocolError as error:
+                            logger.error("fastattach connect: the local client sent malformed DAP (%s); closing",
+                                         error)
+                            return
+                        for body in bodies:
+                            to_upstream += self._with_secret(body)
 
     def _with_secret(self, body: bytes) -> bytes:
         """The message framed for the server, with our secret added to an attach that has none."""
@@ -154,22 +184,30 @@ class Forwarder:
                 return encode_message(message)
         return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
-    @staticmethod
-    def _copy_to_local(upstream: socket.socket, local: socket.socket, done: threading.Event) -> None:
-        try:
-            while True:
-                data = upstream.recv(65536)
-                if not data:
-                    break
-                local.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                local.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            done.set()
+
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def _recv_some(sock: socket.socket) -> bytes | None:
+    """Bytes read, b"" at the end of the stream, None when nothing is ready yet."""
+    try:
+        return sock.recv(65536)
+    except _WOULD_BLOCK:
+        return None
+    except OSError:
+        return b""
+
+
+def _send_some(sock: socket.socket, pending: bytearray) -> bool:
+    """Sends what the socket takes now; False if the connection is gone."""
+    try:
+        sent = sock.send(pending[:65536])
+    except _WOULD_BLOCK:
+        return True
+    except OSError:
+        return False
+    del pending[:sent]
+    return True
 
 
 def _describe_failure(where: str, error: BaseException) -> str:

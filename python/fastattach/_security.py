@@ -100,6 +100,12 @@ def server_ssl_context(certfile: str | None, keyfile: str | None = None) -> ssl.
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # No TLS 1.3 session tickets: they reach the client after the handshake, and a client that
+    # reads in one thread while writing in another (most DAP clients, ours included) then has two
+    # threads inside one OpenSSL connection at once, which OpenSSL does not support (requests got
+    # lost here). Resumption buys nothing for one long debug session anyway.
+    context.num_tickets = 0
+    context.options |= ssl.OP_NO_TICKET
     try:
         context.load_cert_chain(certfile, keyfile)
     except (OSError, ssl.SSLError) as error:

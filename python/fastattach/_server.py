@@ -234,20 +234,38 @@ class Listener:
             self._closed.wait(0.1)
             return
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._admit(conn, peer):
+            return
         with self._lock:
-            busy = self._session is not None and not self._session.finished
-            if not busy:
-                self._configured.clear()
-                self._session = _ClientSession(self, conn, peer)
-                self._session_thread = _start_thread(self._session.run, "fastattach.relay")
-                return
             if self._rejections >= MAX_CONCURRENT_REJECTIONS:
                 logger.warning("fastattach: closed a connection from %s: a client is already attached",
                                _format_peer(peer))
                 _close_quietly(conn)
                 return
             self._rejections += 1
-        _start_thread(lambda: self._reject_busy(conn, peer), "fastattach.reject")
+        _start_thread(lambda: self._admit_later_or_reject(conn, peer), "fastattach.reject")
+
+    def _admit(self, conn: socket.socket, peer) -> bool:
+        """Starts a session for this connection unless another one is still running."""
+        with self._lock:
+            if self._closed.is_set() or (self._session is not None and not self._session.finished):
+                return False
+            self._configured.clear()
+            self._session = _ClientSession(self, conn, peer)
+            self._session_thread = _start_thread(self._session.run, "fastattach.relay")
+            return True
+
+    def _admit_later_or_reject(self, conn: socket.socket, peer) -> None:
+        # A client that reconnects right after its disconnect response can arrive while
+        # the old session is still detaching: wait for that instead of calling it busy.
+        session = self._session
+        if session is not None and session.ending:
+            session.done.wait(FLUSH_TIMEOUT + BACKEND_DISCONNECT_TIMEOUT)
+            if self._admit(conn, peer):
+                with self._lock:
+                    self._rejections -= 1
+                return
+        self._reject_busy(conn, peer)
 
     def _reject_busy(self, conn: socket.socket, peer) -> None:
         """Tells a second client why it is refused, without touching the first one's session."""
@@ -318,6 +336,11 @@ class _ClientSession:
         self._ending: str | None = None  # why the session is ending: flush, then close
         self.attached = False
         self.finished = False
+        self.done = threading.Event()
+
+    @property
+    def ending(self) -> bool:
+        return self._ending is not None and not self.finished
 
     @property
     def active(self) -> bool:
@@ -373,6 +396,10 @@ class _ClientSession:
         try:
             selector.register(self._client, selectors.EVENT_READ, "client")
             selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
+            if isinstance(self._client, ssl.SSLSocket):
+                # The handshake may have pulled the client's first request into OpenSSL's buffer,
+                # where select() cannot see it; every later read drains until SSLWantReadError.
+                self._read_client()
             while True:
                 if self._stop.is_set() and self._ending is None:
                     self._end("the listener is closing")
@@ -642,6 +669,7 @@ class _ClientSession:
             self._wake_writer.close()
             self.finished = True
             self._listener._session_ending(self)
+            self.done.set()
             logger.info("fastattach: client %s gone", self._peer_name)
 
     def _disconnect_backend(self) -> None:

@@ -51,6 +51,23 @@ def connect():
         client.close()
 
 
+@pytest.fixture
+def ticker(start_server, tmp_path):
+    """A running tests/targets/ticker.py; ``ticker.stop_file.touch()`` lets it end."""
+    stop_file = tmp_path / "stop-ticker"
+    server = start_server(TICKER, str(stop_file))
+    server.stop_file = stop_file
+    return server
+
+
+def attach_and_stop_at_tick(client):
+    """Attach with a breakpoint on the ticker's loop line; the stop and the tick it shows."""
+    client.attach(breakpoints={str(TICKER): [{"line": line("MARK-TICK", TICKER)}]})
+    stop = wait_stop(client)
+    assert (stop.reason, stop.line) == ("breakpoint", line("MARK-TICK", TICKER))
+    return stop, int(client.evaluate("tick", stop.frame_id))
+
+
 def check_transcript(client):
     # Plain debugpy may put two seqs in the wrong order on the wire; our relay never may.
     assert_valid(client.transcript, allow_reordering=SERVER == "debugpy")
@@ -231,17 +248,12 @@ def test_uncaught_exception_filter(start_server, connect):
     check_transcript(client)
 
 
-def test_disconnect_then_a_new_client_pauses_and_hits_a_breakpoint(start_server, connect, tmp_path):
-    stop_file = tmp_path / "stop-ticker"
-    server = start_server(TICKER, str(stop_file))
-    tick_line = line("MARK-TICK", TICKER)
+def test_disconnect_then_a_new_client_pauses_and_hits_a_breakpoint(ticker, connect):
+    server, tick_line = ticker, line("MARK-TICK", TICKER)
 
     # GIVEN a first client that stopped at a breakpoint and then left
     first = connect(server)
-    first.attach(breakpoints={str(TICKER): [{"line": tick_line}]})
-    stop = wait_stop(first)
-    assert stop.line == tick_line
-    first_tick = int(first.evaluate("tick", stop.frame_id))
+    _, first_tick = attach_and_stop_at_tick(first)
     first.disconnect()
     check_transcript(first)
     # THEN the debuggee runs on with no client
@@ -270,7 +282,7 @@ def test_disconnect_then_a_new_client_pauses_and_hits_a_breakpoint(start_server,
     second.set_breakpoints(str(TICKER), [])
     second.request("continue", {"threadId": stop.thread_id})
     second.disconnect()
-    stop_file.touch()
+    server.stop_file.touch()
     assert server.wait() == 0, server.output()
     assert "TICKER-DONE" in server.stdout()
     check_transcript(second)
@@ -303,9 +315,8 @@ def test_threads_each_stop_at_a_breakpoint(start_server, connect):
     check_transcript(client)
 
 
-def test_breakpoints_changed_while_running(start_server, connect, tmp_path):
-    stop_file = tmp_path / "stop-ticker"
-    server = start_server(TICKER, str(stop_file))
+def test_breakpoints_changed_while_running(ticker, connect):
+    server = ticker
     tick_line, return_line = line("MARK-TICK", TICKER), line("MARK-RETURN", TICKER)
 
     # GIVEN a running loop whose function has a breakpoint only on a line not reached yet,
@@ -341,7 +352,7 @@ def test_breakpoints_changed_while_running(start_server, connect, tmp_path):
     server.wait_for_stdout(rf"^TICK {20 * (second // 20 + 3)}$")
     assert client.events("stopped") == []
     # and the breakpoint that stayed is hit when the loop ends
-    stop_file.touch()
+    server.stop_file.touch()
     stop = wait_stop(client)
     assert (stop.reason, stop.line) == ("breakpoint", return_line)
     assert int(client.evaluate("tick", stop.frame_id)) > second + 40
@@ -379,25 +390,19 @@ def test_condition_picks_one_thread_among_many_in_a_hot_loop(start_server, conne
     check_transcript(client)
 
 
-def test_a_client_that_vanishes_while_stopped_releases_the_debuggee(start_server, connect, tmp_path):
-    stop_file = tmp_path / "stop-ticker"
-    server = start_server(TICKER, str(stop_file))
-    tick_line = line("MARK-TICK", TICKER)
+def test_a_client_that_vanishes_while_stopped_releases_the_debuggee(ticker, connect):
+    server = ticker
     # GIVEN a client stopped at a breakpoint
     gone = connect(server)
-    gone.attach(breakpoints={str(TICKER): [{"line": tick_line}]})
-    stop = wait_stop(gone)
-    tick = int(gone.evaluate("tick", stop.frame_id))
+    _, tick = attach_and_stop_at_tick(gone)
     # WHEN the editor dies without a disconnect request
     gone.close()
     # THEN the debuggee runs on, and the next client can debug it
     server.wait_for_stdout(rf"^TICK {20 * (tick // 20 + 2)}$")
     client = connect(server)
-    client.attach(breakpoints={str(TICKER): [{"line": tick_line}]})
-    stop = wait_stop(client)
-    assert (stop.reason, stop.line) == ("breakpoint", tick_line)
-    assert int(client.evaluate("tick", stop.frame_id)) > tick
+    _, later_tick = attach_and_stop_at_tick(client)
+    assert later_tick > tick
     client.disconnect()
-    stop_file.touch()
+    server.stop_file.touch()
     assert server.wait() == 0, server.output()
     check_transcript(client)

@@ -158,7 +158,10 @@ def run_scenario(python: str, workload: str, profile: dict, scenario, mode: str,
                 target.send("go")
             result = target.wait_record("result", settings.result_timeout)
             details.update(rss_attached=result["rss_attached"], connected=result["connected"],
-                           monitoring_after=result["monitoring"])
+                           monitoring_after=result["monitoring"], filter_stats=result.get("filter_stats"))
+            if mode == "fastattach" and client is not None and result.get("filter_stats") is None:
+                raise SetupNotEffective("fastattach's breakpoint filter was not installed: "
+                                        "pydevd ran unfiltered")
             if client is not None:
                 check_setup_held(client, target, setup, details, settings.stop_timeout)
                 client.disconnect()
@@ -174,9 +177,17 @@ def run_scenario(python: str, workload: str, profile: dict, scenario, mode: str,
 
 def check_setup_held(client: DAPClient, target: TargetProcess, setup: ScenarioSetup, details: dict,
                      stop_timeout: float) -> None:
-    """After timing: nothing stopped, logpoints logged, and a probe breakpoint stops."""
+    """After timing: nothing stopped or was switched off, logpoints logged, a probe breakpoint stops."""
     if client.events("stopped"):
         raise SetupNotEffective("the debuggee stopped during timing: a never-hit breakpoint was hit")
+    switched_off = [e["body"] for e in client.events("breakpoint")
+                    if not e.get("body", {}).get("breakpoint", {}).get("verified", True)]
+    if switched_off:
+        message = switched_off[0]["breakpoint"].get("message", "no reason given")
+        raise SetupNotEffective(f"the debugger switched a breakpoint off during timing ({message})")
+    stats = details.get("filter_stats") or {}
+    if stats.get("trips") or stats.get("budget_paused"):
+        raise SetupNotEffective(f"fastattach's budget paused a breakpoint during timing ({stats})")
     if setup.expect_logpoint_output:
         details["logpoint_outputs"] = logpoint_output_count(client)
         if details["logpoint_outputs"] == 0:

@@ -187,6 +187,16 @@ def soak_iteration(unit, soak_tick, iteration: int) -> None:
 
 # -- debuggers and references --------------------------------------------------------
 
+# fastattach pauses a breakpoint whose conditions or log messages cost more than a
+# budget; debugpy has no such limit.  To compare the cost of the same work, every
+# evaluation and message must happen, so the harness lifts the budgets (0 = unlimited)
+# and fails a run in which a breakpoint was paused anyway.
+FASTATTACH_UNLIMITED_BUDGETS = {
+    "condition_evaluations_per_second": 0, "condition_cpu_fraction": 0,
+    "logpoint_messages_per_second": 0, "logpoint_bytes_per_second": 0,
+}
+
+
 class Debugger:
     """listen / is_connected / stop for the mode under test (none: all no-ops)."""
 
@@ -202,6 +212,7 @@ class Debugger:
         if self.mode == "fastattach":
             import fastattach
             self.module = fastattach
+            fastattach.configure(**FASTATTACH_UNLIMITED_BUDGETS)
             return fastattach.listen(("127.0.0.1", 0))
         return None
 
@@ -219,6 +230,15 @@ class Debugger:
     def stop(self) -> None:
         if self.mode == "fastattach":
             self.module.stop()
+
+    def filter_stats(self) -> dict | None:
+        """fastattach's C filter counters (what it disabled, what it forwarded to pydevd),
+        or None when the filter is not installed: then pydevd runs unfiltered."""
+        if self.mode != "fastattach":
+            return None
+        from fastattach import _pydevd_host
+        gate = _pydevd_host.gate()
+        return dict(gate.tracer.stats()) if gate is not None else None
 
 
 def monitoring_state() -> dict:
@@ -333,7 +353,7 @@ def run_bench(spec: dict) -> None:
         if missing:
             raise RuntimeError(f"coverage did not measure {missing}")
     emit("result", times=times, median=statistics.median(times), rss_attached=rss_attached,
-         connected=connected, monitoring=monitoring_state(),
+         connected=connected, monitoring=monitoring_state(), filter_stats=debugger.filter_stats(),
          reference_hits=getattr(getattr(reference, "debugger", None), "hits", None))
 
     while True:

@@ -11,11 +11,11 @@ import textwrap
 import pytest
 
 from fastattach.bench import target
-from fastattach.bench.harness import SetupNotEffective, check_breakpoints_verified
+from fastattach.bench.harness import SetupNotEffective, check_breakpoints_verified, check_setup_held
 from fastattach.bench.lines import LOGPOINT_HITS_PER_UNIT, NoSuitableLine, choose_lines, inner_repeats
 from fastattach.bench.report import ratio_table
-from fastattach.bench.scenarios import (BASELINE, REFERENCE_SCENARIO, SCENARIOS, NotApplicable, probe_line,
-                                        scenario_setup, write_support_files)
+from fastattach.bench.scenarios import (BASELINE, REFERENCE_SCENARIO, SCENARIOS, NotApplicable, ScenarioSetup,
+                                        probe_line, scenario_setup, write_support_files)
 from fastattach.bench.schedule import interleave
 from fastattach.bench.stats import (geometric_mean, linear_slope, paired_differences, paired_ratios, rotated,
                                     summarize)
@@ -234,3 +234,38 @@ def test_the_table_has_a_row_for_every_scenario_even_failed_ones():
         assert f"| {number}. {label} |" in table
     assert "80.00x (70.00–90.00)" in table
     assert "FAILED" in table and "n/a" in table
+
+
+class _RecordedEvents:
+    """Stands in for DAPClient.events(): the events a client would have received."""
+
+    def __init__(self, events):
+        self._events = events
+
+    def events(self, name=None):
+        taken = [e for e in self._events if name is None or e["event"] == name]
+        self._events = [e for e in self._events if e not in taken]
+        return taken
+
+
+class TestChecksAfterTiming:
+    def check(self, events, details=None):
+        check_setup_held(_RecordedEvents(events), target=None, setup=ScenarioSetup(), details=details or {},
+                         stop_timeout=1)
+
+    def test_nothing_happened_passes(self):
+        self.check([{"event": "output", "body": {"output": "x"}}])
+
+    def test_a_stop_during_timing_fails(self):
+        with pytest.raises(SetupNotEffective, match="stopped during timing"):
+            self.check([{"event": "stopped", "body": {"threadId": 1}}])
+
+    def test_a_breakpoint_switched_off_during_timing_fails(self):
+        event = {"event": "breakpoint", "body": {"reason": "changed",
+                                                 "breakpoint": {"verified": False, "message": "over budget"}}}
+        with pytest.raises(SetupNotEffective, match="over budget"):
+            self.check([event])
+
+    def test_a_budget_trip_in_the_filter_counters_fails(self):
+        with pytest.raises(SetupNotEffective, match="budget paused"):
+            self.check([], details={"filter_stats": {"trips": 1, "budget_paused": 1}})

@@ -406,3 +406,22 @@ def test_a_client_that_vanishes_while_stopped_releases_the_debuggee(ticker, conn
     server.stop_file.touch()
     assert server.wait() == 0, server.output()
     check_transcript(client)
+
+
+def test_attach_to_a_program_that_is_already_running(start_server, connect, tmp_path):
+    # GIVEN a program started with a listener but without waiting for a client
+    stop_file = tmp_path / "stop-ticker"
+    server = start_server(TICKER, str(stop_file), wait_for_client=False)
+    server.wait_for_stdout(r"^TICK 40$")
+    # WHEN a client attaches later with a breakpoint in the running loop
+    client = connect(server)
+    stop, tick = attach_and_stop_at_tick(client)
+    # THEN it stops there, far into the run
+    assert tick >= 40
+    assert stop.function == "run"
+    client.set_breakpoints(str(TICKER), [])
+    client.request("continue", {"threadId": stop.thread_id})
+    client.disconnect()
+    stop_file.touch()
+    assert server.wait() == 0, server.output()
+    check_transcript(client)

@@ -124,3 +124,61 @@ def hit_line() -> int:
     if len(found) != 1:
         raise LookupError(f"{ATTACH_TARGET} has {len(found)} ATTACH-HIT lines, expected one")
     return found[0]
+
+
+class Controller:
+    """Sends the target's "hit" and "stop" commands by the route its state listens on."""
+
+    def __init__(self, target: Target, state: str, control_dir: Path):
+        self.target, self.state, self.control_dir = target, state, Path(control_dir)
+
+    def send(self, command: str) -> None:
+        if self.state == "sleep":
+            self.target.send_line(command)
+        elif self.state == "accept":
+            import socket
+            with socket.create_connection(("127.0.0.1", self.target.accept_port), timeout=10) as s:
+                s.sendall(command.encode() + b"\n")
+        else:
+            (self.control_dir / command).touch()
+
+    def end_hits(self) -> None:
+        """Busy states keep hitting while the file exists; one-shot states need nothing."""
+        if self.state not in ("sleep", "accept"):
+            (self.control_dir / "hit").unlink(missing_ok=True)
+
+    def stop_and_probe(self, timeout: float = 20.0) -> dict:
+        """fastattach.stop() in the target; returns what sys.monitoring still holds there."""
+        import json
+        self.send("stop")
+        line = self.target.wait_line(lambda text: text.startswith("probe "), timeout)
+        return json.loads(line.split(" ", 1)[1])
+
+
+def start_controlled(state: str, control_dir: Path, python: str = sys.executable) -> tuple[Target, Controller]:
+    target = start_state(state, python, env={"ATTACH_CONTROL_DIR": str(control_dir)})
+    if state in ("busy2", "sleep", "accept"):
+        target.wait_main_thread_blocked()
+    return target, Controller(target, state, control_dir)
+
+
+def debug_session(host: str, port: int, controller: Controller, timeout: float = 30.0) -> str:
+    """A full DAP session: breakpoint at ATTACH-HIT, wait for the stop, evaluate, continue,
+    disconnect. Returns the evaluated token ("<source>-<pid>")."""
+    from fastattach._dapclient import DAPClient
+
+    client = DAPClient.connect(host, port, timeout=timeout)
+    try:
+        verified = client.attach(breakpoints={str(ATTACH_TARGET): [{"line": hit_line()}]}, timeout=timeout)
+        assert verified[str(ATTACH_TARGET)][0]["verified"], verified
+        controller.send("hit")
+        stopped = client.wait_stopped(timeout)
+        controller.end_hits()
+        frame = client.top_frame(stopped["threadId"])
+        assert frame["line"] == hit_line(), frame
+        token = client.evaluate("token", frame["id"])
+        client.request("continue", {"threadId": stopped["threadId"]}, timeout=timeout)
+        return token.strip("'\"")
+    finally:
+        controller.end_hits()
+        client.disconnect()

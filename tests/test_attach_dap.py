@@ -1,0 +1,102 @@
+"""Attach by PID with the real loader, then a full DAP session, in each target state.
+
+The target runs no debugger until we attach. Then: breakpoint hit, evaluate, continue,
+disconnect; then fastattach.stop() in the target, and a probe there checks that no
+sys.monitoring tool or event is left (the overhead is back to none).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fastattach.attach import AttachError, attach
+from targets.attach_harness import STATES, debug_session, start_controlled, start_state
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
+                                reason="attach by PID is implemented for x86-64 Linux only")
+
+NOTHING_LEFT = {"tools": {}, "global_events": {}, "local_events": {}, "settrace": False}
+
+
+@pytest.fixture
+def cleanup():
+    started = []
+    yield started
+    for target in started:
+        target.close()
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_attach_then_full_debug_session(state, cleanup, tmp_path):
+    # GIVEN a target in STATE, started without any debugger
+    target, controller = start_controlled(state, tmp_path)
+    cleanup.append(target)
+    # WHEN we attach by PID and run a DAP session
+    host, port = attach(target.pid, ("127.0.0.1", 0), timeout=20)
+    token = debug_session(host, port, controller)
+    # THEN the breakpoint stopped in the right frame of the right process, and the target
+    # runs on; after stop() nothing is left registered in sys.monitoring
+    assert token.endswith(f"-{target.pid}")
+    target.assert_healthy()
+    assert controller.stop_and_probe() == NOTHING_LEFT
+    target.assert_healthy()
+
+
+def test_attach_while_listening_reuses_the_port(cleanup, tmp_path):
+    # GIVEN a target already attached and listening
+    target, _controller = start_controlled("busy", tmp_path)
+    cleanup.append(target)
+    first = attach(target.pid, timeout=20)
+    # WHEN we attach again without stopping
+    second = attach(target.pid, timeout=20)
+    # THEN the same listener is handed out (no second port, no error)
+    assert second == first
+    target.assert_healthy()
+
+
+def test_port_bind_failure_is_reported(cleanup, tmp_path):
+    # GIVEN a target whose desired port is taken (by the target itself: it is listening on it)
+    target = start_state("accept")
+    cleanup.append(target)
+    # WHEN we ask the target to listen on that same port
+    with pytest.raises(AttachError) as caught:
+        attach(target.pid, ("127.0.0.1", target.accept_port), timeout=20)
+    # THEN the failure inside the target comes back with the reason, and the target runs on
+    assert caught.value.reason == "bind_failed"
+    assert str(caught.value).startswith(f"port bind failed in the target: cannot listen on 127.0.0.1:{target.accept_port}")
+    target.assert_healthy()
+
+
+def test_cli_pid_prints_the_address(cleanup, tmp_path):
+    # GIVEN a running target
+    target, controller = start_controlled("busy", tmp_path)
+    cleanup.append(target)
+    # WHEN the CLI attaches to it
+    result = subprocess.run([sys.executable, "-m", "fastattach", "--listen", "127.0.0.1:0", "--pid", str(target.pid)],
+                            capture_output=True, text=True, timeout=60)
+    # THEN it prints where to connect, and a session works there
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith("fastattach: listening on 127.0.0.1:") and line.endswith(f" in PID {target.pid}")
+    port = int(line.split("127.0.0.1:")[1].split()[0])
+    assert debug_session("127.0.0.1", port, controller).endswith(f"-{target.pid}")
+
+
+def test_cli_pid_error_goes_to_stderr_with_status_1(tmp_path):
+    # GIVEN a PID that is not a Python process
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        # WHEN the CLI is pointed at it
+        result = subprocess.run([sys.executable, "-m", "fastattach", "--listen", "127.0.0.1:0", "--pid",
+                                 str(sleeper.pid)], capture_output=True, text=True, timeout=60)
+        # THEN it fails cleanly with the reason
+        assert result.returncode == 1
+        assert f"PID {sleeper.pid} is not a CPython process" in result.stderr
+        assert result.stdout == ""
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)

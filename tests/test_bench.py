@@ -269,3 +269,38 @@ class TestChecksAfterTiming:
     def test_a_budget_trip_in_the_filter_counters_fails(self):
         with pytest.raises(SetupNotEffective, match="budget paused"):
             self.check([], details={"filter_stats": {"trips": 1, "budget_paused": 1}})
+
+
+def minimal_results() -> dict:
+    return {
+        "command": "python -m fastattach.bench", "date": "2026-01-01T00:00:00+00:00", "elapsed_seconds": 60.0,
+        "machine": {"cpu": "cpu", "cores": 2, "platform": "linux",
+                    "pythons": {"/py": {"python": "3.12.1", "debugpy": "1.8.22"}}},
+        "pythons": ["3.12.1"], "workloads": ["w"], "scenarios": [4], "modes": ["debugpy", "fastattach"],
+        "references": [], "repeat": 3, "quick": False, "profiles": {}, "failures": [],
+        "ratios": {"3.12.1|w|4|debugpy": {"median": 30.0, "min": 29.0, "max": 31.0, "n": 3},
+                   "3.12.1|w|4|fastattach": {"median": 1.01, "min": 1.0, "max": 1.02, "n": 3}},
+        "per_evaluation_ns": {}, "latency": {}, "attach": {}, "rss": {}, "startup": {}, "soak": {}, "runs": [],
+    }
+
+
+def test_results_md_is_rebuilt_from_stored_results_with_every_fragment_verbatim(tmp_path):
+    import json
+
+    from fastattach.bench import cli
+    stored = tmp_path / "stored.json"
+    stored.write_text(json.dumps(minimal_results()))
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    fragments = {"b_other.md": "## Other\n\n| a | b |\n|---|---|\n| 1 | 2 |\n", "a_first.md": "## First\ntext\n"}
+    for name, text in fragments.items():
+        (tmp_path / "bench" / "results" / name).write_text(text)
+    results_md = tmp_path / "bench" / "RESULTS.md"
+
+    assert cli.main(["--report-only", str(stored), "--results-md", str(results_md)]) == 0
+
+    text = results_md.read_text()
+    assert "| 4. breakpoint in the hottest function, on a line that never runs | 30.00x | 1.01x |" in text
+    assert text.index(fragments["a_first.md"]) < text.index(fragments["b_other.md"])
+    assert text.rstrip("\n").endswith(fragments["b_other.md"].rstrip("\n"))
+    assert (tmp_path / "bench" / "RESULTS.png").stat().st_size > 0
+    assert json.loads((tmp_path / "bench" / "RESULTS.json").read_text())["ratios"]

@@ -18,7 +18,8 @@ import time
 
 from . import harness
 from .lines import NoSuitableLine
-from .report import interpreter_versions, machine_info, markdown_report, ratio_table, results_md, write_chart
+from .report import (figures_table, headline_table, interpreter_versions, machine_info, markdown_report,
+                     ratio_table, results_md, targets_table, write_chart)
 from .scenarios import BASELINE, DEBUGGERS, REFERENCE_SCENARIO, REFERENCES, SCENARIOS, NotApplicable, \
     write_support_files
 from .schedule import interleave
@@ -27,8 +28,57 @@ from .target import DEFAULT_WORKLOADS
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BENCHMARKS_DIR = os.path.join(REPO_ROOT, "benchmarks")
+BENCH_DOC = os.path.join(REPO_ROOT, "docs", "bench.md")
+HEADLINE_START = "<!-- headline: written by python -m fastattach.bench -->"
+HEADLINE_END = "<!-- end of headline -->"
 QUICK_WORKLOAD = "richards"
 SECTIONS = ("ratios", "latency", "startup", "soak")
+
+
+def publish(results: dict, results_json: str, results_md_path: str) -> None:
+    """RESULTS.md (+ .png, + .json: the raw data it was made from); for benchmarks/RESULTS.md
+    also the headline of docs/bench.md.
+
+    Written even when runs failed: their rows say FAILED and carry no number.
+    """
+    directory = os.path.dirname(os.path.abspath(results_md_path))
+    os.makedirs(directory, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(results_md_path))[0]
+    write_chart(results, os.path.join(directory, stem + ".png"))
+    kept_json = os.path.join(directory, stem + ".json")
+    if os.path.abspath(results_json) != os.path.abspath(kept_json):
+        shutil.copyfile(results_json, kept_json)
+    with open(results_md_path, "w") as summary:
+        summary.write(results_md(results, os.path.join(directory, "results"), chart=stem + ".png"))
+    print(f"regenerated {results_md_path} (and {stem}.png, {stem}.json)")
+    if os.path.abspath(results_md_path) == os.path.join(BENCHMARKS_DIR, "RESULTS.md") and os.path.exists(BENCH_DOC):
+        update_headline(BENCH_DOC, results)
+        print(f"updated the headline table in {BENCH_DOC}")
+
+
+def republish(results_json: str, results_md_path: str) -> int:
+    """--report-only: rebuild RESULTS.md from a stored run, e.g. after a new results/*.md fragment."""
+    with open(results_json) as source:
+        results = json.load(source)
+    publish(results, results_json, results_md_path)
+    return 0
+
+
+def update_headline(doc: str, results: dict) -> None:
+    """Replaces the text between the headline markers of ``doc`` with this run's tables."""
+    with open(doc) as source:
+        text = source.read()
+    start, end = text.find(HEADLINE_START), text.find(HEADLINE_END)
+    if start < 0 or end < start:
+        return
+    body = "\n".join([
+        "", f"Measured {results['date']} on {results['machine']['cpu']} ({results['machine']['cores']} cores) "
+        f"with `{results['command']}`; full tables in benchmarks/RESULTS.md.", "",
+        "Median ratio to no debugger (geometric mean over the workloads):", "",
+        headline_table(results), "", "Issue 2's targets:", "", targets_table(results), "",
+        "Latency, memory and start-up:", "", figures_table(results), ""])
+    with open(doc, "w") as out:
+        out.write(text[:start + len(HEADLINE_START)] + "\n" + body + "\n" + text[end:])
 
 
 def default_pythons() -> list[str]:
@@ -62,6 +112,9 @@ def parse_args(argv):
     parser.add_argument("--results-md", metavar="PATH",
                         help="also regenerate this RESULTS.md (default for a full run from a checkout: "
                              "benchmarks/RESULTS.md; never for --quick)")
+    parser.add_argument("--report-only", metavar="RESULTS_JSON",
+                        help="measure nothing: rebuild RESULTS.md (or --results-md), its chart and the "
+                             "docs/bench.md headline from a stored results.json, e.g. benchmarks/RESULTS.json")
     args = parser.parse_args(argv)
     args.pythons = args.python or ([sys.executable] if args.quick else default_pythons())
     args.workloads = args.workload or ([QUICK_WORKLOAD] if args.quick else list(DEFAULT_WORKLOADS))
@@ -280,6 +333,8 @@ def run_soak_section(run: Run, files) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.report_only:
+        return republish(args.report_only, args.results_md or os.path.join(BENCHMARKS_DIR, "RESULTS.md"))
     started = time.monotonic()
     stamp = datetime.datetime.now(datetime.timezone.utc)
     out = args.out or os.path.join(BENCHMARKS_DIR, "out", stamp.strftime("%Y%m%d-%H%M%S"))
@@ -323,13 +378,7 @@ def main(argv=None) -> int:
     print(ratio_table(results) if results["scenarios"] else "")
     print(f"\nresults: {out}/results.json, results.md, chart.png ({results['elapsed_seconds']:.0f} s)")
     if args.results_md:
-        # Written even when runs failed: their rows say FAILED and carry no number.
-        chart_name = os.path.splitext(os.path.basename(args.results_md))[0] + ".png"
-        shutil.copyfile(os.path.join(out, "chart.png"), os.path.join(os.path.dirname(args.results_md), chart_name))
-        with open(args.results_md, "w") as summary:
-            summary.write(results_md(results, os.path.join(os.path.dirname(args.results_md), "results"),
-                                     chart=chart_name))
-        print(f"regenerated {args.results_md}")
+        publish(results, os.path.join(out, "results.json"), args.results_md)
     if run.failures:
         print(f"\n{len(run.failures)} run(s) FAILED; see results.md. No ratio is reported for them.",
               file=sys.stderr)

@@ -1,0 +1,190 @@
+"""Every way an attach can fail has its own message, and the target always keeps running."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from fastattach.attach import AttachError, attach
+from targets.attach_harness import PROBE_LOADER, REPO, process_state, start_program, start_state
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
+                                reason="attach by PID is implemented for x86-64 Linux only")
+
+
+@pytest.fixture
+def cleanup():
+    started = []
+    yield started
+    for target in started:
+        target.close()
+
+
+def test_missing_loader_fails_at_once(cleanup, tmp_path):
+    target = start_state("busy")
+    cleanup.append(target)
+    missing = tmp_path / "nowhere" / "safe_attach_loader.py"
+    with pytest.raises(AttachError) as caught:
+        attach(target.pid, loader=str(missing))
+    assert caught.value.reason == "loader_missing"
+    assert str(caught.value) == f"loader file not found: {missing}"
+    target.assert_healthy()
+
+
+def test_missing_loader_from_the_override_variable(cleanup, tmp_path, monkeypatch):
+    target = start_state("busy")
+    cleanup.append(target)
+    missing = tmp_path / "override.py"
+    monkeypatch.setenv("PTVS_SAFE_ATTACH_LOADER_OVERRIDE", str(missing))
+    with pytest.raises(AttachError, match=f"^loader file not found: {missing}$"):
+        attach(target.pid)
+
+
+def test_no_such_process():
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = int(finished.stdout)
+    with pytest.raises(AttachError) as caught:
+        attach(gone, loader=str(PROBE_LOADER))
+    assert caught.value.reason == "no_such_process"
+    assert str(caught.value) == f"no such process: PID {gone}"
+
+
+@pytest.mark.parametrize("pid", [0, -5, "123", True])
+def test_invalid_pid(pid):
+    with pytest.raises(AttachError) as caught:
+        attach(pid, loader=str(PROBE_LOADER))
+    assert caught.value.reason == "no_such_process"
+    assert str(caught.value).startswith(f"invalid PID {pid!r}: expected a positive integer")
+
+
+def test_not_a_python_process():
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        with pytest.raises(AttachError) as caught:
+            attach(sleeper.pid, loader=str(PROBE_LOADER))
+        assert caught.value.reason == "not_python"
+        assert str(caught.value) == (f"PID {sleeper.pid} is not a CPython process "
+                                     f"(no libpython or python executable with _PyRuntime is mapped)")
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)
+
+
+def test_unsupported_python_version(cleanup):
+    old_python = shutil.which("python3.11")
+    if old_python is None:
+        pytest.skip("no Python 3.11 on this machine to play an unsupported target")
+    target = start_program("import time\nprint('ready', flush=True)\ntime.sleep(300)\n", python=old_python)
+    cleanup.append(target)
+    with pytest.raises(AttachError) as caught:
+        attach(target.pid, loader=str(PROBE_LOADER))
+    assert caught.value.reason == "unsupported"
+    assert f"PID {target.pid} runs Python 3.11." in str(caught.value)
+    assert str(caught.value).endswith("which is not supported: attach needs CPython 3.12 or later")
+    target.assert_healthy()
+
+
+def test_not_permitted_says_why_and_how_to_fix(cleanup):
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_SYS_PTRACE")
+    # GIVEN a target with every capability, and an orchestrator without CAP_SYS_PTRACE
+    target = start_state("busy")
+    cleanup.append(target)
+    code = (f"from fastattach.attach import attach, AttachError\n"
+            f"try:\n    attach({target.pid}, loader={str(PROBE_LOADER)!r})\n"
+            f"except AttachError as e:\n    print(e.reason)\n    print(e)\n")
+    result = subprocess.run(["setpriv", "--bounding-set", "-sys_ptrace", "--inh-caps", "-sys_ptrace", "--",
+                             sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    if "setpriv:" in result.stderr:
+        pytest.skip(f"cannot drop capabilities here: {result.stderr.strip()}")
+    reason, message = result.stdout.splitlines()[:2]
+    # THEN the error names the cause and every fix
+    assert reason == "permission"
+    assert message.startswith(f"not allowed to attach to PID {target.pid} (owned by uid 0; we run as uid 0): ")
+    assert "Permission denied" in message or "Operation not permitted" in message
+    for fix in ("run as the target's user or as root", "CAP_SYS_PTRACE", "SYS_PTRACE", "ptrace_scope" if
+                os.path.exists("/proc/sys/kernel/yama/ptrace_scope") else "Yama is not loaded"):
+        assert fix in message
+    target.assert_healthy()
+
+
+def test_stopped_target_is_refused_and_left_as_it_was(cleanup):
+    target = start_state("busy")
+    cleanup.append(target)
+    os.kill(target.pid, signal.SIGSTOP)
+    try:
+        for _ in range(500):
+            if process_state(target.pid).startswith("T"):
+                break
+            time.sleep(0.01)
+        with pytest.raises(AttachError) as caught:
+            attach(target.pid, loader=str(PROBE_LOADER))
+        assert caught.value.reason == "target_stopped"
+        assert str(caught.value).startswith(f"PID {target.pid} is stopped (T (stopped)); resume it "
+                                            f"(kill -CONT {target.pid})")
+    finally:
+        os.kill(target.pid, signal.SIGCONT)
+    target.assert_healthy()
+
+
+SPIN_SOURCE = "void spin_forever(void) { for (;;) { __asm__ volatile(\"\" ::: \"memory\"); } }\n"
+
+
+def test_main_thread_never_at_a_safe_point(cleanup, tmp_path):
+    # GIVEN a main thread spinning in native code outside CPython: it may hold any lock there,
+    # so it is never borrowed, and it runs no bytecode, so no queued call runs either
+    source = tmp_path / "spin.c"
+    source.write_text(SPIN_SOURCE)
+    library = tmp_path / "libspin.so"
+    built = subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(library), str(source)],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    target = start_program(f"import ctypes\nlib = ctypes.CDLL({str(library)!r})\nprint('ready', flush=True)\n"
+                           f"lib.spin_forever()\n")
+    cleanup.append(target)
+    # WHEN we attach with a short timeout
+    with pytest.raises(AttachError) as caught:
+        attach(target.pid, loader=str(PROBE_LOADER), timeout=1.5)
+    # THEN it says so, and the target was let go
+    assert caught.value.reason == "no_safe_point"
+    assert str(caught.value).startswith(f"the main thread of PID {target.pid} never reached a safe point in time")
+    assert str(caught.value).endswith("the target was left running")
+    target.assert_healthy()
+    assert process_state(target.pid).startswith("R")
+
+
+def test_loader_that_never_reports_times_out_and_target_runs_on(cleanup, tmp_path):
+    # GIVEN a loader that claims the attach and then hangs (on the agent's thread)
+    hanging = tmp_path / "hanging_loader.py"
+    hanging.write_text(textwrap.dedent("""
+        import os, time
+        os.rename(__fastattach_settings__, __fastattach_settings__ + ".claimed")
+        time.sleep(30)
+    """))
+    target = start_state("sleep")
+    cleanup.append(target)
+    target.wait_main_thread_blocked()
+    # WHEN we attach with a short timeout
+    with pytest.raises(AttachError) as caught:
+        attach(target.pid, loader=str(hanging), timeout=1.5)
+    # THEN the timeout names the state the target is in, and it still serves its work
+    assert caught.value.reason == "timeout"
+    message = str(caught.value)
+    assert message.startswith(f"attach to PID {target.pid} timed out after 1.5 s: the loader was delivered (ptrace)")
+    assert "target state: S (sleeping), main thread in clock_nanosleep" in message
+    target.assert_healthy()
+    target.send_line("hit")
+    assert target.wait_line(lambda line: line.startswith("hit "), 10)
+
+
+def test_attach_to_ourselves_is_refused():
+    with pytest.raises(AttachError, match="is this process: use fastattach.listen"):
+        attach(os.getpid(), loader=str(PROBE_LOADER))

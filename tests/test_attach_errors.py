@@ -135,7 +135,14 @@ def test_stopped_target_is_refused_and_left_as_it_was(cleanup):
     target.assert_healthy()
 
 
-SPIN_SOURCE = "void spin_forever(void) { for (;;) { __asm__ volatile(\"\" ::: \"memory\"); } }\n"
+SPIN_SOURCE = """
+#include <unistd.h>
+/* Says "ready" only once it is in native code, so the test never races the call into it. */
+void spin_forever(void) {
+    (void)!write(1, "ready\\n", 6);
+    for (;;) { __asm__ volatile("" ::: "memory"); }
+}
+"""
 
 
 def test_main_thread_never_at_a_safe_point(cleanup, tmp_path):
@@ -147,8 +154,7 @@ def test_main_thread_never_at_a_safe_point(cleanup, tmp_path):
     built = subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(library), str(source)],
                            capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
-    target = start_program(f"import ctypes\nlib = ctypes.CDLL({str(library)!r})\nprint('ready', flush=True)\n"
-                           f"lib.spin_forever()\n")
+    target = start_program(f"import ctypes\nctypes.CDLL({str(library)!r}).spin_forever()\n")
     cleanup.append(target)
     # WHEN we attach with a short timeout
     with pytest.raises(AttachError) as caught:

@@ -25,6 +25,7 @@ from . import _budget
 
 log = logging.getLogger("fastattach")
 
+_CO_OPTIMIZED = 0x0001   # inspect.CO_OPTIMIZED: a function frame, whose locals are not its globals
 # Room kept for the output event's prefix and the truncation markers.
 _SLACK_BYTES = 160
 _STATE_RUN = 1  # pydevd_constants.STATE_RUN
@@ -59,11 +60,14 @@ def _dumps(value) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+_encode_str = json.encoder.encode_basestring_ascii   # what json.dumps writes for a str (C speedup)
+
+
 def _repr_limits(repr_chars: int) -> reprlib.Repr:
     r = reprlib.Repr()
     r.maxstring = r.maxother = r.maxlong = repr_chars
-    r.maxlevel = 3
-    r.maxlist = r.maxtuple = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = r.maxdict = 20
+    r.maxlevel = 2
+    r.maxlist = r.maxtuple = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = r.maxdict = 10
     return r
 
 
@@ -96,7 +100,8 @@ def capture(frame, *, breakpoint_id, file: str, line: int, max_bytes: int, frame
     while f is not None and n < depth:
         code = f.f_code
         entry = {"name": code.co_qualname, "file": code.co_filename, "line": f.f_lineno}
-        cost = len(_dumps(entry)) + 1
+        # {"name":...,"file":...,"line":N}, plus a comma
+        cost = len(_encode_str(entry["name"])) + len(_encode_str(entry["file"])) + len(str(entry["line"])) + 27
         if used + cost > budget:
             truncated = True
             break
@@ -110,7 +115,10 @@ def capture(frame, *, breakpoint_id, file: str, line: int, max_bytes: int, frame
     for _ in range(frames):
         if f is None or truncated and used >= budget:
             break
+        module_level = f.f_locals is f.f_globals if f.f_code.co_flags & _CO_OPTIMIZED == 0 else False
         entry = {"name": f.f_code.co_qualname, "line": f.f_lineno, "locals": {}}
+        if module_level:
+            entry["globalsOmitted"] = True   # a module's "locals" are all its globals
         cost = len(_dumps(entry)) + 1
         if used + cost > budget:
             truncated = True
@@ -118,9 +126,9 @@ def capture(frame, *, breakpoint_id, file: str, line: int, max_bytes: int, frame
         snap["frames"].append(entry)
         used += cost
         variables = entry["locals"]
-        for name, value in list(f.f_locals.items()):
+        for name, value in [] if module_level else list(f.f_locals.items()):
             text = _safe_repr(r, value, repr_chars)
-            cost = len(_dumps(str(name))) + len(_dumps(text)) + 2
+            cost = len(_encode_str(str(name))) + len(_encode_str(text)) + 2
             if used + cost > budget:
                 truncated = True
                 continue   # a shorter one may still fit

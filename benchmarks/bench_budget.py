@@ -1,0 +1,179 @@
+"""What a runaway logpoint costs before and after its budget trips, and what a snapshot costs.
+
+Each scenario is a fresh debuggee process running the same hot loop (one breakpoint line
+executed every iteration); the loop's time per iteration is measured inside the process
+with perf_counter_ns over several rounds, after a warm-up that also trips the budget.
+Scenarios run interleaved (A B C ... A B C ...) for --reps repetitions; the report gives
+the median and range over repetitions, and each scenario's ratio to the no-debugger run
+of the same repetition.
+
+    .venv/3.12/bin/python benchmarks/bench_budget.py --reps 5 [--json out.json]
+
+Scenarios:
+  nodebug          plain python, no debugger
+  attached         fastattach, client attached, no breakpoint
+  logpoint-tripped fastattach, logpoint "i={i}" on the hot line, default budget (50 msg/s):
+                   measured after the budget tripped (the paused line is DISABLEd)
+  logpoint-unbudgeted  the same logpoint with every budget off (0 = unlimited): what each hit
+                   costs before a budget trips (and forever, without budgets)
+  snapshot         --production, breakpoint on the hot line, snapshots unlimited: each
+                   iteration takes one snapshot (stack + locals of 3 frames, <= 32 KB)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "python"))
+
+from fastattach._dapclient import DAPClient  # noqa: E402
+
+TARGET = '''
+import json, os, sys, time
+
+def hot(n, payload):
+    request = {"id": 7, "user": "alice", "items": list(range(20))}
+    total = 0
+    for i in range(n):
+        total += i  # HOT
+    return total
+
+def main():
+    n, rounds, warm = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    payload = {"blob": "x" * 10_000, "numbers": list(range(1000))}
+    hot(warm, payload)                          # warms up, and trips a budget if there is one
+    time.sleep(float(os.environ.get("BENCH_SETTLE", "0.3")))
+    results = []
+    for _ in range(rounds):
+        t0 = time.perf_counter_ns()
+        hot(n, payload)
+        results.append((time.perf_counter_ns() - t0) / n)
+    print("RESULT " + json.dumps(results), flush=True)
+    if os.environ.get("BENCH_LINGER"):
+        time.sleep(60)
+
+main()
+'''
+
+# name: (server flags or None for no debugger, breakpoint kind, iterations per round, warm-up iterations)
+SCENARIOS = {
+    "nodebug": (None, None, 2_000_000, 200_000),
+    "attached": ([], None, 2_000_000, 200_000),
+    "logpoint-tripped": ([], "logpoint", 2_000_000, 200_000),
+    "logpoint-unbudgeted": (["--logpoint-rate", "0", "--logpoint-bytes", "0", "--condition-cpu", "0"],
+                            "logpoint", 5_000, 500),
+    "snapshot": (["--production", "--snapshot-rate", "0", "--condition-cpu", "0"], "breakpoint", 300, 30),
+}
+
+
+def hot_line(script: str) -> int:
+    return next(n for n, text in enumerate(script.splitlines(), 1) if text.rstrip().endswith("# HOT"))
+
+
+def run_one(name: str, script: Path, rounds: int, timeout: float = 300.0) -> dict:
+    flags, kind, n, warm = SCENARIOS[name]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
+    args = [str(script), str(n), str(rounds), str(warm)]
+    if flags is None:
+        out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env)
+        return {"per_iter_ns": _result(out.stdout, out.stderr)}
+    env["BENCH_LINGER"] = "1"
+    argv = [sys.executable, "-Xfrozen_modules=off", "-m", "fastattach", "--listen", "127.0.0.1:0",
+            "--wait-for-client", *flags, *args]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, text=True)
+        client = None
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                err.seek(0)
+                match = re.search(r"listening on (\S+):(\d+)", err.read())
+                if match:
+                    break
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{name}: the debuggee did not listen")
+                time.sleep(0.02)
+            client = DAPClient.connect(match.group(1), int(match.group(2)))
+            breakpoints = {}
+            if kind == "logpoint":
+                breakpoints = {str(script): [{"line": hot_line(TARGET), "logMessage": "i={i}"}]}
+            elif kind == "breakpoint":
+                breakpoints = {str(script): [{"line": hot_line(TARGET)}]}
+            client.attach(breakpoints=breakpoints)
+            deadline = time.monotonic() + timeout
+            paused = False
+            while True:
+                out.seek(0)
+                text = out.read()
+                # Drain as we go, so the client's memory stays flat.
+                paused |= any(e["event"] == "breakpoint" and not e["body"]["breakpoint"]["verified"]
+                              for e in client.events())
+                if "RESULT " in text:
+                    break
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{name}: no result")
+                time.sleep(0.05)
+            return {"per_iter_ns": _result(text, ""), "budget_tripped": paused}
+        finally:
+            if client is not None:
+                client.close()
+            process.kill()
+            process.wait(10)
+
+
+def _result(stdout: str, stderr: str) -> list[float]:
+    match = re.search(r"^RESULT (.*)$", stdout, re.MULTILINE)
+    if not match:
+        raise RuntimeError(f"no RESULT line:\n{stdout}\n{stderr}")
+    return json.loads(match.group(1))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds inside each process")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--json", help="write every measurement here")
+    options = parser.parse_args(argv)
+    names = options.scenarios.split(",")
+    if "nodebug" not in names:
+        names.insert(0, "nodebug")
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "bench_budget_target.py"
+        script.write_text(TARGET)
+        runs: dict[str, list[dict]] = {name: [] for name in names}
+        for rep in range(options.reps):
+            for name in names:   # interleaved: A B C ... then again
+                result = run_one(name, script, options.rounds)
+                result["median_ns"] = statistics.median(result["per_iter_ns"])
+                runs[name].append(result)
+                print(f"rep {rep + 1}/{options.reps} {name:22s} {result['median_ns']:12.1f} ns/iteration"
+                      + (f"  budget tripped: {result['budget_tripped']}" if "budget_tripped" in result else ""),
+                      file=sys.stderr, flush=True)
+    print(f"python {sys.version.split()[0]}, {options.reps} interleaved repetitions x {options.rounds} rounds; "
+          f"ns per loop iteration (median of rounds), median [min-max] over repetitions; ratio to nodebug of the "
+          f"same repetition")
+    print(f"{'scenario':22s} {'ns/iteration':>28s} {'x nodebug':>24s}")
+    base = [r["median_ns"] for r in runs["nodebug"]]
+    for name in names:
+        values = [r["median_ns"] for r in runs[name]]
+        ratios = [v / b for v, b in zip(values, base)]
+        print(f"{name:22s} {statistics.median(values):12.1f} [{min(values):.1f}-{max(values):.1f}]"
+              f" {statistics.median(ratios):10.2f} [{min(ratios):.2f}-{max(ratios):.2f}]")
+    if options.json:
+        Path(options.json).write_text(json.dumps({"python": sys.version, "runs": runs}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

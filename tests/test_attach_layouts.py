@@ -1,0 +1,229 @@
+"""The parts of attach that read layouts: offset tables, ELF symbols, the mailbox ring, the
+PEP 768 debug offsets (on memory images, since no 3.14 runs here), the bootstrap code."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+from hypothesis import given, strategies as st
+
+from fastattach.attach import AttachError, _elf, _mailbox, _offsets, _pep768, _runtime
+from fastattach.attach._orchestrator import bootstrap_code, parse_address
+
+
+# -- offset tables ------------------------------------------------------------------
+
+def test_pending_call_table_matches_this_pythons_headers(tmp_path):
+    # The table must equal offsetof() compiled against the running interpreter's own headers.
+    source = tmp_path / "offsets.c"
+    source.write_text(_offsets.GENERATOR_SOURCES[sys.version_info[:2]])
+    binary = tmp_path / "offsets"
+    include = sysconfig.get_paths()["include"]
+    built = subprocess.run(["cc", f"-I{include}", "-o", str(binary), str(source)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    values = dict(line.split() for line in subprocess.check_output([str(binary)], text=True).splitlines())
+    values = {name: int(value) for name, value in values.items()}
+    assert values.pop("version_hex") == sys.hexversion
+    assert _offsets.PENDING_CALL_LAYOUTS[sys.hexversion] == values
+
+
+# -- ELF and runtime location -----------------------------------------------------------
+
+def test_locate_finds_our_own_runtime():
+    runtime = _runtime.locate(os.getpid())
+    assert runtime.version_hex == sys.hexversion
+    assert runtime.runtime_address == ctypes.addressof(ctypes.c_char.in_dll(ctypes.pythonapi, "_PyRuntime"))
+    assert runtime.run_simple_string == ctypes.cast(ctypes.pythonapi.PyRun_SimpleString, ctypes.c_void_p).value
+    assert runtime.has_debug_offsets == (sys.version_info >= (3, 13))
+
+
+def test_libc_symbols_resolve_to_the_default_versions():
+    from fastattach.attach._injector import find_libc_functions
+    libc = ctypes.CDLL(None)
+    functions = find_libc_functions(os.getpid())
+    for name in ("dlopen", "dlsym", "mmap", "munmap"):
+        assert getattr(functions, name) == ctypes.cast(getattr(libc, name), ctypes.c_void_p).value, name
+
+
+def test_non_elf_file_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "libpython-fake.so"
+    bogus.write_bytes(b"not an elf at all")
+    with pytest.raises(_elf.ElfError, match="not an ELF file"):
+        _elf.read_elf(str(bogus), frozenset({"_PyRuntime"}))
+    truncated = tmp_path / "truncated.so"
+    truncated.write_bytes(b"\x7fELF\x02\x01" + b"\0" * 20)
+    with pytest.raises(_elf.ElfError, match="truncated or malformed"):
+        _elf.read_elf(str(truncated), frozenset({"_PyRuntime"}))
+
+
+@pytest.mark.parametrize("version, text", [(0x030C01F0, "3.12.1"), (0x030E00B2, "3.14.0b2"), (0x030D00C1, "3.13.0rc1")])
+def test_format_version(version, text):
+    assert _runtime.format_version(version) == text
+
+
+# -- mailbox ring ------------------------------------------------------------------------
+
+@given(ncalls=st.sampled_from([32, 300]), first=st.integers(0, 299), used=st.integers(0, 20), need=st.integers(1, 12))
+def test_code_slots_never_overlap_queued_entries(ncalls, first, used, need):
+    first %= ncalls
+    last = (first + used) % ncalls
+    start = _mailbox.choose_code_slots(first, last, ncalls, need)
+    occupied = {(first + k) % ncalls for k in range(used + 1)}
+    if start is not None:
+        assert 0 <= start and start + need <= ncalls
+        assert not occupied & set(range(start, start + need))
+
+
+def test_code_slots_full_ring_has_no_room():
+    assert _mailbox.choose_code_slots(0, 31, 32, 1) is None
+
+
+# -- bootstrap code ----------------------------------------------------------------------
+
+def test_bootstrap_swallows_everything_and_binds_nothing(tmp_path):
+    code = bootstrap_code(str(tmp_path / "missing_loader.py"), str(tmp_path / "settings.json"), 1234)
+    namespace = {"__builtins__": __builtins__}
+    exec(compile(code, "<bootstrap>", "exec"), namespace)  # a missing loader raises inside: swallowed
+    assert set(namespace) == {"__builtins__"}
+
+
+def test_bootstrap_passes_settings_and_main_ident(tmp_path):
+    loader = tmp_path / "loader.py"
+    loader.write_text("import json\nwith open(OUT, 'w') as f:\n    f.write(json.dumps([__fastattach_settings__, "
+                      "__fastattach_main_ident__, __name__]))\n".replace("OUT", repr(str(tmp_path / "out"))))
+    exec(bootstrap_code(str(loader), "/some/settings.json", 42), {})
+    assert (tmp_path / "out").read_text() == '["/some/settings.json", 42, "__fastattach_loader__"]'
+
+
+@pytest.mark.parametrize("address, expected", [(5678, ("127.0.0.1", 5678)), ("0.0.0.0:0", ("0.0.0.0", 0)),
+                                               (":7", ("127.0.0.1", 7)), (("::1", "9"), ("::1", 9))])
+def test_parse_address(address, expected):
+    assert parse_address(address) == expected
+
+
+# -- PEP 768 on memory images --------------------------------------------------------------
+
+RUNTIME = 0x10000
+INTERP = 0x20000
+MAIN_TSTATE = 0x30000
+OTHER_TSTATE = 0x38000
+ENABLED_OFFSET = 0x1200
+EVAL_BREAKER, REMOTE_SUPPORT = 0x18, 0x800
+TSTATE_SIZE = 0xC00
+NATIVE_TID_MAIN, NATIVE_TID_OTHER = 4242, 4243
+
+
+class Image:
+    """A sparse memory image with the read() the PEP 768 planner expects."""
+
+    def __init__(self):
+        self.memory: dict[int, int] = {}
+
+    def put(self, address: int, data: bytes) -> None:
+        for i, byte in enumerate(data):
+            self.memory[address + i] = byte
+
+    def read(self, address: int, size: int) -> bytes:
+        return bytes(self.memory.get(address + i, 0) for i in range(size))
+
+
+def debug_offsets(version=0x030E00F0, extra_interp_fields=0) -> bytes:
+    """A 3.14 _Py_DebugOffsets; ``extra_interp_fields`` shifts everything after
+    interpreter_state, as a later version adding fields would."""
+    blocks = []
+    for name, count in _pep768.LAYOUT_314:
+        fields = [0] * count
+        if name == "header":
+            fields = [int.from_bytes(b"xdebugpy", "little"), version, 0]
+        elif name == "runtime_state":
+            fields = [0x5000, 0x3F0, 0x400]                    # size, finalizing, interpreters_head
+        elif name == "interpreter_state":
+            fields = [0x4000, 0, 8, 0x40, 0x48] + [0] * (count - 5) + [0] * extra_interp_fields
+        elif name == "thread_state":
+            fields = [TSTATE_SIZE, 0, 8, 16, 0x30, 0x90, 0xA0, 0, 0]  # native_thread_id at +48 -> 0xA0
+        elif name == "debugger_support":
+            fields = [EVAL_BREAKER, REMOTE_SUPPORT, ENABLED_OFFSET, 0, 4, 512]
+        blocks.append(struct.pack(f"<{len(fields)}Q", *fields))
+    return b"".join(blocks)
+
+
+def target_image(enabled=1, **kwargs) -> Image:
+    image = Image()
+    image.put(RUNTIME, debug_offsets(**kwargs))
+    image.put(RUNTIME + 0x400, struct.pack("<Q", INTERP))                # interpreters_head
+    image.put(INTERP + 0x40, struct.pack("<Q", MAIN_TSTATE))             # threads_head
+    image.put(INTERP + 0x48, struct.pack("<Q", MAIN_TSTATE))             # threads_main
+    image.put(INTERP + ENABLED_OFFSET, struct.pack("<i", enabled))
+    image.put(MAIN_TSTATE + 8, struct.pack("<Q", OTHER_TSTATE))          # next
+    image.put(MAIN_TSTATE + 0xA0, struct.pack("<Q", NATIVE_TID_MAIN))
+    image.put(OTHER_TSTATE + 0xA0, struct.pack("<Q", NATIVE_TID_OTHER))
+    # Instrumentation version in the high bits plus GIL_DROP: both must survive our OR.
+    image.put(MAIN_TSTATE + EVAL_BREAKER, struct.pack("<Q", (7 << 8) | 1))
+    image.put(OTHER_TSTATE + EVAL_BREAKER, struct.pack("<Q", 0))
+    return image
+
+
+def test_pep768_plan_writes_what_sys_remote_exec_writes():
+    image = target_image()
+    plan = _pep768.plan(image.read, RUNTIME, "/tmp/fa/bootstrap.py", pid=99)
+    assert plan.writes() == [
+        (MAIN_TSTATE + REMOTE_SUPPORT + 4, b"/tmp/fa/bootstrap.py\0"),
+        (MAIN_TSTATE + REMOTE_SUPPORT + 0, struct.pack("<i", 1)),
+        (MAIN_TSTATE + EVAL_BREAKER, struct.pack("<Q", (7 << 8) | 1 | (1 << 5))),
+    ]
+
+
+def test_pep768_plan_for_a_chosen_thread():
+    plan = _pep768.plan(target_image().read, RUNTIME, "/b.py", pid=99, tid=NATIVE_TID_OTHER)
+    assert plan.thread_state == OTHER_TSTATE
+    assert plan.eval_breaker_value == 1 << 5
+    with pytest.raises(AttachError, match="thread 1 of PID 99 has no Python thread state"):
+        _pep768.plan(target_image().read, RUNTIME, "/b.py", pid=99, tid=1)
+
+
+def test_pep768_honours_remote_debug_disabled():
+    with pytest.raises(AttachError) as caught:
+        _pep768.plan(target_image(enabled=0).read, RUNTIME, "/b.py", pid=99)
+    assert caught.value.reason == "remote_debug_disabled"
+    assert str(caught.value).startswith("remote debugging is disabled in PID 99 (PYTHON_DISABLE_REMOTE_DEBUG=1, "
+                                        "-X disable_remote_debug, or a --without-remote-debug build)")
+
+
+def test_pep768_layout_found_by_signature_when_fields_are_added():
+    offsets = _pep768.parse_debug_offsets(debug_offsets(extra_interp_fields=3))
+    assert (offsets.eval_breaker, offsets.remote_debugger_support, offsets.remote_debugging_enabled) == (
+        EVAL_BREAKER, REMOTE_SUPPORT, ENABLED_OFFSET)
+    assert offsets.tstate_size == TSTATE_SIZE
+
+
+def test_pep768_refuses_older_versions_and_unknown_layouts():
+    with pytest.raises(AttachError, match="the target is Python 3.13.0: the PEP 768 protocol needs 3.14 or later"):
+        _pep768.parse_debug_offsets(debug_offsets(version=0x030D00F0))
+    with pytest.raises(AttachError, match="no _Py_DebugOffsets"):
+        _pep768.parse_debug_offsets(b"\x01\0\0\0" * 64)
+    broken = bytearray(debug_offsets())
+    support = _pep768.block_offset("debugger_support")
+    broken[support + 40:support + 48] = struct.pack("<Q", 256)  # script path size is not 512
+    with pytest.raises(AttachError, match="layout not recognised"):
+        _pep768.parse_debug_offsets(bytes(broken))
+
+
+def test_pep768_path_too_long():
+    with pytest.raises(AttachError, match="bootstrap path too long for PEP 768: 600 bytes, the limit is 511"):
+        _pep768.plan(target_image().read, RUNTIME, "/" + "x" * 599, pid=99)
+
+
+def test_pep768_on_this_interpreter_is_refused_clearly():
+    runtime = _runtime.locate(os.getpid())
+    raw = _runtime.read_memory(os.getpid(), runtime.runtime_address, 4096)
+    with pytest.raises(AttachError) as caught:
+        _pep768.parse_debug_offsets(raw)
+    assert caught.value.reason == "unsupported"
+    expected = "PEP 768 protocol needs 3.14" if sys.version_info >= (3, 13) else "no _Py_DebugOffsets"
+    assert expected in str(caught.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import platform
+import statistics
 import subprocess
 
 from .scenarios import DEBUGGERS, REFERENCE_SCENARIO, REFERENCES, SCENARIOS
@@ -141,6 +142,31 @@ def figures_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+FILTER_COUNTERS = ("start_disable", "start_forward", "line_disable", "line_forward", "jump_disable",
+                   "condition_false", "condition_forward", "slow_forward", "probe")
+
+
+def filter_counters_table(results: dict) -> str:
+    """Where fastattach's time goes: its C filter's counters, median over the runs of a row.
+
+    A *_disable event costs one C call once per code location; *_forward and
+    slow_forward events reach pydevd's Python callbacks; condition_false is a
+    condition evaluated in C without calling pydevd; probe is a logpoint hit served.
+    """
+    rows: dict[tuple, list[dict]] = {}
+    for run in results.get("runs", []):
+        if run.get("ok") and run["mode"] == "fastattach" and run.get("filter_stats"):
+            rows.setdefault((run["python"], run["workload"], run["scenario"]), []).append(run["filter_stats"])
+    if not rows:
+        return "No fastattach run with a client recorded filter counters."
+    lines = ["| Python | workload | scenario | " + " | ".join(FILTER_COUNTERS) + " |",
+             "|---|---|---|" + "---|" * len(FILTER_COUNTERS)]
+    for (python, workload, scenario), stats in rows.items():
+        cells = [f"{statistics.median(s.get(name, 0) for s in stats):.0f}" for name in FILTER_COUNTERS]
+        lines.append(f"| {python} | {workload} | {scenario} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def failures_list(results: dict) -> str:
     failures = results.get("failures", [])
     if not failures:
@@ -254,6 +280,12 @@ def markdown_report(results: dict) -> str:
         "## Every row",
         "",
         ratio_table(results),
+        "",
+        "## Where fastattach's time goes: its C filter's counters per run",
+        "",
+        filter_counters_table.__doc__.split("\n\n", 1)[1].strip().replace("\n    ", " "),
+        "",
+        filter_counters_table(results),
         "",
         "## Breakpoint lines chosen automatically",
         "",

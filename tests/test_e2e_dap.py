@@ -425,3 +425,17 @@ def test_attach_to_a_program_that_is_already_running(start_server, connect, tmp_
     stop_file.touch()
     assert server.wait() == 0, server.output()
     check_transcript(client)
+
+
+def test_disconnect_with_terminate_debuggee_ends_the_program(ticker, connect):
+    # GIVEN a client stopped in a program that would otherwise run on
+    client = connect(ticker)
+    attach_and_stop_at_tick(client)
+    # WHEN it disconnects asking to terminate the debuggee
+    response = client.request("disconnect", {"terminateDebuggee": True})
+    client.close()
+    # THEN the program ends there, without running to its own end
+    assert response["success"] is True
+    ticker.wait(30)
+    assert "TICKER-DONE" not in ticker.stdout()
+    check_transcript(client)

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from fastattach.attach import AttachError, attach
-from targets.attach_harness import STATES, debug_session, start_controlled, start_state
+from targets.attach_harness import STATES, debug_session, start_controlled, start_program, start_state
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
                                 reason="attach by PID is implemented for x86-64 Linux only")
@@ -100,3 +100,44 @@ def test_cli_pid_error_goes_to_stderr_with_status_1(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait(10)
+
+
+def _session_stops_in_application(host, port, expected_path):
+    from fastattach._dapclient import DAPClient
+
+    client = DAPClient.connect(host, port, timeout=30)
+    try:
+        client.attach(timeout=30)
+        stopped = client.wait_stopped(30)
+        frame = client.top_frame(stopped["threadId"])
+        client.request("continue", {"threadId": stopped["threadId"]})
+        return frame
+    finally:
+        client.disconnect()
+
+
+def test_wait_for_client_breaks_in_the_interrupted_main_thread_code(cleanup, tmp_path):
+    # GIVEN a busy main thread (the mailbox runs the loader on it)
+    target, _controller = start_controlled("busy", tmp_path)
+    cleanup.append(target)
+    # WHEN we attach asking to wait for the client
+    host, port = attach(target.pid, wait_for_client=True, timeout=20)
+    frame = _session_stops_in_application(host, port, None)
+    # THEN the initial stop is in the application's code on the main thread, not in the loader
+    assert frame["source"]["path"].endswith("attach_target.py"), frame
+    target.assert_healthy()
+
+
+def test_wait_for_client_with_a_blocked_main_thread_breaks_when_it_returns(cleanup):
+    # GIVEN a main thread that spends its time in sleep() (so the attach goes through ptrace)
+    target = start_program("import time\nprint('ready', flush=True)\ntick = 0\n"
+                           "while True:\n    time.sleep(0.3)\n    tick += 1\n")
+    cleanup.append(target)
+    target.wait_main_thread_blocked()
+    # WHEN we attach asking to wait for the client
+    host, port = attach(target.pid, wait_for_client=True, timeout=20)
+    frame = _session_stops_in_application(host, port, None)
+    # THEN the main thread stops in its own loop as soon as it is back in Python code
+    assert frame["name"] == "<module>" and frame["source"]["path"] == "<string>", frame
+    assert frame["line"] in (5, 6, 7), frame
+    target.assert_healthy()

@@ -159,28 +159,55 @@ def _is_true(value):
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
+def _application_frame(frame):
+    """The frame the target was running when our bootstrap interrupted it: the caller of the
+    ``<string>`` frame PyRun_SimpleString made for the bootstrap code. None if there is none
+    (the loader was started some other way, or on a thread with no Python frames)."""
+    while frame is not None:
+        if frame.f_code.co_filename == "<string>":
+            return frame.f_back
+        frame = frame.f_back
+    return None
+
+
+def _break_at(fastattach, frame, log):
+    """Stop at the next line ``frame`` runs: the application's code, not ours. This is what
+    fastattach.breakpoint() does for its caller, aimed one level lower."""
+    if frame is None:
+        fastattach.breakpoint()
+        return
+    if not fastattach.is_client_connected():
+        return
+    import pydevd
+
+    pydevd.settrace(suspend=True, trace_only_current_thread=True, patch_multiprocessing=False,
+                    stop_at_frame=frame, notify_stdin=False)
+    log(f"initial breakpoint set in {frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})")
+
+
 def _wait_and_break(fastattach, main_ident, log):
-    """Wait for a client, then stop in the application's code, never in ours.
+    """Wait for a client, then stop in the application's code on the main thread.
 
     On the main thread (mailbox, PEP 768) we are inside the application: wait here, which
-    pauses the program as asked, then break. On the agent's helper thread (ptrace: the main
-    thread is blocked in C), waiting here pauses nothing of the application's, so we wait
-    here and then queue the break as a pending call for the main thread: it stops there
-    as soon as it returns to Python code."""
+    pauses the program as asked, then stop in the frame we interrupted. On the agent's
+    helper thread (ptrace: the main thread is blocked in C), waiting here pauses nothing of
+    the application's, so we wait here and then queue the break as a pending call for the
+    main thread: it stops there as soon as it returns to Python code."""
     import threading
 
     on_main = threading.get_ident() == (main_ident or threading.main_thread().ident)
     fastattach.wait_for_client()
     log("client connected")
     if on_main:
-        fastattach.breakpoint()
+        _break_at(fastattach, _application_frame(sys._getframe()), log)
         return
     import ctypes
 
     @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
     def break_on_main_thread(_arg):
         try:
-            fastattach.breakpoint()
+            # Our caller is the frame the main thread was running when the call was taken.
+            _break_at(fastattach, sys._getframe(1), log)
         except BaseException as exc:  # a pending call must return 0 with no exception set
             log(f"initial breakpoint failed: {exc!r}", always=True)
         return 0

@@ -21,9 +21,9 @@ from fastattach.bench.stats import (geometric_mean, linear_slope, paired_differe
                                     summarize)
 
 
-def run(mode, median, rep=0, scenario=4, ok=True, workload="w", python="3.12"):
+def run(mode, seconds, rep=0, scenario=4, ok=True, workload="w", python="3.12"):
     return {"python": python, "workload": workload, "scenario": scenario, "mode": mode, "rep": rep,
-            "ok": ok, "median": median}
+            "ok": ok, "seconds": seconds}
 
 
 class TestStatistics:

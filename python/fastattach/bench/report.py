@@ -15,6 +15,11 @@ REFERENCE_LABELS = {
     "bdb": "bdb (settrace), breakpoint as in scenario 4 (else 5)",
     "coverage": "coverage.py, COVERAGE_CORE=sysmon",
 }
+CLOCK_LABELS = {
+    "cpu": "the debuggee's process CPU time per sample (all its threads; debugpy's separate adapter "
+           "process is not counted)",
+    "wall": "wall time per sample",
+}
 # Issue 2's targets for fastattach: (scenario, limit on the median ratio).
 RATIO_TARGETS = {4: 1.05, 3: 1.02, 7: 1.01}
 PER_EVALUATION_SPEEDUP_TARGET = 10.0
@@ -260,7 +265,8 @@ def markdown_report(results: dict) -> str:
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}; Pythons: {pythons}; "
         f"date: {results['date']}. Total time: {results['elapsed_seconds'] / 60:.1f} min.",
         "",
-        "Each ratio is a run's median sample time divided by the no-debugger run next to it "
+        f"Clock: {CLOCK_LABELS[results.get('clock', 'wall')]}. "
+        "Each ratio is a run's fastest sample divided by the no-debugger run's next to it "
         f"(same Python, workload and repetition); the cell shows the median over {results['repeat']} "
         "interleaved repetitions and, in parentheses, their min–max. Every number comes from a fresh "
         "process with a real DAP client attached as the scenario says.",

@@ -31,10 +31,10 @@ def summarize(values) -> Summary:
 
 
 def _paired(runs: list[dict], combine, baseline_mode: str) -> dict[tuple, list[float]]:
-    """combine(run, baseline_median) for each successful run with a successful baseline,
+    """combine(run, baseline_seconds) for each successful run with a successful baseline,
     grouped by (python, workload, scenario, mode); None from combine skips the run."""
     baselines = {
-        (r["python"], r["workload"], r["scenario"], r["rep"]): r["median"]
+        (r["python"], r["workload"], r["scenario"], r["rep"]): r["seconds"]
         for r in runs if r["mode"] == baseline_mode and r["ok"]
     }
     paired: dict[tuple, list[float]] = {}
@@ -49,20 +49,21 @@ def _paired(runs: list[dict], combine, baseline_mode: str) -> dict[tuple, list[f
 
 
 def paired_ratios(runs: list[dict], baseline_mode: str = "none") -> dict[tuple, list[float]]:
-    """Ratios of each successful run's median sample time to its group's baseline run.
+    """Ratios of each successful run's time to its group's baseline run's.
 
-    A run is a dict with python, workload, scenario, mode, rep, ok and median.  The
+    A run is a dict with python, workload, scenario, mode, rep, ok and seconds (the
+    run's representative sample time: its fastest sample).  The
     result maps (python, workload, scenario, mode) to one ratio per repetition that
     has both runs; a repetition whose baseline failed contributes nothing.
     """
-    return _paired(runs, lambda run, base: run["median"] / base if base else None, baseline_mode)
+    return _paired(runs, lambda run, base: run["seconds"] / base if base else None, baseline_mode)
 
 
 def paired_differences(runs: list[dict], per_run_divisor, baseline_mode: str = "none") -> dict[tuple, list[float]]:
-    """Like paired_ratios, but (median - baseline) / per_run_divisor(run): a cost per event."""
+    """Like paired_ratios, but (seconds - baseline) / per_run_divisor(run): a cost per event."""
     def cost(run, base):
         divisor = per_run_divisor(run)
-        return (run["median"] - base) / divisor if divisor else None
+        return (run["seconds"] - base) / divisor if divisor else None
     return _paired(runs, cost, baseline_mode)
 
 

@@ -301,19 +301,22 @@ def read_command(expected: tuple[str, ...]) -> str:
     return command
 
 
-def time_samples(sample, samples: int, max_seconds: float, warmup, min_samples: int = 2) -> list[float]:
-    """Times ``sample`` ``samples`` times, fewer once ``max_seconds`` is spent (at least ``min_samples``)."""
+def time_samples(sample, samples: int, max_seconds: float, warmup, min_samples: int = 2):
+    """Times ``sample`` ``samples`` times, fewer once ``max_seconds`` of wall time is spent
+    (at least ``min_samples``).  Returns (wall times, process CPU times) per sample."""
     if warmup is not None:
         warmup()
-    times = []
+    wall, cpu = [], []
     started = time.perf_counter()
     for _ in range(samples):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sample()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= min_samples and time.perf_counter() - started > max_seconds:
+        c1, t1 = time.process_time(), time.perf_counter()
+        wall.append(t1 - t0)
+        cpu.append(c1 - c0)
+        if len(wall) >= min_samples and t1 - started > max_seconds:
             break
-    return times
+    return wall, cpu
 
 
 def run_bench(spec: dict) -> None:
@@ -344,7 +347,7 @@ def run_bench(spec: dict) -> None:
     elif mode == "coverage":
         reference = _CoverageReference(spec["coverage_include"])
 
-    times = time_samples(sample, spec["samples"], spec["max_seconds"], warmup=unit if spec["warmup"] else None,
+    times, cpu_times = time_samples(sample, spec["samples"], spec["max_seconds"], warmup=unit if spec["warmup"] else None,
                          min_samples=spec["min_samples"])
     if mode == "coverage":
         reference.coverage.stop()
@@ -352,7 +355,7 @@ def run_bench(spec: dict) -> None:
         missing = [f for f in spec["coverage_include"] if os.path.realpath(f) not in measured]
         if missing:
             raise RuntimeError(f"coverage did not measure {missing}")
-    emit("result", times=times, median=statistics.median(times), rss_attached=rss_attached,
+    emit("result", times=times, cpu_times=cpu_times, rss_attached=rss_attached,
          connected=connected, monitoring=monitoring_state(), filter_stats=debugger.filter_stats(),
          reference_hits=getattr(getattr(reference, "debugger", None), "hits", None))
 

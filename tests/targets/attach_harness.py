@@ -182,3 +182,29 @@ def debug_session(host: str, port: int, controller: Controller, timeout: float =
     finally:
         controller.end_hits()
         client.disconnect()
+
+
+def stress(state: str, count: int, control_dir: Path, python: str = sys.executable, timeout: float = 30.0) -> dict:
+    """Attach, debug (hit, evaluate, continue) and detach ``count`` times into one target in
+    ``state``; then stop() there and probe. Raises on the first failure, with the iteration."""
+    from fastattach.attach import attach
+
+    target, controller = start_controlled(state, control_dir, python)
+    try:
+        durations = []
+        for iteration in range(count):
+            started = time.monotonic()
+            try:
+                host, port = attach(target.pid, ("127.0.0.1", 0), timeout=timeout)
+                token = debug_session(host, port, controller, timeout=timeout)
+                assert token.endswith(f"-{target.pid}"), token
+                target.assert_healthy()
+            except BaseException as exc:
+                raise AssertionError(f"{state}: iteration {iteration + 1} of {count} failed: {exc!r}; "
+                                     f"target state {process_state(target.pid)}; stderr: {target.stderr_text()}") from exc
+            durations.append(time.monotonic() - started)
+        probe = controller.stop_and_probe()
+        target.assert_healthy()
+        return {"state": state, "count": count, "durations": durations, "probe_after_stop": probe}
+    finally:
+        target.close()

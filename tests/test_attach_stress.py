@@ -1,0 +1,30 @@
+"""Attach, debug and detach many times into each target state: no crash, no hang, ever.
+
+The count is FASTATTACH_ATTACH_STRESS (default 5 here, so the suite stays short); the full 50
+per state runs as ``python benchmarks/bench_attach.py --stress 50`` and its result is kept in
+benchmarks/results/attach.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from targets.attach_harness import STATES, stress
+
+COUNT = int(os.environ.get("FASTATTACH_ATTACH_STRESS", "5"))
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
+                                reason="attach by PID is implemented for x86-64 Linux only")
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_attach_debug_detach_repeatedly(state, tmp_path):
+    # GIVEN one long-lived target; WHEN we attach, debug and detach COUNT times
+    result = stress(state, COUNT, tmp_path)
+    # THEN every session worked (stress() raises on the first failure) and, after stop(),
+    # nothing is left registered in the target's sys.monitoring
+    assert len(result["durations"]) == COUNT
+    assert result["probe_after_stop"] == {"tools": {}, "global_events": {}, "local_events": {}, "settrace": False}

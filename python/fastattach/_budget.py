@@ -150,6 +150,7 @@ class Budgets:
         self._trips: collections.deque = collections.deque()
         self._paused: dict = {}           # Budget -> resume time (time.monotonic()), or None if expired
         self._closed = False
+        self._next_prune = 0.0
         self._in_probe = threading.local()
         self.probe_errors: list[BaseException] = []
         self._thread = threading.Thread(target=self._supervise, name="fastattach-budget", daemon=True)
@@ -346,6 +347,9 @@ class Budgets:
                     self._tripped(budget)
                 self._resume_due()
                 self._expire_due()
+                if time.monotonic() >= self._next_prune:
+                    self._next_prune = time.monotonic() + 5.0
+                    self._prune()
             except Exception:
                 log.exception("fastattach: the budget supervisor failed")
 
@@ -357,9 +361,25 @@ class Budgets:
         return deadline
 
     def _current(self, budget) -> bool:
-        """budget still belongs to a live breakpoint of this generation (not replaced by a change)."""
-        bp = budget.spec.bp_ref()
-        return bp is not None and self.lookup(bp) is budget
+        """budget belongs to a breakpoint pydevd still has, and is this generation's budget for it."""
+        spec = budget.spec
+        bp = spec.bp_ref()
+        if bp is None or self.lookup(bp) is not budget:
+            return False
+        try:
+            return self.py_db.breakpoints.get(spec.file, {}).get(spec.line) is bp
+        except Exception:   # pydevd's dicts changing under us: ask again next time
+            return False
+
+    def _prune(self) -> None:
+        """Forget budgets of breakpoints pydevd dropped, even if something still holds them."""
+        with self._lock:
+            entries = list(self._by_bp.items())
+        for bp, (generation, budget) in entries:
+            if generation != self._generation or not self._current(budget):
+                with self._lock:
+                    self._by_bp.pop(bp, None)
+                    self._paused.pop(budget, None)
 
     def _tripped(self, budget) -> None:
         spec = budget.spec
@@ -424,19 +444,22 @@ class Budgets:
         now = time.monotonic()
         expired = []
         with self._lock:
-            for generation, budget in list(self._by_bp.values()):
-                spec = budget.spec
-                if (generation == self._generation and spec.expires_at is not None and not spec.expired
-                        and spec.expires_at <= now):
-                    spec.expired = True
-                    budget.pause()
-                    self._paused[budget] = None
-                    expired.append(budget)
+            candidates = [budget for generation, budget in list(self._by_bp.values())
+                          if generation == self._generation]
+        for budget in candidates:
+            spec = budget.spec
+            if spec.expires_at is None or spec.expired or spec.expires_at > now or not self._current(budget):
+                continue
+            with self._lock:
+                spec.expired = True
+                budget.pause()
+                self._paused[budget] = None
+            expired.append(budget)
         for budget in expired:
             spec = budget.spec
             stats = budget.stats()
-            minutes = self.options["production_expiry"]
-            message = (f"expired after {minutes:g} s (production mode); set it again to re-enable "
+            seconds = self.options["production_expiry"]
+            message = (f"expired after {seconds:g} s (production mode); set it again to re-enable "
                        f"(hits {stats['hits']}, output {stats['outputs']}, dropped {stats['dropped']})")
             self._notify_output(f"fastattach: {spec.what} at {_where(spec)} (id {spec.breakpoint_id}) {message}\n")
             self._notify_breakpoint(spec, verified=False, message=f"fastattach: {message}")

@@ -145,7 +145,7 @@ class Budgets:
         self.options = _options()
         self._generation = 0              # bumped by reload(): budgets made earlier are replaced
         self._by_bp: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LineBreakpoint -> (gen, Budget)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # on_trip may run on a thread that holds it (a hit inside entry())
         self._wake = threading.Condition(self._lock)
         self._trips: collections.deque = collections.deque()
         self._paused: dict = {}           # Budget -> resume time (time.monotonic()), or None if expired

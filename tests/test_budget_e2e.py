@@ -13,6 +13,7 @@ import time
 
 import psutil
 import pytest
+from dap_schema import assert_valid
 
 from fastattach._dapclient import DAPClient
 
@@ -170,6 +171,7 @@ def test_runaway_logpoint_stays_within_its_budget_and_the_client_is_told(debugge
     time.sleep(0.5)
     again = logpoint_outputs(client, "j=")
     assert 50 <= len(again) <= 50 + 50 * seconds + 1 and again[0] == "j=0\n"
+    assert_valid(client.transcript)
 
 
 def test_logpoint_resumes_after_the_cooldown_with_a_summary(debuggee):

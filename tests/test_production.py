@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from dap_schema import assert_valid
 
 import fastattach
 from fastattach import _api, _budget, _pydevd_host
@@ -151,6 +152,7 @@ def test_production_breakpoints_never_suspend_and_snapshots_are_capped(session, 
     assert record.probe_thread == "prod-worker"
     assert record.probe_snapshot["frames"][0]["name"] == "handle"
     assert len(json.dumps(record.probe_snapshot, separators=(",", ":"))) <= max_bytes
+    assert_valid(client.transcript)
 
 
 def test_production_refuses_pause_and_stepping_with_a_clear_message(session, module):
@@ -169,6 +171,7 @@ def test_production_refuses_pause_and_stepping_with_a_clear_message(session, mod
     assert client.wait_event("output", predicate=lambda e: "ignores exception breakpoints" in e["body"]["output"])
     run_in_thread(mod.serve, 20, None)
     assert not client.events("stopped")
+    assert_valid(client.transcript)   # the refusals are well-formed DAP error responses
 
 
 def test_production_snapshots_are_rate_limited_and_the_breakpoint_pauses(session, module, caplog):
@@ -179,6 +182,7 @@ def test_production_snapshots_are_rate_limited_and_the_breakpoint_pauses(session
     run_in_thread(mod.serve, 5_000, None)
     notice = client.wait_event("breakpoint", predicate=lambda e: not e["body"]["breakpoint"]["verified"])
     assert "snapshots/s" in notice["body"]["breakpoint"]["message"]
+    assert_valid(client.transcript)   # the injected breakpoint event fits the schema
     snapshots = client.events("fastattach.snapshot")
     assert 1 <= len(snapshots) <= 2   # the bucket holds one second's worth: 2
     assert len(probe_records(caplog, "snapshot")) == len(snapshots)

@@ -18,6 +18,7 @@ Scenarios:
                    costs before a budget trips (and forever, without budgets)
   snapshot         --production, breakpoint on the hot line, snapshots unlimited: each
                    iteration takes one snapshot (stack + locals of 3 frames, <= 32 KB)
+  debugpy-logpoint unmodified debugpy with the same logpoint (no budget: this cost stays)
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ import argparse
 import json
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "python"))
@@ -73,6 +77,9 @@ SCENARIOS = {
     "logpoint-unbudgeted": (["--logpoint-rate", "0", "--logpoint-bytes", "0", "--condition-cpu", "0"],
                             "logpoint", 5_000, 500),
     "snapshot": (["--production", "--snapshot-rate", "0", "--condition-cpu", "0"], "breakpoint", 300, 30),
+    # Unmodified debugpy 1.8.22 with the same logpoint: it has no budget, so this is what
+    # every iteration costs for as long as the logpoint is set.
+    "debugpy-logpoint": (["<debugpy>"], "logpoint", 5_000, 500),
 }
 
 
@@ -88,22 +95,33 @@ def run_one(name: str, script: Path, rounds: int, timeout: float = 300.0) -> dic
         out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env)
         return {"per_iter_ns": _result(out.stdout, out.stderr)}
     env["BENCH_LINGER"] = "1"
-    argv = [sys.executable, "-Xfrozen_modules=off", "-m", "fastattach", "--listen", "127.0.0.1:0",
-            "--wait-for-client", *flags, *args]
+    debugpy_port = None
+    if flags == ["<debugpy>"]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            debugpy_port = s.getsockname()[1]
+        argv = [sys.executable, "-Xfrozen_modules=off", "-m", "debugpy", "--listen", f"127.0.0.1:{debugpy_port}",
+                "--wait-for-client", *args]
+    else:
+        argv = [sys.executable, "-Xfrozen_modules=off", "-m", "fastattach", "--listen", "127.0.0.1:0",
+                "--wait-for-client", *flags, *args]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, text=True)
         client = None
         try:
             deadline = time.monotonic() + 30
-            while True:
+            while debugpy_port is None:
                 err.seek(0)
                 match = re.search(r"listening on (\S+):(\d+)", err.read())
                 if match:
+                    address = match.group(1), int(match.group(2))
                     break
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError(f"{name}: the debuggee did not listen")
                 time.sleep(0.02)
-            client = DAPClient.connect(match.group(1), int(match.group(2)))
+            else:
+                address = "127.0.0.1", debugpy_port
+            client = DAPClient.connect(*address, timeout=30)
             breakpoints = {}
             if kind == "logpoint":
                 breakpoints = {str(script): [{"line": hot_line(TARGET), "logMessage": "i={i}"}]}
@@ -127,8 +145,26 @@ def run_one(name: str, script: Path, rounds: int, timeout: float = 300.0) -> dic
         finally:
             if client is not None:
                 client.close()
+            try:
+                children = psutil.Process(process.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                children = []
+            if debugpy_port is not None:
+                # debugpy's adapter detaches (its parent is init): find it by its listening socket.
+                for connection in psutil.net_connections(kind="tcp"):
+                    if (connection.status == psutil.CONN_LISTEN and connection.laddr.port == debugpy_port
+                            and connection.pid not in (None, process.pid)):
+                        try:
+                            children.append(psutil.Process(connection.pid))
+                        except psutil.NoSuchProcess:
+                            pass
             process.kill()
             process.wait(10)
+            for child in children:
+                try:
+                    child.kill()
+                except psutil.NoSuchProcess:
+                    pass
 
 
 def _result(stdout: str, stderr: str) -> list[float]:

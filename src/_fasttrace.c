@@ -54,7 +54,8 @@ typedef struct {
 
 typedef struct {
     uint64_t generation;   /* tracer generation the table was computed for; 0 = never */
-    int tool0_line;        /* pydevd has LINE enabled locally on this code */
+    uint64_t tool0_line_tracer;  /* id of the Tracer whose pydevd has LINE enabled locally on
+                                    this code; a later pydevd starts with none armed */
     int function_bp;       /* a function breakpoint names this code */
     Py_ssize_t n_lines;
     ft_bpline *lines;      /* owned, sorted by line; NULL when n_lines == 0 */
@@ -376,6 +377,7 @@ typedef struct {
     /* Plain state. */
     fasttrace_state *state;   /* borrowed: the module outlives its types' instances */
     Py_ssize_t extra_index;
+    uint64_t id;              /* unique among Tracers: stamps per-code state they own */
     uint64_t generation;
     int slow;                 /* forward every event to pydevd */
     uint64_t slow_epoch;      /* bumped by enter_slow, so a recheck racing with it loses */
@@ -518,7 +520,7 @@ ft_on_py_start(TrampolineObject *self, TracerObject *tracer, ft_codeinfo *info,
 {
     /* pydevd's PY_START only arms LINE for breakpoint code and checks function
        breakpoints; both are decided here from the cached table. */
-    if (info->function_bp || (info->n_lines > 0 && !info->tool0_line)) {
+    if (info->function_bp || (info->n_lines > 0 && info->tool0_line_tracer != tracer->id)) {
         tracer->stats[ST_START_FORWARD]++;
         return ft_forward(self, args, nargsf, NULL);
     }
@@ -826,6 +828,7 @@ Tracer_init(TracerObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->disable, Py_NewRef(disable));
     Py_XSETREF(self->compute, Py_NewRef(compute));
     Py_XSETREF(self->need_slow, Py_NewRef(need_slow));
+    self->id = ++self->state->last_generation;
     self->generation = ++self->state->last_generation;
     self->slow = 1;   /* until Python has looked at the threads once */
     return 0;
@@ -929,7 +932,7 @@ Tracer_note_local_events(TracerObject *self, PyObject *const *args, Py_ssize_t n
     if (info == NULL) {
         return NULL;
     }
-    info->tool0_line = line_enabled;
+    info->tool0_line_tracer = line_enabled ? self->id : 0;
     Py_RETURN_NONE;
 }
 

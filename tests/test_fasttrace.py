@@ -255,6 +255,18 @@ class TestPyStartAndJump:
             assert len(target.calls) == 1
             assert tracer.stats()["start_disable"] >= 2
 
+    def test_line_traced_note_belongs_to_the_tracer_that_saw_it(self):
+        func = make_function(LOOP, "loop")
+        bps = Breakpoints()
+        bps.lines["loop"] = {LOOP_HOT_LINE: None}
+        with trampolines(bps, {E.PY_START: RecordingTarget()}, local_to=[func.__code__]) as old_tracer:
+            old_tracer.note_local_events(func.__code__, True)
+        # A new pydevd (after stop() and listen()) has armed nothing yet: it must see PY_START.
+        target = RecordingTarget()
+        with trampolines(bps, {E.PY_START: target}, local_to=[func.__code__]):
+            func(1)
+        assert len(target.calls) == 1
+
     def test_function_breakpoint_forwards_py_start(self):
         func = make_function("def named():\n    return 2\n", "named")
         bps = Breakpoints()
@@ -391,6 +403,8 @@ class TestCache:
 
 class TestModule:
     def test_uncached_reimport_gives_a_new_module_and_reuses_the_extra_slot(self):
+        import fastattach
+
         original = sys.modules["fastattach._fasttrace"]
         try:
             modules = []
@@ -402,7 +416,9 @@ class TestModule:
             tracer = modules[-1].Tracer(M.DISABLE, Breakpoints().compute, lambda: False)
             assert tracer.generation > 0
         finally:
+            # import_module also rebinds the package attribute, which `from . import` reads.
             sys.modules["fastattach._fasttrace"] = original
+            fastattach._fasttrace = original
 
     def test_trampolines_cannot_be_created_directly(self):
         with pytest.raises(TypeError):

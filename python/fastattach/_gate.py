@@ -266,6 +266,19 @@ def _warn_once(message: str) -> None:
         log.warning(message)
 
 
+def forget_pydevd_code_cache() -> None:
+    """Empty pydevd's module-level per-code cache (it outlives PyDB instances).
+
+    pydevd validates an entry only against py_db.mtime, which a new PyDB starts counting
+    again: after stop() and listen() a stale entry could look current and hide a new
+    breakpoint.  Emptying it also releases every code object it kept alive.
+    """
+    for name in _IMPL_MODULE_NAMES:
+        cache = getattr(sys.modules.get(name), "_code_to_func_code_info_cache", None)
+        if isinstance(cache, dict):
+            cache.clear()
+
+
 def clear_tool(tool_id: int, armed_codes=()) -> None:
     """Remove every callback and event of tool_id, then free it.
 

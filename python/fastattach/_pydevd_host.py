@@ -22,6 +22,9 @@ _lock = threading.RLock()
 _gate_installed: _gate.Gate | None = None
 _started = False
 _log_dir: str | None = None
+# pydevd's end of the current session's socketpair: pydevd does not close it when it
+# drops a connection, so we do, when the next session starts or at shutdown.
+_pydevd_end: socket.socket | None = None
 
 
 def set_log_dir(path: str | None) -> None:
@@ -87,6 +90,7 @@ def _global_debugger():
 
 def open_session() -> socket.socket:
     """Our end of a new DAP connection served by pydevd (started on the first call)."""
+    global _pydevd_end
     with _lock:
         py_db = _start_pydevd() if not _started else _global_debugger()
         ours, theirs = socket.socketpair()
@@ -96,7 +100,16 @@ def open_session() -> socket.socket:
 
             PyDevdAPI().request_disconnect(py_db, resume_threads=False)
         py_db.initialize_network(theirs, terminate_on_socket_close=False)
+        _close_pydevd_end()
+        _pydevd_end = theirs
         return ours
+
+
+def _close_pydevd_end() -> None:
+    global _pydevd_end
+    if _pydevd_end is not None:
+        _pydevd_end.close()
+        _pydevd_end = None
 
 
 def take_filter_error():
@@ -127,6 +140,8 @@ def shutdown() -> None:
             log.exception("fastattach: pydevd.stoptrace() failed")
         # stoptrace frees the tool only if pydevd still owned it; make sure nothing is left.
         _gate.clear_tool(_gate.DEBUGGER_ID, armed)
+        _gate.forget_pydevd_code_cache()
+        _close_pydevd_end()
         set_global_debugger(None)
         _gate_installed = None
         _started = False

@@ -1,0 +1,246 @@
+"""The seam into a real pydevd: installation, read-back, fallback, stop() and re-listen.
+
+The debuggee code runs on worker threads of this process, and the client attaches with
+stopAllThreadsOnSuspend=False, so a stop never parks the test's own thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import fastattach
+from fastattach import _fasttrace, _gate, _pydevd_host
+from fastattach._dapclient import DAPClient
+
+M = sys.monitoring
+E = M.events
+
+
+def hot(n):
+    total = 0
+    for i in range(n):
+        total += i  # HOT LINE
+        if i < 0:
+            total = -1  # NEVER LINE
+    return total
+
+
+def _line_of(marker: str) -> int:
+    with open(__file__) as source:
+        for number, text in enumerate(source, 1):
+            if text.rstrip().endswith("# " + marker):
+                return number
+    raise LookupError(marker)
+
+
+HOT_LINE = _line_of("HOT LINE")
+NEVER_LINE = _line_of("NEVER LINE")
+THIS_FILE = os.path.abspath(__file__)
+
+
+@pytest.fixture
+def unlimited_condition_budget():
+    """These tests are about the filter, not the budgets (tests/test_budget*.py): lift them."""
+    from fastattach import _api
+
+    saved = {name: _api.get_option(name) for name in ("condition_evaluations_per_second", "condition_cpu_fraction")}
+    fastattach.configure(condition_evaluations_per_second=0, condition_cpu_fraction=0)
+    yield
+    fastattach.configure(**saved)
+
+
+@pytest.fixture
+def session(unlimited_condition_budget):
+    """An in-process listener with one attached client; stop() on the way out."""
+    host, port = fastattach.listen(("127.0.0.1", 0))
+    client = DAPClient.connect(host, port)
+    try:
+        yield client
+    finally:
+        client.close()
+        fastattach.stop()
+
+
+def attach(client, breakpoints):
+    # Under pytest, pydevd's justMyCode counts this module as library code; the filter
+    # under test does not depend on justMyCode (the e2e tests cover it with a real target).
+    return client.attach(breakpoints={THIS_FILE: breakpoints}, stopAllThreadsOnSuspend=False, justMyCode=False)
+
+
+def run_in_thread(func, *args):
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("value", func(*args)), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def registered_callback(event):
+    current = M.register_callback(_gate.DEBUGGER_ID, event, None)
+    M.register_callback(_gate.DEBUGGER_ID, event, current)
+    return current
+
+
+def test_pydevd_callbacks_are_wrapped_and_read_back(session):
+    attach(session, [{"line": NEVER_LINE}])
+    for event in (E.PY_START, E.LINE):
+        callback = registered_callback(event)
+        assert type(callback) is _fasttrace.Trampoline
+        # Cython wraps pydevd's cdef callbacks in a `wrap` whose repr names the module.
+        assert "pydevd_sys_monitoring" in repr(callback.target) + callback.target.__module__
+
+
+def test_breakpoint_in_a_hot_function_costs_pydevd_nothing(session):
+    attach(session, [{"line": NEVER_LINE}])
+    tracer = _pydevd_host.gate().tracer
+    thread, result = run_in_thread(hot, 100_000)
+    thread.join(30)
+    assert result["value"] == sum(range(100_000))
+    stats = tracer.stats()
+    assert stats["line_forward"] == 0
+    assert 0 < stats["line_disable"] < 50, stats
+
+
+def test_false_condition_never_reaches_pydevd_and_a_true_one_stops(session):
+    # Long enough that the few milliseconds of slow mode after pydevd's own calls
+    # (thread start, configuration) cannot cover the whole loop.
+    attach(session, [{"line": HOT_LINE, "condition": "i == 150_000"}])
+    tracer = _pydevd_host.gate().tracer
+    thread, result = run_in_thread(hot, 200_000)
+    stopped = session.wait_stopped(20)
+    frame = session.top_frame(stopped["threadId"])
+    assert (frame["line"], session.evaluate("i", frame["id"])) == (HOT_LINE, "150000")
+    session.request("continue", {"threadId": stopped["threadId"]})
+    thread.join(30)
+    assert result["value"] == sum(range(200_000))
+    assert tracer.stats()["condition_false"] >= 100_000
+
+
+def test_untested_debugpy_version_warns_once_and_pydevd_runs_unmodified(monkeypatch, caplog,
+                                                                         unlimited_condition_budget):
+    monkeypatch.setattr(_gate, "TESTED_DEBUGPY_VERSIONS", frozenset({"0.0.0"}))
+    caplog.set_level(logging.WARNING, logger="fastattach")
+    host, port = fastattach.listen(("127.0.0.1", 0))
+    client = DAPClient.connect(host, port)
+    try:
+        attach(client, [{"line": HOT_LINE, "condition": "i == 3"}])
+        assert _pydevd_host.gate() is None
+        assert type(registered_callback(E.LINE)) is not _fasttrace.Trampoline
+        thread, _ = run_in_thread(hot, 10)
+        stopped = client.wait_stopped(20)
+        assert stopped["reason"] == "breakpoint"
+        client.request("continue", {"threadId": stopped["threadId"]})
+        thread.join(30)
+    finally:
+        client.close()
+        fastattach.stop()
+    warnings = [r.getMessage() for r in caplog.records if "not a tested version" in r.getMessage()]
+    assert len(warnings) == 1 and "pydevd runs unmodified" in warnings[0]
+
+
+def test_stop_removes_every_callback_and_event_and_listen_works_again(unlimited_condition_budget):
+    for round_number in range(2):
+        host, port = fastattach.listen(("127.0.0.1", 0))
+        client = DAPClient.connect(host, port)
+        attach(client, [{"line": HOT_LINE, "condition": "i == 2"}])
+        thread, result = run_in_thread(hot, 5)
+        stopped = client.wait_stopped(20)
+        client.request("next", {"threadId": stopped["threadId"]})
+        assert client.wait_stopped(20)["reason"] == "step"
+        client.request("continue", {"threadId": stopped["threadId"]})
+        thread.join(30)
+        assert result["value"] == 10, f"round {round_number}"
+        client.close()
+        fastattach.stop()
+        assert [M.get_tool(tool) for tool in range(6)] == [None] * 6
+        assert [M.get_events(tool) for tool in range(6)] == [0] * 6
+        assert not fastattach.is_client_connected()
+        # Re-arming tool 0 shows whether any local event was left on the stepped code.
+        M.use_tool_id(0, "probe")
+        try:
+            assert M.get_local_events(0, hot.__code__) == 0
+        finally:
+            M.free_tool_id(0)
+
+
+def test_listening_alone_imports_nothing_and_adds_no_events(tmp_path):
+    probe = textwrap.dedent("""
+        import json, sys, threading
+        def rss():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * 4096
+        before = rss()
+        threads_before = threading.active_count()
+        import fastattach
+        host, port = fastattach.listen(("127.0.0.1", 0))
+        print(json.dumps({
+            "rss_added": rss() - before,
+            "threads_added": threading.active_count() - threads_before,
+            "imported": sorted(m for m in ("debugpy", "pydevd", "_pydevd_bundle") if m in sys.modules),
+            "tools": [sys.monitoring.get_tool(t) for t in range(6)],
+            "events": [sys.monitoring.get_events(t) for t in range(6)],
+        }))
+        fastattach.stop()
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    facts = json.loads(out.stdout)
+    assert facts["imported"] == []
+    assert facts["tools"] == [None] * 6 and facts["events"] == [0] * 6
+    assert facts["threads_added"] == 1
+    assert facts["rss_added"] < 2 * 1024 * 1024, facts
+
+
+EIGHT_THREADS = textwrap.dedent("""
+    import threading
+    barrier = threading.Barrier(8)
+    def work(k):
+        barrier.wait()
+        for i in range(3):
+            value = k * 10 + i  # BREAK HERE
+        return value
+    threads = [threading.Thread(target=work, args=(k,), name=f"worker-{k}") for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print("ALL DONE", flush=True)
+""")
+
+
+def test_eight_threads_hitting_breakpoints_at_once(tmp_path):
+    target = tmp_path / "eight.py"
+    target.write_text(EIGHT_THREADS)
+    line = next(n for n, text in enumerate(EIGHT_THREADS.splitlines(), 1) if "# BREAK HERE" in text)
+    proc = subprocess.Popen(
+        [sys.executable, "-Xfrozen_modules=off", "-m", "fastattach", "--listen", "127.0.0.1:0",
+         "--wait-for-client", str(target)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        port = int(proc.stderr.readline().rsplit(":", 1)[1])
+        client = DAPClient.connect("127.0.0.1", port)
+        client.attach(breakpoints={str(target): [{"line": line}]})
+        stops = []
+        while len(stops) < 24:
+            stopped = client.wait_stopped(30)
+            frame = client.top_frame(stopped["threadId"])
+            stops.append((stopped["threadId"], frame["line"], stopped["reason"]))
+            client.request("continue", {"threadId": stopped["threadId"]})
+        client.disconnect()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-2000:]
+    assert "ALL DONE" in out
+    assert {reason for _, _, reason in stops} == {"breakpoint"}
+    assert {stop_line for _, stop_line, _ in stops} == {line}
+    assert len({thread_id for thread_id, _, _ in stops}) == 8

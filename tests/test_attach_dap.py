@@ -7,27 +7,19 @@ sys.monitoring tool or event is left (the overhead is back to none).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
 from fastattach.attach import AttachError, attach
-from targets.attach_harness import STATES, debug_session, start_controlled, start_program, start_state
+from targets.attach_harness import LINUX_X86_64_ONLY, STATES, cleanup, debug_session, start_controlled, start_program, start_state  # noqa: F401 (cleanup is a fixture)
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
-                                reason="attach by PID is implemented for x86-64 Linux only")
+pytestmark = LINUX_X86_64_ONLY
 
 NOTHING_LEFT = {"tools": {}, "global_events": {}, "local_events": {}, "settrace": False}
 
 
-@pytest.fixture
-def cleanup():
-    started = []
-    yield started
-    for target in started:
-        target.close()
 
 
 @pytest.mark.parametrize("state", STATES)

@@ -11,25 +11,17 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
 from fastattach.attach import AttachError, attach
 from fastattach.attach import _injector
-from targets.attach_harness import PROBE_LOADER, STATES, start_program, start_state
+from targets.attach_harness import LINUX_X86_64_ONLY, PROBE_LOADER, STATES, cleanup, start_program, start_state  # noqa: F401 (cleanup is a fixture)
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
-                                reason="attach by PID is implemented for x86-64 Linux only")
+pytestmark = LINUX_X86_64_ONLY
 
 
-@pytest.fixture
-def targets():
-    started = []
-    yield started
-    for target in started:
-        target.close()
 
 
 def probe_records(path) -> list[dict]:
@@ -45,11 +37,11 @@ def assert_port_answers(port: int) -> None:
 
 
 @pytest.mark.parametrize("state", STATES)
-def test_attach_reaches_every_target_state(state, targets, tmp_path):
+def test_attach_reaches_every_target_state(state, cleanup, tmp_path):
     # GIVEN a target started without a debugger, in one of the five states
     out = tmp_path / "probe.jsonl"
     target = start_state(state, env={"ATTACH_PROBE_OUT": str(out)})
-    targets.append(target)
+    cleanup.append(target)
     if state in ("busy2", "sleep", "accept"):
         target.wait_main_thread_blocked()
     # WHEN we attach by PID
@@ -71,10 +63,10 @@ def test_attach_reaches_every_target_state(state, targets, tmp_path):
     target.assert_healthy()
 
 
-def test_injected_accept_resumes_and_serves_connections(targets, tmp_path):
+def test_injected_accept_resumes_and_serves_connections(cleanup, tmp_path):
     # GIVEN a main thread blocked in accept()
     target = start_state("accept", env={"ATTACH_PROBE_OUT": str(tmp_path / "p.jsonl")})
-    targets.append(target)
+    cleanup.append(target)
     # WHEN we inject into that very thread
     attach(target.pid, loader=str(PROBE_LOADER), method="ptrace", timeout=10)
     # THEN accept() was restarted, not broken: a new connection is served as before
@@ -84,11 +76,11 @@ def test_injected_accept_resumes_and_serves_connections(targets, tmp_path):
     target.assert_healthy()
 
 
-def test_interrupted_sleep_keeps_its_schedule(targets):
+def test_interrupted_sleep_keeps_its_schedule(cleanup):
     # GIVEN a main thread that sleeps in a loop (nanosleep is restarted through restart_syscall)
     target = start_program("import time\nprint('ready', flush=True)\n"
                            "while True:\n    time.sleep(0.2)\n    print('tick', flush=True)\n")
-    targets.append(target)
+    cleanup.append(target)
     target.wait_line(lambda line: line == "tick")
     # WHEN it is interrupted mid-sleep, several times
     for _ in range(3):
@@ -99,12 +91,12 @@ def test_interrupted_sleep_keeps_its_schedule(targets):
     target.assert_healthy()
 
 
-def test_threading_main_thread_is_fixed_when_first_imported_by_the_attach(targets, tmp_path):
+def test_threading_main_thread_is_fixed_when_first_imported_by_the_attach(cleanup, tmp_path):
     # GIVEN a target that never imported threading, its main thread blocked in sleep
     out = tmp_path / "probe.jsonl"
     target = start_program("import sys, time\nassert 'threading' not in sys.modules\n"
                            "print('ready', flush=True)\ntime.sleep(300)\n", env={"ATTACH_PROBE_OUT": str(out)})
-    targets.append(target)
+    cleanup.append(target)
     # WHEN the attach thread is the first to import threading
     attach(target.pid, loader=str(PROBE_LOADER), timeout=10)
     # THEN threading.main_thread() is still the real main thread, and the attach thread is not it
@@ -115,13 +107,13 @@ def test_threading_main_thread_is_fixed_when_first_imported_by_the_attach(target
     assert record["thread"] != "MainThread"
 
 
-def test_late_mailbox_run_is_a_no_op(targets, tmp_path):
+def test_late_mailbox_run_is_a_no_op(cleanup, tmp_path):
     # GIVEN a main thread that sleeps a little, then runs bytecode, then prints
     out = tmp_path / "probe.jsonl"
     target = start_program("import time\nprint('ready', flush=True)\ntime.sleep(1.5)\n"
                            "for i in range(10**6): pass\nprint('done', flush=True)\ntime.sleep(300)\n",
                            env={"ATTACH_PROBE_OUT": str(out)})
-    targets.append(target)
+    cleanup.append(target)
     target.wait_main_thread_blocked()
     # WHEN a mailbox-only attach gives up while the call is still queued
     with pytest.raises(AttachError) as caught:
@@ -135,11 +127,11 @@ def test_late_mailbox_run_is_a_no_op(targets, tmp_path):
     target.assert_healthy()
 
 
-def test_repeated_attach_to_two_busy_threads(targets, tmp_path):
+def test_repeated_attach_to_two_busy_threads(cleanup, tmp_path):
     # GIVEN the target that hung debugpy's --pid every time (two CPU-bound threads)
     out = tmp_path / "probe.jsonl"
     target = start_state("busy2", env={"ATTACH_PROBE_OUT": str(out)})
-    targets.append(target)
+    cleanup.append(target)
     # WHEN we attach twenty times
     for _ in range(20):
         attach(target.pid, loader=str(PROBE_LOADER), timeout=10)

@@ -13,18 +13,11 @@ import time
 import pytest
 
 from fastattach.attach import AttachError, attach
-from targets.attach_harness import PROBE_LOADER, REPO, process_state, start_program, start_state
+from targets.attach_harness import LINUX_X86_64_ONLY, PROBE_LOADER, REPO, cleanup, process_state, start_program, start_state  # noqa: F401 (cleanup is a fixture)
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
-                                reason="attach by PID is implemented for x86-64 Linux only")
+pytestmark = LINUX_X86_64_ONLY
 
 
-@pytest.fixture
-def cleanup():
-    started = []
-    yield started
-    for target in started:
-        target.close()
 
 
 def test_missing_loader_fails_at_once(cleanup, tmp_path):

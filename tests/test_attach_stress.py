@@ -8,16 +8,14 @@ benchmarks/results/attach.md.
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-from targets.attach_harness import STATES, stress
+from targets.attach_harness import LINUX_X86_64_ONLY, STATES, stress
 
 COUNT = int(os.environ.get("FASTATTACH_ATTACH_STRESS", "5"))
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
-                                reason="attach by PID is implemented for x86-64 Linux only")
+pytestmark = LINUX_X86_64_ONLY
 
 
 @pytest.mark.parametrize("state", STATES)

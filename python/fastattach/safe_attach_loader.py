@@ -133,7 +133,7 @@ def _import_debugger(log):
     sys.path[:0] = added
     try:
         try:
-            import debugpy  # noqa: F401
+            import debugpy  # noqa: F401 (imported for its side effect: the bundled copy wins)
         except ImportError:
             import ptvsd  # noqa: F401
             sys.modules["debugpy"] = ptvsd

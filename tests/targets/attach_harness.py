@@ -11,6 +11,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from fastattach.attach._errors import process_state
+
 TARGETS = Path(__file__).parent
 REPO = TARGETS.parent.parent
 ATTACH_TARGET = TARGETS / "attach_target.py"
@@ -18,15 +22,18 @@ PROBE_LOADER = TARGETS / "attach_probe_loader.py"
 STATES = ("busy", "busy2", "sleep", "accept", "alloc")
 
 
-def process_state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("State:"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "gone"
+# Attach by PID is implemented for x86-64 Linux only; every attach test module uses this mark.
+LINUX_X86_64_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
+                                       reason="attach by PID is implemented for x86-64 Linux only")
+
+
+@pytest.fixture
+def cleanup():
+    """A list to put started Targets in; each is killed (by PID) after the test, pass or fail."""
+    started: list[Target] = []
+    yield started
+    for target in started:
+        target.close()
 
 
 class Target:

@@ -50,13 +50,18 @@ def permission_error(pid: int, detail: str) -> AttachError:
         f"[SYS_PTRACE]). {yama}.")
 
 
-def process_state(pid: int) -> str:
-    """The State line of /proc/PID/status, e.g. 'S (sleeping)', or 'gone' if the process exited."""
+def status_field(pid: int, name: str) -> str | None:
+    """One field of /proc/PID/status (e.g. "State", "TracerPid"), or None if unreadable."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("State:"):
+                if line.startswith(name + ":"):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return "gone"
+    return None
+
+
+def process_state(pid: int) -> str:
+    """The State line of /proc/PID/status, e.g. 'S (sleeping)', or 'gone' if the process exited."""
+    return status_field(pid, "State") or "gone"

@@ -31,7 +31,7 @@ from typing import Callable
 
 from .. import _libc
 from . import _elf
-from ._errors import AttachError, permission_error, process_state
+from ._errors import AttachError, permission_error, process_state, status_field
 
 WAIT_ALL_THREADS = 0x40000000  # __WALL: the tracee is a thread, not our child
 RETURN_ADDRESS = 0
@@ -39,6 +39,7 @@ PRIVATE_STACK_SIZE = 512 * 1024
 MMAP_PROT_READ_WRITE = 0x1 | 0x2
 MMAP_FLAGS = 0x02 | 0x20 | 0x20000  # MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK
 RTLD_NOW = 0x2
+CALL_ALLOWANCE = 10.0  # seconds any one call in the target may take past the attach deadline
 LIBC_SYMBOLS = frozenset({"dlopen", "dlsym", "dlerror", "mmap", "munmap"})
 
 # x86-64 syscall numbers of calls where a thread waits without holding any libc lock.
@@ -110,8 +111,9 @@ class _Tracee:
         self.pid, self.tid, self.deadline = pid, tid, deadline
         self.stopped = False
 
-    def wait_stop(self, step: str) -> int:
+    def wait_stop(self, step: str, deadline: float | None = None) -> int:
         """Wait for the next ptrace stop; return the raw wait status."""
+        deadline = self.deadline if deadline is None else deadline
         delay = 0.0002
         while True:
             try:
@@ -125,8 +127,9 @@ class _Tracee:
                     raise AttachError("injection_failed", f"PID {self.pid} ended during the attach ({step}): {how}")
                 self.stopped = True
                 return status
-            if time.monotonic() > self.deadline:
-                raise AttachError("timeout", f"the attach timed out while {step}")
+            if time.monotonic() > deadline:
+                raise AttachError("timeout", f"the attach timed out while {step}; the target is "
+                                             f"{process_state(self.pid)}")
             time.sleep(delay)
             delay = min(delay * 2, 0.005)
 
@@ -135,10 +138,15 @@ class _Tracee:
         _libc.ptrace_cont(self.tid, sig)
 
     def interrupt_and_stop(self, step: str) -> None:
-        """Bring the thread to a ptrace stop, passing through any signal that comes first."""
+        """Bring the thread to a ptrace stop, passing through any signal that comes first.
+
+        A running or sleeping thread stops within microseconds; it gets at least a second
+        even when the attach's own deadline is about to pass, so a late last attempt is
+        judged on what it finds, not cut off."""
+        deadline = max(self.deadline, time.monotonic() + 1.0)
         _libc.ptrace_interrupt(self.tid)
         while True:
-            status = self.wait_stop(step)
+            status = self.wait_stop(step, deadline)
             if status >> 16 == _libc.PTRACE_EVENT_STOP:
                 return
             # A signal-delivery stop that raced with our interrupt: deliver it as the kernel would have.
@@ -185,14 +193,7 @@ def inject(pid: int, agent_path: str, *, code_for_thread: Callable[[int], str], 
 
 
 def _tracer_pid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("TracerPid:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return int(status_field(pid, "TracerPid") or 0)
 
 
 def _stop_at_safe_point(tracee: _Tracee, safe_code: list[tuple[int, int]]) -> tuple[dict, str]:
@@ -224,9 +225,14 @@ def _remote_call(tracee: _Tracee, base_regs: dict, function: int, args: tuple[in
     _libc.write_memory(tracee.pid, sp, struct.pack("<Q", RETURN_ADDRESS))
     regs.update(rip=function, rsp=sp, rax=0, orig_rax=(1 << 64) - 1)
     _libc.ptrace_set_regs(tracee.tid, regs)
+    # Once a call runs, cutting it short is worse than waiting: abandoning dlopen half way
+    # would leave the loader's lock held in the target forever. These calls take
+    # milliseconds; the extra allowance is for a loaded machine.
+    deadline = max(tracee.deadline, time.monotonic() + CALL_ALLOWANCE)
     tracee.resume()
     while True:
-        status = tracee.wait_stop(f"running {what} in the target")
+        status = tracee.wait_stop(f"running {what} in the target (if it was cut short, the target "
+                                  f"may be unable to load libraries from now on)", deadline)
         sig = os.WSTOPSIG(status)
         if status >> 16 == _libc.PTRACE_EVENT_STOP:
             tracee.resume()  # a group stop (SIGSTOP to the target): finish our call first

@@ -1,0 +1,109 @@
+"""Attach by PID: time from the attach call to a listening port, RSS the attach adds, and a
+repeated attach/debug/detach stress run, for each target state.
+
+    python benchmarks/bench_attach.py [--repeat N] [--stress COUNT] [--states busy,sleep,...]
+
+Each timing repetition starts a fresh target (tests/targets/attach_target.py), waits until it
+is in its state, then times ``fastattach.attach.attach(pid)`` until it returns, and checks the
+port answers a TCP connect. The first attach into a process is what users wait for, so every
+repetition is a first attach. RSS is the target's VmRSS just before the attach and 0.5 s after
+it (listener up, pydevd not yet imported), then after one full DAP session (pydevd imported).
+Prints a Markdown table: median and range over the repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from fastattach.attach import attach  # noqa: E402
+from targets.attach_harness import STATES, debug_session, start_controlled, stress  # noqa: E402
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def one_attach(state: str, control_dir: Path) -> dict:
+    target, controller = start_controlled(state, control_dir)
+    try:
+        time.sleep(0.2)  # let the target settle into its state
+        before = rss_kib(target.pid)
+        started = time.perf_counter()
+        host, port = attach(target.pid, ("127.0.0.1", 0), timeout=20)
+        elapsed = time.perf_counter() - started
+        with socket.create_connection((host, port), timeout=5):
+            pass
+        time.sleep(0.5)
+        listening = rss_kib(target.pid)
+        debug_session(host, port, controller)
+        time.sleep(0.2)
+        debugged = rss_kib(target.pid)
+        target.assert_healthy()
+        return {"seconds": elapsed, "rss_listen_kib": listening - before, "rss_debug_kib": debugged - before}
+    finally:
+        target.close()
+
+
+def summary(values: list[float], scale: float, digits: int) -> str:
+    scaled = [v * scale for v in values]
+    return (f"{statistics.median(scaled):.{digits}f} "
+            f"({min(scaled):.{digits}f}–{max(scaled):.{digits}f})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--stress", type=int, default=0, help="also attach/debug/detach COUNT times per state")
+    parser.add_argument("--states", default=",".join(STATES))
+    args = parser.parse_args()
+    states = args.states.split(",")
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.repeat} fresh targets per state\n")
+    print("| target state | attach → listening port, ms: median (min–max) | RSS added by listening, KiB | "
+          "RSS after one DAP session, KiB |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as scratch:
+        for state in states:
+            runs = []
+            for i in range(args.repeat):
+                control = Path(scratch) / f"{state}-{i}"
+                control.mkdir()
+                runs.append(one_attach(state, control))
+            print(f"| {state} | {summary([r['seconds'] for r in runs], 1000, 0)} | "
+                  f"{summary([r['rss_listen_kib'] for r in runs], 1, 0)} | "
+                  f"{summary([r['rss_debug_kib'] for r in runs], 1, 0)} |", flush=True)
+        if args.stress:
+            print(f"\nStress: {args.stress} × (attach, breakpoint hit, evaluate, continue, disconnect) per state, "
+                  f"one long-lived target each, then stop() and a sys.monitoring probe\n")
+            print("| target state | sessions OK | per session, ms: median (min–max) | left in sys.monitoring after stop() |")
+            print("|---|---|---|---|")
+            for state in states:
+                control = Path(scratch) / f"stress-{state}"
+                control.mkdir()
+                try:
+                    result = stress(state, args.stress, control)
+                except AssertionError as exc:
+                    print(f"| {state} | FAILED: {exc} | | |", flush=True)
+                    continue
+                probe = result["probe_after_stop"]
+                left = "nothing" if not any(probe.values()) else str(probe)
+                print(f"| {state} | {len(result['durations'])}/{args.stress} | "
+                      f"{summary(result['durations'], 1000, 0)} | {left} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -46,14 +46,19 @@ SECRET = "bench-secret-0123456789"
 DEBUGGEE = textwrap.dedent("""
     import json, os, sys, threading, time
     import psutil
-    from fastattach._security import server_ssl_context
+    from fastattach._security import FailureThrottle, server_ssl_context
     from fastattach._server import Listener
 
+    if os.environ.get("BENCH_LOG"):
+        import logging
+        logging.basicConfig(filename=os.environ["BENCH_LOG"], level=logging.INFO, format="%(message)s")
     me = psutil.Process()
     rss_before = me.memory_info().rss
     tls = os.environ.get("BENCH_CERT")
     listener = Listener("127.0.0.1", 0, secret=os.environ.get("BENCH_SECRET") or None,
-                        ssl_context=server_ssl_context(tls, os.environ["BENCH_KEY"]) if tls else None)
+                        ssl_context=server_ssl_context(tls, os.environ["BENCH_KEY"]) if tls else None,
+                        # No lockout after wrong secrets: every hostile case must reach the parser.
+                        throttle=FailureThrottle(first_delay=0.0))
     rss_listening = me.memory_info().rss
     print(json.dumps({"port": listener.address[1], "rss_before": rss_before, "rss_listening": rss_listening}),
           flush=True)
@@ -71,13 +76,15 @@ DEBUGGEE = textwrap.dedent("""
 
 
 class Debuggee:
-    def __init__(self, directory: str, *, secret: bool, tls: tuple[str, str] | None):
+    def __init__(self, directory: str, *, secret: bool, tls: tuple[str, str] | None, log: str | None = None):
         path = os.path.join(directory, "bench_debuggee.py")
         with open(path, "w") as f:
             f.write(DEBUGGEE)
         env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1", BENCH_SECRET=SECRET if secret else "")
         if tls:
             env.update(BENCH_CERT=tls[0], BENCH_KEY=tls[1])
+        if log:
+            env.update(BENCH_LOG=log)
         self.secret = SECRET if secret else None
         self.tls = tls
         self.process = subprocess.Popen([sys.executable, "-Xfrozen_modules=off", "-u", path], stdin=subprocess.PIPE,
@@ -231,9 +238,23 @@ def send_hostile(port: int, data: bytes, vanish: bool) -> None:
             pass
 
 
+def attached_client(debuggee: Debuggee, timeout: float = 20.0) -> DAPClient:
+    """A correct client, retried while the listener still serves the previous (hostile) connection."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client = DAPClient.connect("127.0.0.1", debuggee.port)
+        try:
+            client.attach(secret=SECRET)
+            return client
+        except Exception as error:
+            client.close()
+            if "already attached" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def vanish_after_attach(debuggee: Debuggee) -> None:
-    client = DAPClient.connect("127.0.0.1", debuggee.port)
-    client.attach(secret=SECRET)
+    client = attached_client(debuggee)
     client.send_raw(b"Content-Length: 100\r\n\r\n{\"seq\":")  # half a message, then gone
     client.close()
 
@@ -241,7 +262,8 @@ def vanish_after_attach(debuggee: Debuggee) -> None:
 def run_hostile(cases: int) -> None:
     rng = random.Random(669)
     with tempfile.TemporaryDirectory() as directory:
-        debuggee = Debuggee(directory, secret=True, tls=None)
+        log = os.path.join(directory, "debuggee.log")
+        debuggee = Debuggee(directory, secret=True, tls=None, log=log)
         try:
             vanish_after_attach(debuggee)  # start pydevd first, so the RSS baseline includes it
             baseline = debuggee.probe()["rss"]
@@ -255,6 +277,7 @@ def run_hostile(cases: int) -> None:
                 else:
                     kind, data, vanish = hostile_inputs(rng)
                     send_hostile(debuggee.port, data, vanish)
+                    time.sleep(0.002)  # lets the listener notice a vanished client before the next case
                 counts[kind] = counts.get(kind, 0) + 1
                 if case % 100 == 99 and debuggee.probe() is None:
                     crashes += 1
@@ -262,19 +285,24 @@ def run_hostile(cases: int) -> None:
             alive = debuggee.probe()
             if alive is None:
                 crashes += 1
-            client = DAPClient.connect("127.0.0.1", debuggee.port)
             try:
-                client.attach(secret=SECRET)
-                client.disconnect()
+                attached_client(debuggee).disconnect()
                 serving = True
             except Exception:
                 serving = False
                 crashes += 1
             after = debuggee.probe()["rss"] if alive else 0
+            with open(log) as f:
+                lines = f.read().splitlines()
+            connected = sum("client connected from" in line for line in lines)
+            refused_busy = sum("refused a connection" in line for line in lines)
+            failures = sum("Traceback" in line or "failed;" in line for line in lines)
             print(f"hostile input: {sum(counts.values())} connections in {time.monotonic() - start:.0f} s, "
                   f"Python {sys.version.split()[0]}")
             for kind, count in sorted(counts.items()):
                 print(f"  {kind:<24}{count:>6}")
+            print(f"sessions the listener parsed: {connected}; connections refused as busy (the previous "
+                  f"case not yet closed): {refused_busy}; relay exceptions logged: {failures}")
             print(f"crashes: {crashes} (debuggee running: {alive is not None}, listener serving a correct "
                   f"client afterwards: {serving})")
             print(f"debuggee RSS: {mb(baseline)} MB before, {mb(after)} MB after")

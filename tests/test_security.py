@@ -135,15 +135,26 @@ class TestSecret:
         wait_until(lambda: client.closed, what="the connection to close")
         assert fake.opened == 0
 
-    def test_repeated_failures_are_slowed_down(self, make_listener, clients):
-        times = iter(range(1000))
-        throttle = FailureThrottle(first_delay=0.01, max_delay=0.05, clock=lambda: next(times))
+    def test_repeated_failures_lock_the_peer_out(self, make_listener, clients, fake):
+        now = [0.0]
+        throttle = FailureThrottle(first_delay=100.0, max_delay=400.0, clock=lambda: now[0])
         listener = make_listener(secret=SECRET, throttle=throttle)
-        for attempt in range(1, 4):
+        # GIVEN two wrong guesses (the first one costs nothing, the second a lockout)
+        for attempt in (1, 2):
             client = clients(listener)
-            assert not attach_request(client, secret="guess")["success"]
+            assert "wrong secret" in attach_request(client, secret="guess")["message"]
             wait_until(lambda: client.closed, what="the connection to close")
             assert throttle.failures("127.0.0.1") == attempt
+        # WHEN the peer tries again during its lockout, even with the right secret
+        locked = clients(listener)
+        response = locked.request("initialize", {}, check=False)
+        # THEN it is refused, with the time to wait, and pydevd is never involved
+        assert not response["success"] and "too many failed attempts" in response["message"]
+        assert "try again in 100.0 s" in response["message"]
+        wait_until(lambda: locked.closed, what="the connection to close")
+        assert fake.opened == 0
+        # and once the lockout is over the right secret works and clears the record
+        now[0] += 101
         client = clients(listener)
         client.attach(secret=SECRET)
         assert throttle.failures("127.0.0.1") == 0
@@ -162,8 +173,13 @@ def test_throttle_doubles_then_caps_then_forgets():
     throttle = FailureThrottle(first_delay=0.25, max_delay=2.0, forget_after=60, clock=lambda: now[0])
     delays = [throttle.record_failure("10.0.0.1") for _ in range(6)]
     assert delays == [0.0, 0.25, 0.5, 1.0, 2.0, 2.0]
+    assert throttle.retry_after("10.0.0.1") == 2.0
+    now[0] = 1.5
+    assert throttle.retry_after("10.0.0.1") == 0.5
     assert throttle.record_failure("10.0.0.2") == 0.0  # per peer
+    assert throttle.retry_after("10.0.0.2") == 0.0
     now[0] = 1000.0
+    assert throttle.retry_after("10.0.0.1") == 0.0
     assert throttle.record_failure("10.0.0.1") == 0.0
 
 

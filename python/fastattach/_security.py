@@ -166,11 +166,13 @@ def check_fingerprint(der_certificate: bytes | None, pinned: bytes) -> None:
 # -- failed-authentication throttling ------------------------------------------------------
 
 class FailureThrottle:
-    """Delays the answer to a peer's wrong secret, doubling with each recent failure.
+    """Locks a peer out for a while after wrong secrets, doubling the time with each recent failure.
 
-    Keyed by peer address (not port), so reconnecting does not reset it. Failures older
-    than `forget_after` seconds are forgotten, and the table is bounded so that a flood of
-    source addresses cannot grow the debuggee's memory.
+    The failing connection itself is answered and closed at once, so it never holds the
+    listener's one client slot; the peer's next connections are refused until its lockout
+    ends. Keyed by peer address (not port), so reconnecting does not reset it. Failures
+    older than `forget_after` seconds are forgotten, and the table is bounded so that a
+    flood of source addresses cannot grow the debuggee's memory.
     """
 
     def __init__(self, *, first_delay: float = 0.25, max_delay: float = 8.0, forget_after: float = 300.0,
@@ -181,29 +183,37 @@ class FailureThrottle:
         self._max_peers = max_peers
         self._clock = clock
         self._lock = threading.Lock()
-        self._failures: dict[str, tuple[int, float]] = {}
+        # peer -> (failures, time of the last one, end of the lockout)
+        self._failures: dict[str, tuple[int, float, float]] = {}
 
     def record_failure(self, peer: str) -> float:
-        """Counts one failure and returns how long to wait before answering it."""
+        """Counts one failure and returns how long the peer is locked out from now on."""
         now = self._clock()
         with self._lock:
-            count, last = self._failures.pop(peer, (0, now))
+            count, last, _ = self._failures.pop(peer, (0, now, now))
             if now - last > self._forget_after:
                 count = 0
             count += 1
             if len(self._failures) >= self._max_peers:
                 del self._failures[next(iter(self._failures))]  # oldest entry: dicts keep insertion order
-            self._failures[peer] = (count, now)
-        return self.delay_for(count)
+            delay = self.delay_for(count)
+            self._failures[peer] = (count, now, now + delay)
+        return delay
 
     def delay_for(self, failures: int) -> float:
         if failures <= 1:
             return 0.0
         return min(self._first_delay * 2 ** (failures - 2), self._max_delay)
 
+    def retry_after(self, peer: str) -> float:
+        """Seconds until the peer may try again; 0 when it is not locked out."""
+        with self._lock:
+            _, _, until = self._failures.get(peer, (0, 0.0, 0.0))
+        return max(0.0, until - self._clock())
+
     def failures(self, peer: str) -> int:
         with self._lock:
-            count, last = self._failures.get(peer, (0, 0.0))
+            count, last, _ = self._failures.get(peer, (0, 0.0, 0.0))
             return 0 if self._clock() - last > self._forget_after else count
 
     def record_success(self, peer: str) -> None:

@@ -23,7 +23,8 @@ import threading
 import time
 from typing import Callable
 
-from ._dap import DEFAULT_MAX_BODY_BYTES, FrameDecoder, ProtocolError, decode_message, encode_message
+from ._dap import (DEFAULT_MAX_BODY_BYTES, FrameDecoder, ProtocolError, decode_message, encode_message,
+                   error_response)
 from ._handshake import MAX_BODY_BYTES_BEFORE_ATTACH, Handshake
 from ._security import FailureThrottle, check_bind_allowed, warn_if_plaintext_secret
 
@@ -234,8 +235,15 @@ class Listener:
             self._closed.wait(0.1)
             return
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._admit(conn, peer):
+        peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
+        wait = self._throttle.retry_after(peer_host)
+        if wait:
+            refusal = (f"too many failed attempts from {peer_host}: try again in {wait:.1f} s, "
+                       f"with the right secret")
+        elif self._admit(conn, peer):
             return
+        else:
+            refusal = None
         with self._lock:
             if self._rejections >= MAX_CONCURRENT_REJECTIONS:
                 logger.warning("fastattach: closed a connection from %s: a client is already attached",
@@ -243,7 +251,10 @@ class Listener:
                 _close_quietly(conn)
                 return
             self._rejections += 1
-        _start_thread(lambda: self._admit_later_or_reject(conn, peer), "fastattach.reject")
+        if refusal is not None:
+            _start_thread(lambda: self._reject(conn, peer, refusal), "fastattach.reject")
+        else:
+            _start_thread(lambda: self._admit_later_or_reject(conn, peer), "fastattach.reject")
 
     def _admit(self, conn: socket.socket, peer) -> bool:
         """Starts a session for this connection unless another one is still running."""
@@ -259,16 +270,16 @@ class Listener:
         # A client that reconnects right after its disconnect response can arrive while
         # the old session is still detaching: wait for that instead of calling it busy.
         session = self._session
-        if session is not None and session.ending:
+        if session is not None and session.leaving:
             session.done.wait(FLUSH_TIMEOUT + BACKEND_DISCONNECT_TIMEOUT)
             if self._admit(conn, peer):
                 with self._lock:
                     self._rejections -= 1
                 return
-        self._reject_busy(conn, peer)
+        self._reject(conn, peer, BUSY_MESSAGE)
 
-    def _reject_busy(self, conn: socket.socket, peer) -> None:
-        """Tells a second client why it is refused, without touching the first one's session."""
+    def _reject(self, conn: socket.socket, peer, reason: str) -> None:
+        """Answers the connection's first request with `reason`, without touching the current session."""
         try:
             conn.settimeout(5.0)
             if self._ssl_context is not None:
@@ -283,17 +294,13 @@ class Listener:
                 if bodies:
                     request = decode_message(bodies[0])
                     if request["type"] == "request":
-                        conn.sendall(encode_message({
-                            "seq": 1, "type": "response", "request_seq": request["seq"],
-                            "command": request["command"], "success": False, "message": BUSY_MESSAGE,
-                            "body": {"error": {"id": 1, "format": BUSY_MESSAGE, "showUser": True}}}))
+                        conn.sendall(encode_message(error_response(request, 1, reason)))
                     break
-            logger.warning("fastattach: refused a second client from %s: a client is already attached",
-                           _format_peer(peer))
+            logger.warning("fastattach: refused a connection from %s: %s", _format_peer(peer), reason)
         except (OSError, ProtocolError, ValueError) as error:
-            logger.warning("fastattach: refused a second client from %s (%s)", _format_peer(peer), error)
+            logger.warning("fastattach: refused a connection from %s: %s (%s)", _format_peer(peer), reason, error)
         except Exception:
-            logger.exception("fastattach: error while refusing a second client")
+            logger.exception("fastattach: error while refusing a connection")
         finally:
             _close_quietly(conn)
             with self._lock:
@@ -339,8 +346,9 @@ class _ClientSession:
         self.done = threading.Event()
 
     @property
-    def ending(self) -> bool:
-        return self._ending is not None and not self.finished
+    def leaving(self) -> bool:
+        """Ending or already over: a new client will not have to wait long."""
+        return self._ending is not None or self.finished
 
     @property
     def active(self) -> bool:
@@ -518,10 +526,10 @@ class _ClientSession:
     def _before_attach(self, message: dict) -> None:
         step = self._handshake.receive(message)
         if step.auth_failed:
-            delay = self._listener._throttle.record_failure(self._peer_host)
-            if delay:
-                # Holds only this connection's thread; the debuggee's threads never wait on it.
-                self._stop.wait(delay)
+            locked_out = self._listener._throttle.record_failure(self._peer_host)
+            if locked_out:
+                logger.warning("fastattach: %s is locked out for %.2g s after %d failed attempts", self._peer_host,
+                               locked_out, self._listener._throttle.failures(self._peer_host))
         if step.reply is not None:
             self._send_to_client(step.reply)
         if step.close:

@@ -269,3 +269,32 @@ def test_production_guard_refuses_suspension_inside_pydevd(session, module):
     assert not client.events("stopped")
     with pytest.raises(DAPError):
         client.wait_event("stopped", timeout=0.5)
+
+
+def test_request_filter_decisions(options):
+    from fastattach import _production
+
+    request = {"seq": 3, "type": "request", "command": "next", "arguments": {"threadId": 1}}
+    assert _production.filter_request(request) is None, "outside production mode everything is forwarded"
+    fastattach.configure(production=True)
+    assert "stepping is refused" in _production.filter_request(request)
+    assert _production.filter_request({"seq": 4, "type": "request", "command": "continue"}) is None
+    assert _production.filter_request({"seq": 5, "type": "request", "command": "setFunctionBreakpoints",
+                                       "arguments": {"breakpoints": []}}) is None
+    rewritten = _production.filter_request({"seq": 6, "type": "request", "command": "setExceptionBreakpoints",
+                                            "arguments": {"filters": ["uncaught", "raised"]}})
+    assert rewritten == {"seq": 6, "type": "request", "command": "setExceptionBreakpoints",
+                         "arguments": {"filters": []}}
+
+
+def test_cli_budget_flags_map_to_configure_options():
+    from fastattach import cli
+
+    options = cli._parser().parse_args(["--listen", "0", "--production", "--logpoint-rate", "7",
+                                        "--condition-cpu", "0.02", "--snapshot-max-bytes", "4096",
+                                        "--probe-expiry", "60", "-c", "pass"])
+    assert cli.budget_options(options) == {
+        "production": True, "logpoint_messages_per_second": 7.0, "condition_cpu_fraction": 0.02,
+        "snapshot_max_bytes": 4096, "production_expiry": 60.0}
+    ours, rest = cli._split_target(["--listen", "0", "--logpoint-rate", "7", "script.py", "--logpoint-rate", "x"])
+    assert rest == ["script.py", "--logpoint-rate", "x"], "flags after the script are the script's"

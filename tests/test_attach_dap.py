@@ -13,11 +13,10 @@ import sys
 import pytest
 
 from fastattach.attach import AttachError, attach
-from targets.attach_harness import LINUX_X86_64_ONLY, STATES, cleanup, debug_session, start_controlled, start_program, start_state  # noqa: F401 (cleanup is a fixture)
+from targets.attach_harness import LINUX_X86_64_ONLY, NOTHING_LEFT, STATES, cleanup, debug_session, start_controlled, start_program, start_state  # noqa: F401 (cleanup is a fixture)
 
 pytestmark = LINUX_X86_64_ONLY
 
-NOTHING_LEFT = {"tools": {}, "global_events": {}, "local_events": {}, "settrace": False}
 
 
 
@@ -36,6 +35,19 @@ def test_attach_then_full_debug_session(state, cleanup, tmp_path):
     target.assert_healthy()
     assert controller.stop_and_probe() == NOTHING_LEFT
     target.assert_healthy()
+
+
+def test_attach_again_after_stop(cleanup, tmp_path):
+    # GIVEN a target that was attached, debugged and stopped
+    target, controller = start_controlled("sleep", tmp_path)
+    cleanup.append(target)
+    debug_session(*attach(target.pid, timeout=20), controller)
+    assert controller.stop_and_probe() == NOTHING_LEFT
+    # WHEN we attach a second time
+    host, port = attach(target.pid, timeout=20)
+    # THEN a new listener is up and a full session works again
+    assert debug_session(host, port, controller).endswith(f"-{target.pid}")
+    assert controller.stop_and_probe() == NOTHING_LEFT
 
 
 def test_attach_while_listening_reuses_the_port(cleanup, tmp_path):

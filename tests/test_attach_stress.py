@@ -1,4 +1,5 @@
-"""Attach, debug and detach many times into each target state: no crash, no hang, ever.
+"""Attach, debug, detach and stop() many times into each target state: no crash, no hang, ever,
+and after every stop() nothing is left in the target's sys.monitoring and no debugger thread.
 
 The count is FASTATTACH_ATTACH_STRESS (default 5 here, so the suite stays short); the full 50
 per state runs as ``python benchmarks/bench_attach.py --stress 50`` and its result is kept in
@@ -20,9 +21,8 @@ pytestmark = LINUX_X86_64_ONLY
 
 @pytest.mark.parametrize("state", STATES)
 def test_attach_debug_detach_repeatedly(state, tmp_path):
-    # GIVEN one long-lived target; WHEN we attach, debug and detach COUNT times
+    # GIVEN one long-lived target; WHEN we attach, debug, detach and stop() COUNT times
     result = stress(state, COUNT, tmp_path)
-    # THEN every session worked (stress() raises on the first failure) and, after stop(),
-    # nothing is left registered in the target's sys.monitoring
+    # THEN every cycle worked and left nothing behind (stress() checks each one and raises
+    # on the first failure), and the target is still running
     assert len(result["durations"]) == COUNT
-    assert result["probe_after_stop"] == {"tools": {}, "global_events": {}, "local_events": {}, "settrace": False}

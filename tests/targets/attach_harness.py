@@ -191,9 +191,13 @@ def debug_session(host: str, port: int, controller: Controller, timeout: float =
         client.disconnect()
 
 
+NOTHING_LEFT = {"tools": {}, "global_events": {}, "local_events": {}, "settrace": False, "debugger_threads": []}
+
+
 def stress(state: str, count: int, control_dir: Path, python: str = sys.executable, timeout: float = 30.0) -> dict:
-    """Attach, debug (hit, evaluate, continue) and detach ``count`` times into one target in
-    ``state``; then stop() there and probe. Raises on the first failure, with the iteration."""
+    """``count`` times into one target in ``state``: attach, debug (hit, evaluate, continue),
+    detach, stop() in the target and probe that nothing is left. Raises on the first failure,
+    naming the iteration; returns the durations of the cycles."""
     from fastattach.attach import attach
 
     target, controller = start_controlled(state, control_dir, python)
@@ -205,13 +209,13 @@ def stress(state: str, count: int, control_dir: Path, python: str = sys.executab
                 host, port = attach(target.pid, ("127.0.0.1", 0), timeout=timeout)
                 token = debug_session(host, port, controller, timeout=timeout)
                 assert token.endswith(f"-{target.pid}"), token
+                probe = controller.stop_and_probe(timeout)
+                assert probe == NOTHING_LEFT, probe
                 target.assert_healthy()
             except BaseException as exc:
                 raise AssertionError(f"{state}: iteration {iteration + 1} of {count} failed: {exc!r}; "
                                      f"target state {process_state(target.pid)}; stderr: {target.stderr_text()}") from exc
             durations.append(time.monotonic() - started)
-        probe = controller.stop_and_probe()
-        target.assert_healthy()
-        return {"state": state, "count": count, "durations": durations, "probe_after_stop": probe}
+        return {"state": state, "count": count, "durations": durations}
     finally:
         target.close()

@@ -29,6 +29,7 @@ STATE = sys.argv[1]
 LIMIT_S = float(sys.argv[2]) if len(sys.argv) > 2 else 300.0
 CONTROL_DIR = os.environ.get("ATTACH_CONTROL_DIR", "")
 DEADLINE = time.monotonic() + LIMIT_S
+OUR_THREADS = {"MainThread", "worker0", "worker1", "commands", "deadline"}
 hits = 0
 
 
@@ -51,6 +52,7 @@ def stop_and_probe():
         "local_events": {i: monitoring.get_local_events(i, hit.__code__) for i in range(6)
                          if monitoring.get_local_events(i, hit.__code__)},
         "settrace": sys.gettrace() is not None,
+        "debugger_threads": sorted(t.name for t in threading.enumerate() if t.name not in OUR_THREADS),
     }
     print("probe", json.dumps(report), flush=True)
 
@@ -104,7 +106,7 @@ if STATE == "busy":
     print("ready", flush=True)
     spin("busy")
 elif STATE == "busy2":
-    workers = [threading.Thread(target=spin, args=(f"worker{n}",), daemon=True) for n in range(2)]
+    workers = [threading.Thread(target=spin, args=(f"worker{n}",), name=f"worker{n}", daemon=True) for n in range(2)]
     for worker in workers:
         worker.start()
     print("ready", flush=True)
@@ -115,8 +117,8 @@ elif STATE == "sleep":
         for line in sys.stdin:
             command(line.strip(), "stdin")
 
-    threading.Thread(target=read_commands, daemon=True).start()
-    threading.Thread(target=exit_at_deadline, daemon=True).start()
+    threading.Thread(target=read_commands, name="commands", daemon=True).start()
+    threading.Thread(target=exit_at_deadline, name="deadline", daemon=True).start()
     print("ready", flush=True)
     time.sleep(LIMIT_S)
 elif STATE == "accept":
@@ -125,7 +127,7 @@ elif STATE == "accept":
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
-    threading.Thread(target=exit_at_deadline, daemon=True).start()
+    threading.Thread(target=exit_at_deadline, name="deadline", daemon=True).start()
     print(f"accept-port {server.getsockname()[1]}", flush=True)
     print("ready", flush=True)
     while True:

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from fastattach.attach import AttachError, attach
-from targets.attach_harness import LINUX_X86_64_ONLY, NOTHING_LEFT, STATES, cleanup, debug_session, start_controlled, start_program, start_state  # noqa: F401 (cleanup is a fixture)
+from targets.attach_harness import LINUX_X86_64_ONLY, NOTHING_LEFT, REPO, STATES, cleanup, debug_session, start_controlled, start_program, start_state  # noqa: F401 (cleanup is a fixture)
 
 pytestmark = LINUX_X86_64_ONLY
 
@@ -145,3 +145,18 @@ def test_wait_for_client_with_a_blocked_main_thread_breaks_when_it_returns(clean
     assert frame["name"] == "<module>" and frame["source"]["path"] == "<string>", frame
     assert frame["line"] in (5, 6, 7), frame
     target.assert_healthy()
+
+
+def test_attach_across_python_versions(cleanup, tmp_path):
+    # GIVEN a target running the other supported Python (3.12 <-> 3.13)
+    other = "3.13" if sys.version_info[:2] == (3, 12) else "3.12"
+    python = REPO / ".venv" / other / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"no Python {other} environment at {python}")
+    target, controller = start_controlled("sleep", tmp_path, python=str(python))
+    cleanup.append(target)
+    # WHEN this Python attaches to it
+    host, port = attach(target.pid, timeout=20)
+    # THEN the session works: the layout comes from the target, not from us
+    assert debug_session(host, port, controller).endswith(f"-{target.pid}")
+    assert controller.stop_and_probe() == NOTHING_LEFT

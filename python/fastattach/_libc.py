@@ -6,7 +6,6 @@ x86-64 Linux, because a misdeclared function crashes instead of failing to build
 
 from __future__ import annotations
 
-import errno
 import os
 import struct
 
@@ -136,10 +135,6 @@ def ptrace_set_xstate(tid: int, xstate: bytes) -> None:
     buf = ffi.from_buffer(xstate)
     iov = ffi.new("struct iovec *", {"iov_base": buf, "iov_len": len(xstate)})
     _ptrace(PTRACE_SETREGSET, tid, ffi.cast("void *", NT_X86_XSTATE), ffi.cast("void *", iov))
-
-
-def errno_name(err: int) -> str:
-    return errno.errorcode.get(err, str(err))
 
 
 __all__ = [

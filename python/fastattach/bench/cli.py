@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -154,6 +155,33 @@ class Run:
         print(f"FAILED {where}: {message}", file=sys.stderr, flush=True)
 
 
+# A debuggee that died before it could be measured (say, a source file caught
+# half-written in a tree someone is editing) is started again; a set-up that did not
+# take effect is never retried.
+START_RETRIES = 2
+RETRY_PAUSE_SECONDS = 5.0
+
+
+def run_with_retries(measure, record: dict) -> dict:
+    for attempt in range(START_RETRIES + 1):
+        try:
+            return measure()
+        except harness.TargetError as error:
+            if attempt == START_RETRIES:
+                raise
+            record.setdefault("retried_after", []).append(str(error).splitlines()[0])
+            time.sleep(RETRY_PAUSE_SECONDS)
+    raise AssertionError("unreachable")
+
+
+def git_revision() -> str | None:
+    try:
+        return subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except OSError:
+        return None
+
+
 def profile_all(run: Run, settings) -> dict:
     profiles: dict[str, dict] = {}
     for python in run.args.pythons:
@@ -193,8 +221,8 @@ def run_ratios(run: Run, settings, profiles: dict, never_run_file: str) -> None:
             continue
         started = time.monotonic()
         try:
-            record.update(harness.run_scenario(key.python, key.workload, profile, key.scenario, key.mode, setup,
-                                               settings, plan))
+            record.update(run_with_retries(lambda: harness.run_scenario(
+                key.python, key.workload, profile, key.scenario, key.mode, setup, settings, plan), record))
             record["ok"] = True
         except harness.RUN_ERRORS as error:
             record["error"] = f"{type(error).__name__}: {error}"
@@ -340,6 +368,7 @@ def main(argv=None) -> int:
     if args.report_only:
         return republish(args.report_only, args.results_md or os.path.join(BENCHMARKS_DIR, "RESULTS.md"))
     started = time.monotonic()
+    revision_at_start = git_revision()
     stamp = datetime.datetime.now(datetime.timezone.utc)
     out = args.out or os.path.join(BENCHMARKS_DIR, "out", stamp.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out, exist_ok=True)
@@ -360,7 +389,7 @@ def main(argv=None) -> int:
     attach, rss = per_mode_figures(run, latency)
     results = {
         "command": "python -m fastattach.bench " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "date": stamp.isoformat(timespec="seconds"),
+        "date": stamp.isoformat(timespec="seconds"), "revision": {"start": revision_at_start, "end": git_revision()},
         "machine": machine_info({p: versions[p] for p in args.pythons}),
         "pythons": [labels[p] for p in args.pythons], "workloads": args.workloads,
         "scenarios": args.scenario_list if "ratios" in args.section_list else [],

@@ -254,6 +254,13 @@ def interpreter_versions(python: str) -> dict:
     return {"python": out[0], "debugpy": out[1]}
 
 
+def _revision(results: dict) -> str:
+    revision = results.get("revision") or {}
+    if revision.get("start") == revision.get("end"):
+        return str(revision.get("start"))
+    return f"{revision.get('start')} at the start, {revision.get('end')} at the end (the tree changed during the run)"
+
+
 def markdown_report(results: dict) -> str:
     machine = results["machine"]
     pythons = ", ".join(f"{v['python']} ({p}, debugpy {v['debugpy']})" for p, v in machine["pythons"].items())
@@ -263,7 +270,8 @@ def markdown_report(results: dict) -> str:
         f"Command: `{results['command']}`",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}; Pythons: {pythons}; "
-        f"date: {results['date']}. Total time: {results['elapsed_seconds'] / 60:.1f} min.",
+        f"date: {results['date']}. Total time: {results['elapsed_seconds'] / 60:.1f} min. "
+        f"fastattach revision: {_revision(results)}.",
         "",
         f"Clock: {CLOCK_LABELS[results.get('clock', 'wall')]}. "
         "Each ratio is a run's fastest sample divided by the no-debugger run's next to it "

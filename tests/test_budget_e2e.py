@@ -197,6 +197,33 @@ def test_logpoint_resumes_after_the_cooldown_with_a_summary(debuggee):
     assert 20 <= len(logpoint_outputs(client, "i=")) <= 20 + 20 * seconds + 1
 
 
+def test_conditional_and_hit_counted_logpoints_keep_pydevd_semantics(debuggee):
+    d = debuggee("log", "--budget-cooldown", "600")
+    client = d.connect()
+    path = str(d.script)
+    line = marker("LOG")
+    client.attach(breakpoints={path: [{"line": line, "logMessage": "c={i}", "condition": "i % 1000 == 0"}]})
+    d.wait_stdout(r"phase1 ")
+    # The condition runs on every one of the 1,000,000 hits: the evaluation budget
+    # (5000/s) or the time budget (1%) trips long before the message budget does.
+    body, _ = paused_notice(client)
+    message = body["breakpoint"]["message"]
+    assert "more than 5000 condition evaluations/s" in message or "more than 1% of one core" in message
+    time.sleep(0.5)
+    messages = logpoint_outputs(client, "c=")
+    assert messages[:3] == ["c=0\n", "c=1000\n", "c=2000\n"] and len(messages) <= 50
+    assert messages == [f"c={1000 * k}\n" for k in range(len(messages))]
+    # A hit condition counts with pydevd's own counter: "%250" logs hits 250, 500, ... (i = 249, 499, ...).
+    client.set_breakpoints(path, [{"line": line, "logMessage": "h={i}", "hitCondition": "%250"}])
+    d.go.touch()
+    d.wait_stdout(r"phase2 ")
+    paused_notice(client)
+    time.sleep(0.5)
+    messages = logpoint_outputs(client, "h=")
+    assert messages[:3] == ["h=249\n", "h=499\n", "h=749\n"] and len(messages) <= 50
+    assert messages == [f"h={250 * k - 1}\n" for k in range(1, len(messages) + 1)]
+
+
 def test_logpoint_byte_budget(debuggee):
     d = debuggee("log", "--budget-cooldown", "600", "--logpoint-bytes", "1000")
     client = d.connect()

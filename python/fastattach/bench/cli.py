@@ -21,8 +21,7 @@ from . import harness
 from .lines import NoSuitableLine
 from .report import (figures_table, headline_table, interpreter_versions, machine_info, markdown_report,
                      ratio_table, results_md, targets_table, write_chart)
-from .scenarios import BASELINE, DEBUGGERS, REFERENCE_SCENARIO, REFERENCES, SCENARIOS, NotApplicable, \
-    write_support_files
+from .scenarios import BASELINE, DEBUGGERS, REFERENCES, SCENARIOS, NotApplicable, write_support_files
 from .schedule import interleave
 from .stats import linear_slope, paired_differences, paired_ratios, summarize
 from .target import DEFAULT_WORKLOADS

@@ -2,11 +2,13 @@
 
     python benchmarks/bench_handshake.py handshake [--reps 30]
         Four debuggees (plain, secret, TLS, TLS + secret), each a real fastattach
-        listener in front of the real pydevd. One handshake = TCP connect (+ TLS),
-        initialize, attach, initialized, configurationDone, disconnect. The four kinds
-        are interleaved in random order in every repetition; reported: median and range
-        per kind, the ratio of medians against plain, and each debuggee's RSS before
-        listen(), after listen(), and after all the handshakes.
+        listener in front of the real pydevd. Timed per session: TCP connect (+ TLS) to
+        our initialize response (the listener alone), and the whole session: that plus
+        attach, initialized, configurationDone, disconnect (pydevd included). The four
+        kinds are interleaved in random order in every repetition; reported: median and
+        range per kind, the ratio of medians against plain, each debuggee's RSS before
+        listen(), after listen(), and after all the sessions, and the cost of one
+        secret comparison.
 
     python benchmarks/bench_handshake.py hostile [--cases 5000]
         One debuggee (TLS off, secret on) gets `cases` malformed or hostile connections
@@ -118,16 +120,19 @@ class Debuggee:
     def ssl_context(self) -> ssl.SSLContext | None:
         return ssl.create_default_context(cafile=self.tls[0]) if self.tls else None
 
-    def handshake(self) -> float:
+    def handshake(self) -> tuple[float, float]:
+        """(seconds to our initialize response, seconds for the whole session)."""
         start = time.perf_counter()
         client = DAPClient.connect("127.0.0.1", self.port, ssl_context=self.ssl_context())
         try:
+            client.initialize()
+            initialized = time.perf_counter()
             arguments = {"secret": self.secret} if self.secret else {}
             client.attach(**arguments)
             client.request("disconnect", {"restart": False})
         finally:
             client.close()
-        return time.perf_counter() - start
+        return initialized - start, time.perf_counter() - start
 
     def stop(self):
         if self.process.poll() is None:
@@ -165,19 +170,28 @@ def run_handshake(reps: int) -> None:
                 rng.shuffle(order)
                 for name in order:
                     times[name].append(debuggees[name].handshake())
-            base = statistics.median(times["plain"])
-            print(f"handshake (connect .. configurationDone .. disconnect), {reps} interleaved repetitions, "
-                  f"Python {sys.version.split()[0]}")
-            print(f"{'kind':<14}{'median ms':>10}{'range ms':>18}{'vs plain':>10}"
+            print(f"{reps} interleaved repetitions, Python {sys.version.split()[0]}; ms: median (min-max), "
+                  f"ratio of medians vs plain")
+            print(f"{'kind':<14}{'connect+initialize':>26}{'':>8}{'whole session':>26}{'':>8}"
                   f"{'RSS before':>12}{'listening':>11}{'after':>8}  (MB)")
+            base = [statistics.median(t[i] for t in times["plain"]) for i in (0, 1)]
             for name in kinds:
-                values = sorted(times[name])
-                rss_after = debuggees[name].probe()["rss"]
+                cells = []
+                for i in (0, 1):
+                    values = sorted(t[i] * 1e3 for t in times[name])
+                    median = statistics.median(values)
+                    cells.append(f"{median:>9.2f} ({values[0]:.2f}-{values[-1]:.2f})".rjust(26)
+                                 + f"{median / (base[i] * 1e3):>7.2f}x")
                 d = debuggees[name]
-                print(f"{name:<14}{statistics.median(values) * 1e3:>10.2f}"
-                      f"{f'{values[0] * 1e3:.2f}-{values[-1] * 1e3:.2f}':>18}"
-                      f"{statistics.median(values) / base:>9.2f}x"
-                      f"{mb(d.rss_before):>12}{mb(d.rss_listening):>11}{mb(rss_after):>8}")
+                rss_after = d.probe()["rss"]
+                print(f"{name:<14}{cells[0]}{cells[1]}{mb(d.rss_before):>12}{mb(d.rss_listening):>11}"
+                      f"{mb(rss_after):>8}")
+            from fastattach._security import secrets_match
+            loops = 100_000
+            start = time.perf_counter()
+            for _ in range(loops):
+                secrets_match(SECRET, "a-wrong-guess-of-some-length")
+            print(f"secret check: {(time.perf_counter() - start) / loops * 1e6:.2f} us per comparison")
         finally:
             for debuggee in debuggees.values():
                 debuggee.stop()

@@ -17,7 +17,7 @@ from fastattach._forwarder import parse_address
 from fastattach._security import certificate_fingerprint, server_ssl_context
 from fastattach._server import Listener
 from test_security import SECRET, tls_files  # noqa: F401  (a fixture)
-from test_server import FakePydevd, wait_until
+from test_server import fake, wait_until  # noqa: F401  (a fixture)
 
 
 class ForwarderProcess:
@@ -64,11 +64,6 @@ class ForwarderProcess:
         self.process.wait(10)
         self._reader.join(10)
         self.process.stderr.close()
-
-
-@pytest.fixture
-def fake():
-    return FakePydevd()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from fastattach._security import (SECRET_ENV_VAR, FailureThrottle, InsecureBindE
                                   check_bind_allowed, is_loopback_host, normalize_fingerprint, resolve_secret,
                                   secrets_match, server_ssl_context)
 from fastattach._server import Listener
-from test_server import FakePydevd, wait_until
+from test_server import clients, fake, make_listener, wait_until  # noqa: F401  (fixtures)
 
 SECRET = "correct horse battery staple"
 
@@ -43,40 +43,6 @@ def tls_files(tmp_path_factory):
     good = make_certificate(directory, "debuggee")
     other = make_certificate(directory, "impostor")
     return {"cert": good[0], "key": good[1], "other_cert": other[0], "other_key": other[1]}
-
-
-@pytest.fixture
-def fake():
-    return FakePydevd()
-
-
-@pytest.fixture
-def make_listener(fake):
-    listeners = []
-
-    def make(host="127.0.0.1", **kwargs):
-        kwargs.setdefault("open_backend", fake.open)
-        listener = Listener(host, 0, **kwargs)
-        listeners.append(listener)
-        return listener
-
-    yield make
-    for listener in listeners:
-        listener.close()
-
-
-@pytest.fixture
-def clients():
-    opened = []
-
-    def connect(listener, **kwargs):
-        client = DAPClient.connect(*listener.address, **kwargs)
-        opened.append(client)
-        return client
-
-    yield connect
-    for client in opened:
-        client.close()
 
 
 def attach_request(client, **arguments) -> dict:

@@ -105,9 +105,9 @@ def fake():
 def make_listener(fake):
     listeners = []
 
-    def make(**kwargs):
+    def make(host="127.0.0.1", **kwargs):
         kwargs.setdefault("open_backend", fake.open)
-        listener = Listener("127.0.0.1", 0, **kwargs)
+        listener = Listener(host, 0, **kwargs)
         listeners.append(listener)
         return listener
 

@@ -17,9 +17,10 @@ import ssl
 import sys
 import threading
 
-from ._dap import FrameDecoder, ProtocolError, decode_message, encode_message, error_response
+from ._dap import FrameDecoder, ProtocolError, decode_message, encode_message
 from ._security import (SECRET_ENV_VAR, certificate_fingerprint, check_fingerprint, client_ssl_context,
                         is_loopback_host, normalize_fingerprint, resolve_secret)
+from ._server import refuse_connection
 
 logger = logging.getLogger("fastattach.connect")
 
@@ -84,7 +85,7 @@ class Forwarder:
         except (OSError, ssl.SSLError) as error:
             reason = _describe_failure(where, error)
             logger.error("fastattach connect: %s", reason)
-            _refuse(local, reason)
+            refuse_connection(local, f"fastattach connect: {reason}", FIRST_REQUEST_TIMEOUT)
             return
         logger.info("fastattach connect: local client connected; forwarding to %s", where)
         try:
@@ -219,31 +220,6 @@ def _describe_failure(where: str, error: BaseException) -> str:
     if isinstance(error, ssl.SSLError):
         return f"TLS with {where} failed ({error}); is the debuggee listening with --certfile/--keyfile?"
     return f"cannot connect to {where}: {error.strerror or error}"
-
-
-def _refuse(local: socket.socket, reason: str) -> None:
-    """Tells the local DAP client why, as the answer to its first request, then closes."""
-    try:
-        local.settimeout(FIRST_REQUEST_TIMEOUT)
-        decoder = FrameDecoder()
-        while True:
-            data = local.recv(65536)
-            if not data:
-                return
-            bodies = decoder.feed(data)
-            if bodies:
-                request = decode_message(bodies[0])
-                if request["type"] == "request":
-                    local.sendall(encode_message(error_response(request, 1, f"fastattach connect: {reason}")))
-                return
-    except (OSError, ProtocolError):
-        pass
-    finally:
-        try:
-            local.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        local.close()
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -47,6 +47,8 @@ BACKEND_DISCONNECT_TIMEOUT = 5.0
 FLUSH_TIMEOUT = 2.0
 # Second clients being told "busy" at once; more are just closed.
 MAX_CONCURRENT_REJECTIONS = 4
+# How long a refused connection gets to send the request we answer with the reason.
+REFUSAL_TIMEOUT = 5.0
 BUSY_MESSAGE = ("another debugger client is already attached to this process; fastattach serves one client "
                 "at a time: disconnect the other one first")
 
@@ -96,6 +98,59 @@ def _close_quietly(sock: socket.socket | None) -> None:
         pass
 
 
+def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = None) -> None:
+    """Answers the first request on `conn` with an error response saying `reason`, then closes it.
+
+    A DAP client shows the message of a failed response to its user; a bare close would
+    leave them guessing. Waits at most `timeout` seconds for that first request.
+    """
+    timeout = REFUSAL_TIMEOUT if timeout is None else timeout
+    try:
+        deadline = time.monotonic() + timeout
+        decoder = FrameDecoder(MAX_BODY_BYTES_BEFORE_ATTACH)
+        while (remaining := deadline - time.monotonic()) > 0:
+            conn.settimeout(remaining)
+            data = conn.recv(65536)
+            if not data:
+                return
+            bodies = decoder.feed(data)
+            if bodies:
+                request = decode_message(bodies[0])
+                if request["type"] == "request":
+                    conn.sendall(encode_message(error_response(request, 1, reason)))
+                return
+    except (OSError, ProtocolError):
+        pass
+    finally:
+        _close_quietly(conn)
+
+
+class _Waker:
+    """Wakes a thread blocked in select() from another thread (a socketpair, so it works everywhere)."""
+
+    def __init__(self):
+        self.reader, self._writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self._writer.setblocking(False)
+
+    def wake(self) -> None:
+        try:
+            self._writer.send(b"x")
+        except OSError:
+            pass  # already full (a wake-up is pending anyway) or closed
+
+    def drain(self) -> None:
+        try:
+            while self.reader.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.reader.close()
+        self._writer.close()
+
+
 class Listener:
     """Listens for DAP clients on (host, port) and relays one at a time to pydevd."""
 
@@ -120,8 +175,7 @@ class Listener:
         self._session_thread: threading.Thread | None = None
         self._configured = threading.Event()
         self._rejections = 0
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        self._wake_reader.setblocking(False)
+        self._waker = _Waker()
         self._accept_thread = _start_thread(self._accept_loop, "fastattach.listener")
         logger.info("fastattach: listening on %s:%s%s%s", *self.address,
                     " (TLS)" if ssl_context else "", " (secret required)" if secret else "")
@@ -176,7 +230,7 @@ class Listener:
         if self._closed.is_set():
             return
         self._closed.set()
-        self._wake()
+        self._waker.wake()
         self._accept_thread.join(timeout)
         with self._lock:
             session, thread = self._session, self._session_thread
@@ -185,25 +239,18 @@ class Listener:
         if thread is not None:
             thread.join(timeout)
         _close_quietly(self._sock)
-        self._wake_reader.close()
-        self._wake_writer.close()
+        self._waker.close()
 
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
-
-    def _wake(self) -> None:
-        try:
-            self._wake_writer.send(b"x")
-        except OSError:
-            pass
 
     # -- accepting -----------------------------------------------------------------------
     def _accept_loop(self) -> None:
         selector = selectors.DefaultSelector()
         try:
             selector.register(self._sock, selectors.EVENT_READ)
-            selector.register(self._wake_reader, selectors.EVENT_READ)
+            selector.register(self._waker.reader, selectors.EVENT_READ)
             while not self._closed.is_set():
                 ready = selector.select()
                 if self._closed.is_set():
@@ -211,18 +258,11 @@ class Listener:
                 if any(key.fileobj is self._sock for key, _ in ready):
                     self._accept_one()
                 else:
-                    self._drain_wake()
+                    self._waker.drain()
         except Exception:
             logger.exception("fastattach: the listener failed; no more clients will be accepted")
         finally:
             selector.close()
-
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_reader.recv(4096):
-                pass
-        except OSError:
-            pass
 
     def _accept_one(self) -> None:
         try:
@@ -281,28 +321,18 @@ class Listener:
     def _reject(self, conn: socket.socket, peer, reason: str) -> None:
         """Answers the connection's first request with `reason`, without touching the current session."""
         try:
-            conn.settimeout(5.0)
             if self._ssl_context is not None:
+                conn.settimeout(REFUSAL_TIMEOUT)
                 conn = self._ssl_context.wrap_socket(conn, server_side=True)
-            decoder = FrameDecoder(MAX_BODY_BYTES_BEFORE_ATTACH)
-            deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline:
-                data = conn.recv(4096)
-                if not data:
-                    break
-                bodies = decoder.feed(data)
-                if bodies:
-                    request = decode_message(bodies[0])
-                    if request["type"] == "request":
-                        conn.sendall(encode_message(error_response(request, 1, reason)))
-                    break
+            refuse_connection(conn, reason)
             logger.warning("fastattach: refused a connection from %s: %s", _format_peer(peer), reason)
-        except (OSError, ProtocolError, ValueError) as error:
+        except (OSError, ValueError) as error:
             logger.warning("fastattach: refused a connection from %s: %s (%s)", _format_peer(peer), reason, error)
+            _close_quietly(conn)
         except Exception:
             logger.exception("fastattach: error while refusing a connection")
-        finally:
             _close_quietly(conn)
+        finally:
             with self._lock:
                 self._rejections -= 1
 
@@ -336,8 +366,7 @@ class _ClientSession:
         self._injected: collections.deque = collections.deque()
         self._injected_lock = threading.Lock()
         self._dropped_events = 0
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        self._wake_reader.setblocking(False)
+        self._waker = _Waker()
         self._stop = threading.Event()
         self._deadline = time.monotonic() + listener._auth_timeout
         self._ending: str | None = None  # why the session is ending: flush, then close
@@ -365,17 +394,11 @@ class _ClientSession:
             if body is not None:
                 message["body"] = body
             self._injected.append(message)
-        self._wake()
+        self._waker.wake()
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake()
-
-    def _wake(self) -> None:
-        try:
-            self._wake_writer.send(b"x")
-        except OSError:
-            pass
+        self._waker.wake()
 
     # -- the relay thread --------------------------------------------------------------------
     def run(self) -> None:
@@ -403,10 +426,10 @@ class _ClientSession:
         selector = selectors.DefaultSelector()
         try:
             selector.register(self._client, selectors.EVENT_READ, "client")
-            selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
+            selector.register(self._waker.reader, selectors.EVENT_READ, "wake")
             if isinstance(self._client, ssl.SSLSocket):
-                # The handshake may have pulled the client's first request into OpenSSL's buffer,
-                # where select() cannot see it; every later read drains until SSLWantReadError.
+                # Bytes that came in with the handshake may already sit in OpenSSL's buffer, where
+                # select() cannot see them; every later read drains until SSLWantReadError.
                 self._read_client()
             while True:
                 if self._stop.is_set() and self._ending is None:
@@ -427,7 +450,7 @@ class _ClientSession:
                     timeout = 0
                 for key, mask in selector.select(timeout):
                     if key.data == "wake":
-                        self._drain_wake()
+                        self._waker.drain()
                     elif key.data == "client":
                         if mask & selectors.EVENT_WRITE:
                             self._flush(self._client, self._to_client)
@@ -467,13 +490,6 @@ class _ClientSession:
             selector.unregister(sock)
         elif key.events != events:
             selector.modify(sock, events, tag)
-
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_reader.recv(4096):
-                pass
-        except OSError:
-            pass
 
     def _end(self, reason: str, *, warn: bool = False) -> None:
         """Stops reading; the relay loop ends once our last messages reach the client."""
@@ -546,9 +562,8 @@ class _ClientSession:
             backend = self._listener._open_backend()
         except Exception as error:
             logger.exception("fastattach: could not start the debugger for %s", self._peer_name)
-            self._send_to_client({
-                "type": "response", "request_seq": attach["seq"], "command": "attach", "success": False,
-                "message": f"fastattach could not start the debugger in this process: {error}"})
+            self._send_to_client(error_response(
+                attach, 0, f"fastattach could not start the debugger in this process: {error}"))
             self._end("the debugger failed to start", warn=True)
             return
         backend.setblocking(False)
@@ -673,8 +688,7 @@ class _ClientSession:
         finally:
             _close_quietly(self._backend)
             _close_quietly(self._client)
-            self._wake_reader.close()
-            self._wake_writer.close()
+            self._waker.close()
             self.finished = True
             self._listener._session_ending(self)
             self.done.set()

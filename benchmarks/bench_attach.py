@@ -17,6 +17,7 @@ import argparse
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from fastattach.attach import attach  # noqa: E402
+from fastattach.attach import AttachError, attach  # noqa: E402
 from targets.attach_harness import STATES, debug_session, start_controlled, stress  # noqa: E402
 
 
@@ -58,7 +59,20 @@ def one_attach(state: str, control_dir: Path) -> dict:
         target.close()
 
 
+def git_revision() -> str:
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "python", "src"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + (" (with uncommitted changes under python/ or src/)" if dirty else "")
+
+
 def summary(values: list[float], scale: float, digits: int) -> str:
+    if not values:
+        return "n/a"
     scaled = [v * scale for v in values]
     return (f"{statistics.median(scaled):.{digits}f} "
             f"({min(scaled):.{digits}f}–{max(scaled):.{digits}f})")
@@ -71,7 +85,9 @@ def main() -> int:
     parser.add_argument("--states", default=",".join(STATES))
     args = parser.parse_args()
     states = args.states.split(",")
-    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.repeat} fresh targets per state\n")
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          f"{args.repeat} fresh targets per state, git {git_revision()}\n")
+    failures = []
     print("| target state | attach → listening port, ms: median (min–max) | RSS added by listening, KiB | "
           "RSS after one DAP session, KiB |")
     print("|---|---|---|---|")
@@ -81,10 +97,14 @@ def main() -> int:
             for i in range(args.repeat):
                 control = Path(scratch) / f"{state}-{i}"
                 control.mkdir()
-                runs.append(one_attach(state, control))
+                try:
+                    runs.append(one_attach(state, control))
+                except (AttachError, AssertionError) as exc:
+                    failures.append(f"{state} #{i + 1}: {exc}")
             print(f"| {state} | {summary([r['seconds'] for r in runs], 1000, 0)} | "
                   f"{summary([r['rss_listen_kib'] for r in runs], 1, 0)} | "
-                  f"{summary([r['rss_debug_kib'] for r in runs], 1, 0)} |", flush=True)
+                  f"{summary([r['rss_debug_kib'] for r in runs], 1, 0)} |"
+                  + (f" ({args.repeat - len(runs)} failed)" if len(runs) < args.repeat else ""), flush=True)
         if args.stress:
             print(f"\nStress: {args.stress} × (attach, breakpoint hit, evaluate, continue, disconnect, stop(), "
                   f"probe: no sys.monitoring tool/event and no debugger thread left) per state, one long-lived "
@@ -101,7 +121,10 @@ def main() -> int:
                     continue
                 print(f"| {state} | {len(result['durations'])}/{args.stress} | "
                       f"{summary(result['durations'], 1000, 0)} |", flush=True)
-    return 0
+    for failure in failures:
+        print(f"\nFAILED {failure}")
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}, git {git_revision()}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

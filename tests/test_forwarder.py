@@ -22,7 +22,7 @@ from test_server import fake, wait_until  # noqa: F401  (a fixture)
 
 class ForwarderProcess:
     def __init__(self, *args: str):
-        self.process = subprocess.Popen([sys.executable, "-m", "fastattach._forwarder", *args],
+        self.process = subprocess.Popen([sys.executable, "-m", "fastattach", "connect", *args],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.stderr_lines: list[str] = []
         self._lines: queue.Queue = queue.Queue()
@@ -187,7 +187,7 @@ def test_unreachable_server_is_reported(forwarder, tls_files):  # noqa: F811
 
 
 def test_non_loopback_listen_is_refused():
-    result = subprocess.run([sys.executable, "-m", "fastattach._forwarder", "127.0.0.1:1", "--listen", "0.0.0.0:0"],
+    result = subprocess.run([sys.executable, "-m", "fastattach", "connect", "127.0.0.1:1", "--listen", "0.0.0.0:0"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "only listens on loopback" in result.stderr
@@ -196,7 +196,7 @@ def test_non_loopback_listen_is_refused():
 def test_bad_arguments_are_clear_errors():
     for args, message in ([["nohost"], "not a [HOST:]PORT"], [["h:1", "--fingerprint", "zz"], "SHA-256"],
                           [["h:1", "--no-tls", "--insecure"], "--no-tls cannot"]):
-        result = subprocess.run([sys.executable, "-m", "fastattach._forwarder", *args],
+        result = subprocess.run([sys.executable, "-m", "fastattach", "connect", *args],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and message in result.stderr, result.stderr
 

@@ -330,3 +330,39 @@ class TestHostileInput:
             assert not response["success"] and command in response["message"]
         assert client.request("launch", {}, check=False)["message"].startswith("fastattach cannot launch")
         client.attach(secret=SECRET)
+
+
+class TestCommandLine:
+    def run(self, *args, env=None, timeout=60):
+        import os
+        import sys
+        return subprocess.run([sys.executable, "-m", "fastattach", *args], capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, **(env or {})})
+
+    def test_public_listen_without_secret_fails_at_start(self, monkeypatch):
+        monkeypatch.delenv(SECRET_ENV_VAR, raising=False)
+        result = self.run("--listen", "0.0.0.0:0", "-c", "print('ran')")
+        assert result.returncode == 2
+        assert "refusing to listen on 0.0.0.0:0 without a secret" in result.stderr
+        assert SECRET_ENV_VAR in result.stderr and "ran" not in result.stdout
+
+    def test_public_listen_with_secret_from_environment_runs(self):
+        result = self.run("--listen", "0.0.0.0:0", "-c", "print('ran')", env={SECRET_ENV_VAR: SECRET})
+        assert result.returncode == 0, result.stderr
+        assert "ran" in result.stdout
+        assert "without TLS" in result.stderr
+
+    def test_allow_unauthenticated_warns(self, monkeypatch):
+        monkeypatch.delenv(SECRET_ENV_VAR, raising=False)
+        result = self.run("--listen", "0.0.0.0:0", "--allow-unauthenticated", "-c", "print('ran')")
+        assert result.returncode == 0, result.stderr
+        assert "WITHOUT a secret" in result.stderr
+
+    def test_port_in_use_is_a_clear_error(self):
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = self.run("--listen", f"127.0.0.1:{port}", "-c", "print('ran')")
+        assert result.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{port}: the address is already in use" in result.stderr

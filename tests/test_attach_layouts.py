@@ -227,3 +227,12 @@ def test_pep768_on_this_interpreter_is_refused_clearly():
     assert caught.value.reason == "unsupported"
     expected = "PEP 768 protocol needs 3.14" if sys.version_info >= (3, 13) else "no _Py_DebugOffsets"
     assert expected in str(caught.value)
+
+
+def test_pep768_retract_clears_only_the_pending_flag(monkeypatch):
+    from fastattach.attach import _runtime as runtime_module
+    plan = _pep768.plan(target_image().read, RUNTIME, "/b.py", pid=99)
+    writes = []
+    monkeypatch.setattr(runtime_module, "write_memory", lambda pid, address, data: writes.append((pid, address, data)))
+    _pep768.retract(99, plan)
+    assert writes == [(99, MAIN_TSTATE + REMOTE_SUPPORT, struct.pack("<i", 0))]

@@ -222,13 +222,20 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
     pid = runtime.pid
     main_thread = _injector.thread_syscall(pid, pid)
     queued = False
+    pep768_plan = None
+    if runtime.version[:2] >= (3, 14):
+        # Honour remote-debug-disabled for every way in, ptrace included: the owner of the
+        # process said no remote debugging. This raises AttachError("remote_debug_disabled").
+        _pep768.plan(lambda address, size: _runtime.read_memory(pid, address, size), runtime.runtime_address,
+                     session.settings, pid)
     # A main thread that /proc shows blocked in a syscall will not run a queued call soon;
     # go straight to ptrace rather than spend the grace period waiting. (If it wakes up
     # meanwhile, the injector still only borrows it at a safe point.)
     if method == "mailbox" or (method == "auto" and main_thread == "running"):
         code = bootstrap_code(loader, session.settings)
         if runtime.version[:2] >= (3, 14):
-            queued = _post_pep768(runtime, session, code)
+            pep768_plan = _post_pep768(runtime, session, code)
+            queued = True
         elif _mailbox.has_layout(runtime):
             try:
                 _mailbox.post(runtime, code)
@@ -246,8 +253,10 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
                 return "pep768" if runtime.version[:2] >= (3, 14) else "mailbox"
             if method == "mailbox":
                 raise AttachError("no_safe_point", f"the main thread of PID {pid} never reached a safe point in "
-                                                   f"time (it is in {main_thread}); the queued attach will run "
-                                                   f"when it returns to Python code")
+                                                   f"time (it is in {main_thread}); the queued request is void and "
+                                                   f"does nothing when the main thread returns to Python code")
+            if pep768_plan is not None:
+                _pep768.retract(pid, pep768_plan)
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise AttachError("no_safe_point", f"the main thread of PID {pid} never reached a safe point in time "
@@ -257,14 +266,13 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
     return "ptrace"
 
 
-def _post_pep768(runtime: _runtime.PythonRuntime, session: _Session, code: str) -> bool:
+def _post_pep768(runtime: _runtime.PythonRuntime, session: _Session, code: str) -> _pep768.WritePlan:
     script = os.path.join(session.directory, "bootstrap.py")
     with open(script, "w") as f:
         f.write(code)
     if session.uid is not None and session.uid != os.geteuid():
         os.chown(script, session.uid, -1)
-    _pep768.send(runtime.pid, runtime.runtime_address, script)
-    return True
+    return _pep768.send(runtime.pid, runtime.runtime_address, script)
 
 
 def cli_attach(host: str, port: int, pid: int, *, wait_for_client: bool = False, log_dir: str | None = None,

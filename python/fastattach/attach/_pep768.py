@@ -190,3 +190,12 @@ def send(pid: int, runtime_address: int, script_path: str, tid: int = 0) -> Writ
     current = struct.unpack("<Q", read_memory(pid, write_plan.eval_breaker_address, 8))[0]
     write_memory(pid, write_plan.eval_breaker_address, struct.pack("<Q", current | PLEASE_STOP_BIT))
     return write_plan
+
+
+def retract(pid: int, write_plan: WritePlan) -> None:
+    """Withdraw a request the target has not taken yet (we are falling back to ptrace, and the
+    script file goes away): clear ``debugger_pending_call``. If the target took it meanwhile,
+    the flag is already 0 and this changes nothing."""
+    from ._runtime import write_memory
+
+    write_memory(pid, write_plan.pending_call_address, struct.pack("<i", 0))

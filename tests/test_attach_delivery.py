@@ -211,3 +211,22 @@ def test_injection_restores_vector_registers(tmp_path):
 def _agent() -> str:
     from fastattach.attach._orchestrator import agent_path
     return agent_path()
+
+
+def test_main_thread_waiting_for_a_file_lock(cleanup, tmp_path):
+    import fcntl
+    # GIVEN a main thread blocked in flock() on a lock we hold
+    lock_path = tmp_path / "lock"
+    with open(lock_path, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        target = start_program(f"import fcntl\nf = open({str(lock_path)!r}, 'w')\nprint('ready', flush=True)\n"
+                               f"fcntl.flock(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\n"
+                               f"import time\ntime.sleep(300)\n", env={"ATTACH_PROBE_OUT": str(tmp_path / "p.jsonl")})
+        cleanup.append(target)
+        target.wait_main_thread_blocked()
+        # WHEN we attach
+        attach(target.pid, loader=str(PROBE_LOADER), timeout=10)
+        # THEN the loader ran, and the interrupted flock() still takes the lock once we let go
+        assert probe_records(tmp_path / "p.jsonl")[0]["native_id"] != target.pid
+    target.wait_line(lambda line: line == "locked", 10)
+    target.assert_healthy()

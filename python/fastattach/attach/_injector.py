@@ -43,12 +43,16 @@ CALL_ALLOWANCE = 10.0  # seconds any one call in the target may take past the at
 LIBC_SYMBOLS = frozenset({"dlopen", "dlsym", "dlerror", "mmap", "munmap"})
 
 # x86-64 syscall numbers of calls where a thread waits without holding any libc lock.
+# (A futex wait may be for a lock another thread holds; our dlopen then waits for it too,
+# like any thread would, but the borrowed thread itself holds nothing we need.)
 SAFE_SYSCALLS = {
-    0: "read", 1: "write", 7: "poll", 17: "pread64", 19: "readv", 20: "writev", 23: "select",
-    34: "pause", 35: "nanosleep", 42: "connect", 43: "accept", 44: "sendto", 45: "recvfrom",
-    46: "sendmsg", 47: "recvmsg", 61: "wait4", 128: "rt_sigtimedwait", 130: "rt_sigsuspend",
-    202: "futex", 230: "clock_nanosleep", 232: "epoll_wait", 247: "waitid", 270: "pselect6",
-    271: "ppoll", 281: "epoll_pwait", 288: "accept4", 299: "recvmmsg", 441: "epoll_pwait2",
+    0: "read", 1: "write", 2: "open", 7: "poll", 17: "pread64", 19: "readv", 20: "writev",
+    23: "select", 34: "pause", 35: "nanosleep", 40: "sendfile", 42: "connect", 43: "accept",
+    44: "sendto", 45: "recvfrom", 46: "sendmsg", 47: "recvmsg", 61: "wait4", 65: "semop",
+    72: "fcntl", 73: "flock", 128: "rt_sigtimedwait", 130: "rt_sigsuspend", 202: "futex",
+    208: "io_getevents", 220: "semtimedop", 230: "clock_nanosleep", 232: "epoll_wait",
+    243: "mq_timedreceive", 247: "waitid", 257: "openat", 270: "pselect6", 271: "ppoll",
+    281: "epoll_pwait", 288: "accept4", 299: "recvmmsg", 441: "epoll_pwait2",
 }
 
 AGENT_RESULTS = {

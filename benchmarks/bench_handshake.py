@@ -262,7 +262,9 @@ def attached_client(debuggee: Debuggee, timeout: float = 20.0) -> DAPClient:
             return client
         except Exception as error:
             client.close()
-            if "already attached" not in str(error) or time.monotonic() > deadline:
+            # Busy answers, or a bare close when too many refusals are already under way.
+            busy = "already attached" in str(error) or "connection closed" in str(error)
+            if not busy or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
 

@@ -143,7 +143,7 @@ def paused_notice(client, timeout=30.0):
 
 
 def test_runaway_logpoint_stays_within_its_budget_and_the_client_is_told(debuggee):
-    d = debuggee("log", "--budget-cooldown", "600")
+    d = debuggee("log", "--budget-cooldown", "600", "--condition-cpu", "0")   # the message budget decides
     client = d.connect()
     line = marker("LOG")
     path = str(d.script)
@@ -175,7 +175,7 @@ def test_runaway_logpoint_stays_within_its_budget_and_the_client_is_told(debugge
 
 
 def test_logpoint_resumes_after_the_cooldown_with_a_summary(debuggee):
-    d = debuggee("log", "--budget-cooldown", "2", "--logpoint-rate", "20")
+    d = debuggee("log", "--budget-cooldown", "2", "--logpoint-rate", "20", "--condition-cpu", "0")
     client = d.connect()
     path = str(d.script)
     client.attach(breakpoints={path: [{"line": marker("LOG"), "logMessage": "i={i}"}]})
@@ -198,17 +198,18 @@ def test_logpoint_resumes_after_the_cooldown_with_a_summary(debuggee):
 
 
 def test_conditional_and_hit_counted_logpoints_keep_pydevd_semantics(debuggee):
-    d = debuggee("log", "--budget-cooldown", "600")
+    # The time budget is off here (it is wall time, so a busy machine would change where it
+    # trips); the evaluation budget (5000/s) decides.
+    d = debuggee("log", "--budget-cooldown", "600", "--condition-cpu", "0")
     client = d.connect()
     path = str(d.script)
     line = marker("LOG")
     client.attach(breakpoints={path: [{"line": line, "logMessage": "c={i}", "condition": "i % 1000 == 0"}]})
     d.wait_stdout(r"phase1 ")
-    # The condition runs on every one of the 1,000,000 hits: the evaluation budget
-    # (5000/s) or the time budget (1%) trips long before the message budget does.
+    # The condition runs on every one of the 1,000,000 hits: the evaluation budget trips
+    # long before the message budget does.
     body, _ = paused_notice(client)
-    message = body["breakpoint"]["message"]
-    assert "more than 5000 condition evaluations/s" in message or "more than 1% of one core" in message
+    assert "more than 5000 condition evaluations/s" in body["breakpoint"]["message"]
     time.sleep(0.5)
     messages = logpoint_outputs(client, "c=")
     assert messages[:3] == ["c=0\n", "c=1000\n", "c=2000\n"] and len(messages) <= 50
@@ -220,12 +221,12 @@ def test_conditional_and_hit_counted_logpoints_keep_pydevd_semantics(debuggee):
     paused_notice(client)
     time.sleep(0.5)
     messages = logpoint_outputs(client, "h=")
-    assert messages[:3] == ["h=249\n", "h=499\n", "h=749\n"] and len(messages) <= 50
+    assert 3 <= len(messages) <= 50
     assert messages == [f"h={250 * k - 1}\n" for k in range(1, len(messages) + 1)]
 
 
 def test_logpoint_byte_budget(debuggee):
-    d = debuggee("log", "--budget-cooldown", "600", "--logpoint-bytes", "1000")
+    d = debuggee("log", "--budget-cooldown", "600", "--logpoint-bytes", "1000", "--condition-cpu", "0")
     client = d.connect()
     path = str(d.script)
     # Each message is 100 characters of padding, the index and a newline.

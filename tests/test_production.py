@@ -177,7 +177,7 @@ def test_production_refuses_pause_and_stepping_with_a_clear_message(session, mod
 def test_production_snapshots_are_rate_limited_and_the_breakpoint_pauses(session, module, caplog):
     caplog.set_level(logging.INFO, logger="fastattach.probe")
     mod, path = module
-    client = session(production=True, snapshots_per_second=2.0, budget_cooldown=600.0)
+    client = session(production=True, snapshots_per_second=2.0, budget_cooldown=600.0, condition_cpu_fraction=0.0)
     client.attach(breakpoints={path: [{"line": marker(MODULE, "SNAP")}]})
     run_in_thread(mod.serve, 5_000, None)
     notice = client.wait_event("breakpoint", predicate=lambda e: not e["body"]["breakpoint"]["verified"])
@@ -194,7 +194,8 @@ def test_production_snapshots_are_rate_limited_and_the_breakpoint_pauses(session
 def test_logpoints_in_production_go_to_the_client_and_the_log_within_budget(session, module, caplog):
     caplog.set_level(logging.INFO, logger="fastattach.probe")
     mod, path = module
-    client = session(production=True, logpoint_messages_per_second=10.0, budget_cooldown=600.0)
+    client = session(production=True, logpoint_messages_per_second=10.0, budget_cooldown=600.0,
+                     condition_cpu_fraction=0.0)
     client.attach(breakpoints={path: [{"line": marker(MODULE, "LOG"), "logMessage": "i={i} total={total}"}]})
     run_in_thread(mod.log_loop, 100_000)
     client.wait_event("breakpoint", predicate=lambda e: not e["body"]["breakpoint"]["verified"])

@@ -160,3 +160,20 @@ def test_attach_across_python_versions(cleanup, tmp_path):
     # THEN the session works: the layout comes from the target, not from us
     assert debug_session(host, port, controller).endswith(f"-{target.pid}")
     assert controller.stop_and_probe() == NOTHING_LEFT
+
+
+def test_cli_pid_with_log_dir_writes_the_loader_log(cleanup, tmp_path):
+    # GIVEN a running target and a log directory
+    target, controller = start_controlled("sleep", tmp_path / "control")
+    cleanup.append(target)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # WHEN the CLI attaches with --log-to
+    result = subprocess.run([sys.executable, "-m", "fastattach", "--listen", "127.0.0.1:0", "--log-to", str(logs),
+                             "--pid", str(target.pid)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    # THEN the loader's log is there, and says where it listens
+    port = int(result.stdout.split("127.0.0.1:")[1].split()[0])
+    log_text = (logs / f"fastattach-attach-{target.pid}.log").read_text()
+    assert f"listening on 127.0.0.1:{port}" in log_text
+    assert debug_session("127.0.0.1", port, controller).endswith(f"-{target.pid}")

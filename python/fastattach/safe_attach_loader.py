@@ -15,6 +15,7 @@ the orchestrator's to change):
 - ``PTVS_SAFE_ATTACH_LOADER_VERBOSE`` (on unless 0), ``PTVS_DEBUG_LOG_FILE``
 - ``FASTATTACH_SECRET``: the secret clients must present (only ever from the settings file
   or the environment the target already has)
+- ``FASTATTACH_LOG_DIR``: passed to ``fastattach.configure(log_dir=...)`` (debugger logs)
 
 Rules it keeps: nothing escapes into the target (every exception is caught and reported
 through the files above); it binds no name in ``__main__``; it leaves ``sys.path`` as it
@@ -35,7 +36,7 @@ import os  # noqa: E402
 
 SETTING_NAMES = (
     "PTVS_DEBUG_HOST", "PTVS_DEBUG_PORT", "PTVS_WAIT_FOR_CLIENT", "PTVS_DEBUG_BREAK", "PTVS_DEBUG_PORT_FILE",
-    "PTVS_SAFE_ATTACH_LOADER_VERBOSE", "PTVS_DEBUG_LOG_FILE", "FASTATTACH_SECRET",
+    "PTVS_SAFE_ATTACH_LOADER_VERBOSE", "PTVS_DEBUG_LOG_FILE", "FASTATTACH_SECRET", "FASTATTACH_LOG_DIR",
 )
 
 
@@ -236,6 +237,11 @@ def main(namespace):
     except BaseException as exc:
         _report_error(settings, log, "loader_failed", f"the loader could not import debugpy/fastattach: {exc!r}")
         return
+    if settings.get("FASTATTACH_LOG_DIR"):
+        try:
+            fastattach.configure(log_dir=settings["FASTATTACH_LOG_DIR"])
+        except Exception as exc:
+            log(f"cannot set the log directory {settings['FASTATTACH_LOG_DIR']}: {exc!r}", always=True)
     host = settings.get("PTVS_DEBUG_HOST") or "127.0.0.1"
     try:
         port = int(settings.get("PTVS_DEBUG_PORT") or 0)

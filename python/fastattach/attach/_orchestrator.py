@@ -93,7 +93,7 @@ def bootstrap_code(loader: str, settings: str, main_ident: int = 0) -> str:
 
 
 def _settings_payload(host: str, port: int, wait_for_client: bool, log_file: str | None, port_file: str,
-                      verbose: bool, secret: str | None) -> dict:
+                      verbose: bool, secret: str | None, log_dir: str | None = None) -> dict:
     settings = {
         "PTVS_DEBUG_HOST": host,
         "PTVS_DEBUG_PORT": str(port),
@@ -105,6 +105,8 @@ def _settings_payload(host: str, port: int, wait_for_client: bool, log_file: str
         settings["PTVS_DEBUG_LOG_FILE"] = os.path.abspath(log_file)
     if secret:
         settings["FASTATTACH_SECRET"] = secret  # the file is 0600 in a 0700 directory
+    if log_dir:
+        settings["FASTATTACH_LOG_DIR"] = os.path.abspath(log_dir)
     return settings
 
 
@@ -166,11 +168,13 @@ def _wait(predicate, deadline: float) -> bool:
 
 
 def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False, log_file: str | None = None,
-           timeout: float = DEFAULT_TIMEOUT, secret: str | None = None, loader: str | None = None,
-           method: str = "auto", verbose: bool = True) -> tuple[str, int]:
+           timeout: float = DEFAULT_TIMEOUT, secret: str | None = None, log_dir: str | None = None,
+           loader: str | None = None, method: str = "auto", verbose: bool = True) -> tuple[str, int]:
     """Start fastattach's listener inside the running process ``pid``; return (host, port).
 
-    ``secret``: clients must present it (see fastattach.listen). ``loader``: run this file
+    ``secret``: clients must present it (see fastattach.listen). ``log_file``: the loader's
+    log; ``log_dir``: the target's debugger logs (fastattach.configure(log_dir=...) there).
+    ``loader``: run this file
     instead of the packaged safe_attach_loader.py (also PTVS_SAFE_ATTACH_LOADER_OVERRIDE).
     ``method``: "auto" (mailbox or PEP 768 first, ptrace if the main thread does not pick it
     up), "mailbox" (never ptrace), or "ptrace" (inject at once). Raises AttachError.
@@ -196,7 +200,7 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
     session = _Session(pid)
     try:
         session.write_settings(_settings_payload(host, port, wait_for_client, log_file, session.port_file, verbose,
-                                                 secret))
+                                                 secret, log_dir))
         delivered = _deliver(runtime, loader, session, method, deadline)
         if not _wait(lambda: session.result() is not None or not _alive(pid), deadline):
             raise AttachError("timeout", f"attach to PID {pid} timed out after {timeout:g} s: the loader was "
@@ -285,7 +289,7 @@ def cli_attach(host: str, port: int, pid: int, *, wait_for_client: bool = False,
     log_file = os.path.join(log_dir, f"fastattach-attach-{pid}.log") if log_dir else None
     try:
         bound_host, bound_port = attach(pid, (host, port), wait_for_client=wait_for_client, log_file=log_file,
-                                        secret=secret, timeout=timeout)
+                                        log_dir=log_dir, secret=secret, timeout=timeout)
     except AttachError as exc:
         print(f"fastattach: {exc}", file=stderr)
         return 1

@@ -231,13 +231,14 @@ class Listener:
             return
         self._closed.set()
         self._waker.wake()
-        self._accept_thread.join(timeout)
         with self._lock:
             session, thread = self._session, self._session_thread
         if session is not None:
             session.stop()
-        if thread is not None:
-            thread.join(timeout)
+        for worker in (self._accept_thread, thread):
+            # close() may come from code the client evaluates; never wait for ourselves.
+            if worker is not None and worker is not threading.current_thread():
+                worker.join(timeout)
         _close_quietly(self._sock)
         self._waker.close()
 

@@ -207,3 +207,28 @@ def test_parse_address():
     assert parse_address("5678", default_host="127.0.0.1") == ("127.0.0.1", 5678)
     with pytest.raises(ValueError):
         parse_address("host:99999")
+
+
+def test_no_tls_mode_adds_the_secret_for_a_plain_listener(forwarder, fake):
+    # e.g. through an SSH tunnel: no TLS to verify, but the editor still knows no secret
+    listener = Listener("127.0.0.1", 0, secret=SECRET, open_backend=fake.open)
+    try:
+        proxy = forwarder(server_arg(listener), "--no-tls", "--secret", SECRET)
+        client = attach_through(proxy.port)
+        try:
+            assert client.request("threads")["success"]
+            assert fake.opened == 1
+        finally:
+            client.close()
+    finally:
+        listener.close()
+
+
+def test_attach_that_brings_its_own_secret_is_left_alone(tls_listener, forwarder, tls_files, fake):  # noqa: F811
+    proxy = forwarder(server_arg(tls_listener), "--cafile", tls_files["cert"], "--secret", "the forwarder's")
+    client = DAPClient.connect("127.0.0.1", proxy.port)
+    try:
+        client.attach(secret=SECRET)  # the client's own (right) secret wins over the forwarder's
+        assert tls_listener.client_connected
+    finally:
+        client.close()

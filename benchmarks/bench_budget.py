@@ -174,6 +174,31 @@ def _result(stdout: str, stderr: str) -> list[float]:
     return json.loads(match.group(1))
 
 
+def capture_cost(batches: int = 5, per_batch: int = 500) -> list[float]:
+    """In this process: µs per _production.capture() of a frame like the target's, default limits,
+    without any DAP or logging (the rest of a snapshot's cost is sending it)."""
+    from fastattach import _budget, _production
+
+    o = _budget.DEFAULTS
+
+    def hot(n, payload):
+        request = {"id": 7, "user": "alice", "items": list(range(20))}
+        total = n
+        frame = sys._getframe()
+        results = []
+        for _ in range(batches):
+            t0 = time.perf_counter_ns()
+            for _ in range(per_batch):
+                _production.capture(frame, breakpoint_id=1, file=__file__, line=1, max_bytes=o["snapshot_max_bytes"],
+                                    frames=o["snapshot_frames"], depth=o["snapshot_stack_depth"],
+                                    repr_chars=o["snapshot_repr_chars"])
+            results.append((time.perf_counter_ns() - t0) / per_batch / 1000)
+        del request, total
+        return results
+
+    return hot(0, {"blob": "x" * 10_000, "numbers": list(range(1000))})
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=5)
@@ -206,8 +231,12 @@ def main(argv=None) -> int:
         ratios = [v / b for v, b in zip(values, base)]
         print(f"{name:22s} {statistics.median(values):12.1f} [{min(values):.1f}-{max(values):.1f}]"
               f" {statistics.median(ratios):10.2f} [{min(ratios):.2f}-{max(ratios):.2f}]")
+    capture = capture_cost()
+    print(f"capture() alone, in-process, default limits: {statistics.median(capture):.1f} us "
+          f"[{min(capture):.1f}-{max(capture):.1f}] per snapshot (median [min-max] of 5 batches of 500)")
     if options.json:
-        Path(options.json).write_text(json.dumps({"python": sys.version, "runs": runs}, indent=1))
+        Path(options.json).write_text(json.dumps({"python": sys.version, "runs": runs, "capture_us": capture},
+                                                 indent=1))
     return 0
 
 

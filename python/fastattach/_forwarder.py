@@ -25,6 +25,8 @@ from ._server import refuse_connection
 logger = logging.getLogger("fastattach.connect")
 
 CONNECT_TIMEOUT = 10.0
+# Bytes waiting for one side before the forwarder stops reading the other.
+MAX_PENDING_BYTES = 32 * 1024 * 1024
 # How long a local client whose server could not be reached gets to send the request we answer with the reason.
 FIRST_REQUEST_TIMEOUT = 10.0
 
@@ -129,9 +131,13 @@ class Forwarder:
             selector.register(local, selectors.EVENT_READ, "local")
             selector.register(upstream, selectors.EVENT_READ, "upstream")
             while (local_open and upstream_open) or (to_local and local_open) or (to_upstream and upstream_open):
-                reading = local_open and upstream_open
+                # Each side is read only while the other side keeps up, so neither buffer grows without bound.
+                both_open = local_open and upstream_open
+                reading = {local: both_open and len(to_upstream) < MAX_PENDING_BYTES,
+                           upstream: both_open and len(to_local) < MAX_PENDING_BYTES}
                 for sock, pending, tag in ((local, to_local, "local"), (upstream, to_upstream, "upstream")):
-                    events = (selectors.EVENT_READ if reading else 0) | (selectors.EVENT_WRITE if pending else 0)
+                    events = (selectors.EVENT_READ if reading[sock] else 0) | (
+                        selectors.EVENT_WRITE if pending else 0)
                     registered = selector.get_map().get(sock)
                     if registered is not None and registered.events != events:
                         selector.unregister(sock)
@@ -139,7 +145,7 @@ class Forwarder:
                     if registered is None and events:
                         selector.register(sock, events, tag)
                 # Decrypted bytes already inside OpenSSL are invisible to select().
-                buffered = reading and isinstance(upstream, ssl.SSLSocket) and upstream.pending()
+                buffered = reading[upstream] and isinstance(upstream, ssl.SSLSocket) and upstream.pending()
                 ready = selector.select(0 if buffered else CONNECT_TIMEOUT * 6)
                 if buffered:
                     ready.append((selector.get_key(upstream), selectors.EVENT_READ))
@@ -149,7 +155,7 @@ class Forwarder:
                         pending = to_local if sock is local else to_upstream
                         if not _send_some(sock, pending):
                             local_open = upstream_open = False
-                    if mask & selectors.EVENT_READ and reading:
+                    if mask & selectors.EVENT_READ and reading[sock]:
                         data = _recv_some(sock)
                         if data is None:
                             continue

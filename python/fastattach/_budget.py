@@ -100,7 +100,8 @@ class ProbeSpec:
 
     __slots__ = ("bp_ref", "breakpoint_id", "file", "line", "kind", "message_code", "condition_code",
                  "python_condition", "c_condition", "hit_condition", "max_message_bytes", "created", "expires_at",
-                 "expired", "episode_hits", "episode_start", "condition_error_reported", "__weakref__")
+                 "expired", "episode_hits", "episode_start", "condition_error_reported", "probe_error_reported",
+                 "__weakref__")
 
     def __init__(self, bp, canonical_file: str, kind: str):
         self.bp_ref = weakref.ref(bp)
@@ -120,6 +121,7 @@ class ProbeSpec:
         self.episode_hits = 0             # Budget hits when the current running episode began
         self.episode_start = time.monotonic_ns()
         self.condition_error_reported = False
+        self.probe_error_reported = False
 
     @property
     def what(self) -> str:
@@ -152,7 +154,8 @@ class Budgets:
         self._closed = False
         self._next_prune = 0.0
         self._in_probe = threading.local()
-        self.probe_errors: list[BaseException] = []
+        self.probe_errors: list[str] = []   # the first few, as text
+        self.probe_error_count = 0
         self._thread = threading.Thread(target=self._supervise, name="fastattach-budget", daemon=True)
         self._thread.pydev_do_not_trace = True
         self._thread.is_pydev_daemon_thread = True
@@ -262,8 +265,13 @@ class Budgets:
 
             return _production.snapshot_hit(self, spec, frame)
         except Exception as exc:   # never into the user's frame
+            self.probe_error_count += 1
+            text = f"{type(exc).__name__}: {exc}"
             if len(self.probe_errors) < 10:
-                self.probe_errors.append(exc)
+                self.probe_errors.append(text)   # text only: a traceback would keep user frames alive
+            if not spec.probe_error_reported:
+                spec.probe_error_reported = True
+                self._notify_output(f"fastattach: the {spec.what} at {_where(spec)} failed: {text}\n")
             return -1
         finally:
             state.active = False

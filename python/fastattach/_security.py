@@ -6,15 +6,19 @@ place to read (and audit) what "secure by default" means.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import logging
 import os
 import socket
-import ssl
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
+
+# ssl (5 MB of OpenSSL), hashlib and hmac are imported where they are used: listen() without
+# TLS must stay cheap for a process that may never see a client.
 
 logger = logging.getLogger("fastattach")
 
@@ -41,6 +45,9 @@ def secrets_match(expected: str, offered: object) -> bool:
     """Constant-time comparison; hashing first hides the expected secret's length too."""
     if not isinstance(offered, str):
         return False
+    import hashlib
+    import hmac
+
     return hmac.compare_digest(
         hashlib.sha256(expected.encode("utf-8")).digest(),
         hashlib.sha256(offered.encode("utf-8", "surrogatepass")).digest(),
@@ -98,6 +105,8 @@ def server_ssl_context(certfile: str | None, keyfile: str | None = None) -> ssl.
         if keyfile is not None:
             raise ValueError("keyfile was given without certfile; TLS needs the certificate too")
         return None
+    import ssl
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     # No TLS 1.3 session tickets: they reach the client after the handshake, and a client that
@@ -122,6 +131,8 @@ def client_ssl_context(*, cafile: str | None = None, fingerprint: str | None = N
     fingerprint, the chain is not checked but the certificate must match the pin (see
     check_fingerprint); otherwise the system trust store applies. `insecure` checks nothing.
     """
+    import ssl
+
     if insecure or fingerprint is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
@@ -151,10 +162,16 @@ def normalize_fingerprint(text: str) -> bytes:
 
 def certificate_fingerprint(der_certificate: bytes) -> str:
     """The colon-separated uppercase SHA-256 form that `openssl x509 -fingerprint -sha256` prints."""
+    import hashlib
+
     return ":".join(f"{b:02X}" for b in hashlib.sha256(der_certificate).digest())
 
 
 def check_fingerprint(der_certificate: bytes | None, pinned: bytes) -> None:
+    import hashlib
+    import hmac
+    import ssl
+
     if der_certificate is None:
         raise ssl.SSLError("the server sent no certificate")
     if not hmac.compare_digest(hashlib.sha256(der_certificate).digest(), pinned):

@@ -18,10 +18,12 @@ import errno
 import logging
 import selectors
 import socket
-import ssl
 import threading
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import ssl
 
 from ._dap import (DEFAULT_MAX_BODY_BYTES, FrameDecoder, ProtocolError, decode_message, encode_message,
                    error_response)
@@ -52,7 +54,15 @@ REFUSAL_TIMEOUT = 5.0
 BUSY_MESSAGE = ("another debugger client is already attached to this process; fastattach serves one client "
                 "at a time: disconnect the other one first")
 
-_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+# What a non-blocking plain socket raises when it has nothing for us; a TLS session adds ssl's
+# two (ssl itself is only imported by whoever made the context: see _tls_would_block).
+_WOULD_BLOCK = (BlockingIOError, InterruptedError)
+
+
+def _tls_would_block() -> tuple[type[BaseException], ...]:
+    import ssl
+
+    return _WOULD_BLOCK + (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 # Production mode's hook (fastattach._production.filter_request), set by configure():
@@ -353,6 +363,8 @@ class _ClientSession:
         self._peer_name = _format_peer(peer)
         self._peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
         self._backend: socket.socket | None = None
+        self._tls = listener._ssl_context is not None
+        self._would_block = _tls_would_block() if self._tls else _WOULD_BLOCK
         self._handshake = Handshake(listener._secret)
         self._client_decoder = FrameDecoder(MAX_BODY_BYTES_BEFORE_ATTACH)
         self._backend_decoder = FrameDecoder(MAX_BACKEND_BODY_BYTES)
@@ -428,7 +440,7 @@ class _ClientSession:
         try:
             selector.register(self._client, selectors.EVENT_READ, "client")
             selector.register(self._waker.reader, selectors.EVENT_READ, "wake")
-            if isinstance(self._client, ssl.SSLSocket):
+            if self._tls:
                 # Bytes that came in with the handshake may already sit in OpenSSL's buffer, where
                 # select() cannot see them; every later read drains until SSLWantReadError.
                 self._read_client()
@@ -447,7 +459,7 @@ class _ClientSession:
                 self._update_interest(selector)
                 timeout = self._deadline - now if not self.attached or self._ending else None
                 # An SSL socket may hold decrypted bytes that select() cannot see.
-                if self._can_read_client() and isinstance(self._client, ssl.SSLSocket) and self._client.pending():
+                if self._can_read_client() and self._tls and self._client.pending():
                     timeout = 0
                 for key, mask in selector.select(timeout):
                     if key.data == "wake":
@@ -462,7 +474,7 @@ class _ClientSession:
                             self._flush(self._backend, self._to_backend)
                         if mask & selectors.EVENT_READ:
                             self._read_backend()
-                if isinstance(self._client, ssl.SSLSocket) and self._can_read_client() and self._client.pending():
+                if self._tls and self._can_read_client() and self._client.pending():
                     self._read_client()
         finally:
             selector.close()
@@ -512,7 +524,7 @@ class _ClientSession:
         while self._can_read_client():
             try:
                 data = self._client.recv(65536)
-            except _WOULD_BLOCK:
+            except self._would_block:
                 return
             except OSError as error:
                 self._abort(f"connection lost ({error})")
@@ -667,7 +679,7 @@ class _ClientSession:
         while buffer:
             try:
                 sent = sock.send(buffer[:262144])
-            except _WOULD_BLOCK:
+            except self._would_block:
                 return
             except OSError as error:
                 buffer.clear()

@@ -40,6 +40,15 @@ typedef struct {
     char *code;                  /* owned; freed by the agent thread */
 } agent_job;
 
+/* POSIX lets dlsym's result be used as a function pointer; ISO C has no such conversion,
+   so copy the bits, which keeps even -Wpedantic quiet. */
+static void
+agent_lookup(const char *name, void *function_pointer_out)
+{
+    void *symbol = dlsym(RTLD_DEFAULT, name);
+    memcpy(function_pointer_out, &symbol, sizeof(symbol));
+}
+
 static void *
 agent_thread(void *arg)
 {
@@ -68,14 +77,14 @@ fastattach_agent_start(const char *python_code)
         result = AGENT_NO_MEMORY;
         goto done;
     }
-    job->gil_ensure = (gil_ensure_fn)dlsym(RTLD_DEFAULT, "PyGILState_Ensure");
-    job->gil_release = (gil_release_fn)dlsym(RTLD_DEFAULT, "PyGILState_Release");
-    job->run_simple_string = (run_string_fn)dlsym(RTLD_DEFAULT, "PyRun_SimpleString");
-    job->is_initialized = (int_void_fn)dlsym(RTLD_DEFAULT, "Py_IsInitialized");
+    agent_lookup("PyGILState_Ensure", &job->gil_ensure);
+    agent_lookup("PyGILState_Release", &job->gil_release);
+    agent_lookup("PyRun_SimpleString", &job->run_simple_string);
+    agent_lookup("Py_IsInitialized", &job->is_initialized);
     /* Py_IsFinalizing is public from 3.13; 3.12 only has the underscore name. */
-    job->is_finalizing = (int_void_fn)dlsym(RTLD_DEFAULT, "Py_IsFinalizing");
+    agent_lookup("Py_IsFinalizing", &job->is_finalizing);
     if (job->is_finalizing == NULL) {
-        job->is_finalizing = (int_void_fn)dlsym(RTLD_DEFAULT, "_Py_IsFinalizing");
+        agent_lookup("_Py_IsFinalizing", &job->is_finalizing);
     }
     if (!job->gil_ensure || !job->gil_release || !job->run_simple_string || !job->is_initialized) {
         result = AGENT_NOT_PYTHON;

@@ -165,7 +165,7 @@ def test_loader_that_never_reports_times_out_and_target_runs_on(cleanup, tmp_pat
     hanging = tmp_path / "hanging_loader.py"
     hanging.write_text(textwrap.dedent("""
         import os, time
-        os.rename(__fastattach_settings__, __fastattach_settings__ + ".claimed")
+        os.rename(_fa_settings, _fa_settings + ".claimed")
         time.sleep(30)
     """))
     target = start_state("sleep")

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from fastattach.attach import AttachError, _elf, _mailbox, _offsets, _pep768, _runtime
+from fastattach.attach import _orchestrator
 from fastattach.attach._orchestrator import bootstrap_code, parse_address
 
 
@@ -95,10 +96,10 @@ def test_bootstrap_swallows_everything_and_binds_nothing(tmp_path):
 
 def test_bootstrap_passes_settings_and_main_ident(tmp_path):
     loader = tmp_path / "loader.py"
-    loader.write_text("import json\nwith open(OUT, 'w') as f:\n    f.write(json.dumps([__fastattach_settings__, "
-                      "__fastattach_main_ident__, __name__]))\n".replace("OUT", repr(str(tmp_path / "out"))))
+    loader.write_text("import json\nwith open(OUT, 'w') as f:\n    f.write(json.dumps([_fa_settings, "
+                      "_fa_main_ident, __name__]))\n".replace("OUT", repr(str(tmp_path / "out"))))
     exec(bootstrap_code(str(loader), "/some/settings.json", 42), {})
-    assert (tmp_path / "out").read_text() == '["/some/settings.json", 42, "__fastattach_loader__"]'
+    assert (tmp_path / "out").read_text() == '["/some/settings.json", 42, "<run_path>"]'
 
 
 @pytest.mark.parametrize("address, expected", [(5678, ("127.0.0.1", 5678)), ("0.0.0.0:0", ("0.0.0.0", 0)),
@@ -236,3 +237,31 @@ def test_pep768_retract_clears_only_the_pending_flag(monkeypatch):
     monkeypatch.setattr(runtime_module, "write_memory", lambda pid, address, data: writes.append((pid, address, data)))
     _pep768.retract(99, plan)
     assert writes == [(99, MAIN_TSTATE + REMOTE_SUPPORT, struct.pack("<i", 0))]
+
+
+def test_main_thread_bootstrap_hands_the_loader_to_a_new_thread(tmp_path):
+    import _thread
+    import json
+    import time
+    loader = tmp_path / "loader.py"
+    out = tmp_path / "out"
+    loader.write_text(f"import json, _thread\nwith open({str(out)!r}, 'w') as f:\n"
+                      f"    f.write(json.dumps([_fa_main_ident, _thread.get_ident()]))\n")
+    namespace = {"__builtins__": __builtins__}
+    exec(_orchestrator.main_thread_bootstrap(str(loader), "/s.json"), namespace)
+    assert set(namespace) == {"__builtins__"}
+    for _ in range(500):
+        if out.exists() and out.read_text():
+            break
+        time.sleep(0.01)
+    given_main, ran_on = json.loads(out.read_text())
+    assert given_main == _thread.get_ident() != ran_on
+
+
+def test_main_thread_bootstrap_fits_the_312_mailbox():
+    # The worst case: the producer index in the middle leaves 16 contiguous free slots.
+    code = _orchestrator.main_thread_bootstrap(_orchestrator.default_loader_path(), "/tmp/fa-abcdefgh/s")
+    layout = _offsets.PENDING_CALL_LAYOUTS[0x030C01F0]
+    slots = -(-(len(code) + 1) // layout["pending_call_size"])
+    for producer in range(layout["pending_ncalls"]):
+        assert _mailbox.choose_code_slots(producer, producer, layout["pending_ncalls"], slots) is not None

@@ -1,11 +1,12 @@
 """safe_attach_loader: the only code an attach makes a running process execute.
 
-It starts fastattach's listener inside the target and reports the port. It may run on the
-target's main thread (a pending call or PEP 768: the main thread was between two bytecodes)
-or on the attach agent's own thread (ptrace injection: the main thread was blocked in C).
+It starts fastattach's listener inside the target and reports the port. It runs on a thread
+of its own: one the main thread started from a pending call or PEP 768 (so the main thread
+pauses for microseconds, not for our imports), or the attach agent's thread (ptrace
+injection: the main thread was blocked in C).
 
 Settings, each ``PTVS_*`` name read from the environment and overridden by the JSON file
-the orchestrator names in ``__fastattach_settings__`` (the target's environment is not
+the orchestrator names in the global ``_fa_settings`` (the target's environment is not
 the orchestrator's to change):
 
 - ``PTVS_DEBUG_HOST`` (default 127.0.0.1), ``PTVS_DEBUG_PORT`` (0 = a free port)
@@ -82,7 +83,7 @@ def _read_settings(namespace):
     Returns None when another delivery of the same attach already claimed the file, or the
     attach is over (its directory is gone): then there is nothing to do."""
     settings = {name: os.environ[name] for name in SETTING_NAMES if name in os.environ}
-    path = namespace.get("__fastattach_settings__")
+    path = namespace.get("_fa_settings")
     if path:
         claimed = f"{path}.claimed"
         try:
@@ -171,9 +172,29 @@ def _application_frame(frame):
     return None
 
 
+def _user_frame(frame):
+    """``frame`` or the nearest caller that is the application's own code: the main thread may
+    have been interrupted inside the standard library (os.path.join, a frozen module), where
+    a debugger showing "just my code" would never stop."""
+    import sysconfig
+
+    library_dirs = tuple({os.path.join(path, "") for name, path in sysconfig.get_paths().items()
+                          if name in ("stdlib", "platstdlib", "purelib", "platlib")})
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+    candidate = frame
+    while candidate is not None:
+        filename = candidate.f_code.co_filename
+        if not (filename.startswith("<frozen") or filename.startswith(library_dirs) or filename.startswith(here)):
+            return candidate
+        candidate = candidate.f_back
+    return frame
+
+
 def _break_at(fastattach, frame, log):
-    """Stop at the next line ``frame`` runs: the application's code, not ours. This is what
-    fastattach.breakpoint() does for its caller, aimed one level lower."""
+    """Stop at the next line ``frame`` (or the application frame that called it) runs: the
+    application's code, not ours. This is what fastattach.breakpoint() does for its caller,
+    aimed lower down the stack."""
+    frame = _user_frame(frame) if frame is not None else None
     if frame is None:
         fastattach.breakpoint()
         return
@@ -189,36 +210,42 @@ def _break_at(fastattach, frame, log):
 def _wait_and_break(fastattach, main_ident, log):
     """Wait for a client, then stop in the application's code on the main thread.
 
-    On the main thread (mailbox, PEP 768) we are inside the application: wait here, which
-    pauses the program as asked, then stop in the frame we interrupted. On the agent's
-    helper thread (ptrace: the main thread is blocked in C), waiting here pauses nothing of
-    the application's, so we wait here and then queue the break as a pending call for the
-    main thread: it stops there as soon as it returns to Python code."""
+    "Wait" means the application pauses until a client is there, as with debugpy, and the
+    application is its main thread. The delivery normally runs us on a thread of our own
+    (the main thread only started it, or it was blocked in C), so we queue a pending call:
+    the main thread runs it at its next bytecode boundary (at once if it is running Python,
+    as soon as it returns if it is blocked in C), waits there for the client, then stops at
+    the next line of the frame it was running. If we already are on the main thread (the
+    loader was run there by other means), we do the same inline."""
     import threading
 
-    on_main = threading.get_ident() == (main_ident or threading.main_thread().ident)
-    fastattach.wait_for_client()
-    log("client connected")
-    if on_main:
+    if threading.get_ident() == (main_ident or threading.main_thread().ident):
+        fastattach.wait_for_client()
+        log("client connected")
         _break_at(fastattach, _application_frame(sys._getframe()), log)
         return
     import ctypes
 
     @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
-    def break_on_main_thread(_arg):
+    def wait_and_break_on_main_thread(_arg):
         try:
-            # Our caller is the frame the main thread was running when the call was taken.
+            fastattach.wait_for_client()
+            log("client connected")
+            # Our caller is the frame the main thread was running when it took the call.
             _break_at(fastattach, sys._getframe(1), log)
         except BaseException as exc:  # a pending call must return 0 with no exception set
-            log(f"initial breakpoint failed: {exc!r}", always=True)
+            log(f"waiting for the client on the main thread failed: {exc!r}", always=True)
         return 0
 
-    _pending_break_callbacks.append(break_on_main_thread)  # must outlive the call
-    if ctypes.pythonapi.Py_AddPendingCall(break_on_main_thread, None) != 0:
-        log("could not queue the initial breakpoint on the main thread", always=True)
-
-
-_pending_break_callbacks = []
+    # The queue holds only a raw pointer to the callback's thunk, and this file runs as a
+    # temporary module whose globals are garbage once it returns (found as a SIGSEGV on
+    # 3.13). Nothing tells us when the call has run, so the callback is kept for the life of
+    # the process: a deliberate leak of a few hundred bytes, for wait-for-client attaches only.
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(wait_and_break_on_main_thread))
+    if ctypes.pythonapi.Py_AddPendingCall(wait_and_break_on_main_thread, None) != 0:
+        log("could not queue the wait for the client on the main thread", always=True)
+    else:
+        log("the main thread will wait for the client at its next Python instruction")
 
 
 def main(namespace):
@@ -230,7 +257,7 @@ def main(namespace):
     if settings is None:
         return
     log = _Log(settings)
-    main_ident = namespace.get("__fastattach_main_ident__", 0)
+    main_ident = namespace.get("_fa_main_ident", 0)
     try:
         _fix_main_thread(main_ident, log)
         fastattach = _import_debugger(log)
@@ -273,7 +300,9 @@ def main(namespace):
             log(f"waiting for the client failed: {exc!r}", always=True)
 
 
-if __name__ == "__fastattach_loader__":
+# runpy.run_path's default name: the orchestrator's bootstrap runs us that way. Importing
+# this file as a module (tests do) runs nothing.
+if __name__ == "<run_path>":
     try:
         main(globals())
     except BaseException:

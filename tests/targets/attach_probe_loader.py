@@ -12,7 +12,7 @@ import os  # noqa: E402
 
 
 def _main(namespace):
-    path = namespace["__fastattach_settings__"]
+    path = namespace["_fa_settings"]
     claimed = path + ".claimed"
     try:
         os.rename(path, claimed)
@@ -28,7 +28,7 @@ def _main(namespace):
 
         # runpy does not import threading, so the loader's own check sees what ours saw.
         loader_namespace = runpy.run_path(real_loader, run_name="attach_probe")
-        loader_namespace["_fix_main_thread"](namespace.get("__fastattach_main_ident__", 0), lambda message: None)
+        loader_namespace["_fix_main_thread"](namespace.get("_fa_main_ident", 0), lambda message: None)
     import socket
     import threading
 
@@ -42,9 +42,9 @@ def _main(namespace):
         "ident": threading.get_ident(),
         "native_id": threading.get_native_id(),
         "main_thread_ident": threading.main_thread().ident,
-        "given_main_ident": namespace.get("__fastattach_main_ident__", 0),
+        "given_main_ident": namespace.get("_fa_main_ident", 0),
         "threading_was_imported": _THREADING_WAS_IMPORTED,
-        "main_name_leak": [n for n in ("runpy", "__fastattach_settings__", "__fastattach_main_ident__", "_main", "probe_socket", "settings") if n in vars(sys.modules["__main__"])],
+        "main_name_leak": [n for n in ("runpy", "_fa_settings", "_fa_main_ident", "_main", "probe_socket", "settings") if n in vars(sys.modules["__main__"])],
         "port": probe_socket.getsockname()[1],
     }
     out = os.environ.get("ATTACH_PROBE_OUT")
@@ -57,5 +57,5 @@ def _main(namespace):
     os.replace(port_file + ".tmp", port_file)
 
 
-if __name__ == "__fastattach_loader__":
+if __name__ == "<run_path>":
     _main(globals())

@@ -83,13 +83,31 @@ def parse_address(address) -> tuple[str, int]:
     return str(host), int(port)
 
 
-def bootstrap_code(loader: str, settings: str, main_ident: int = 0) -> str:
-    """The Python the target runs first. It binds no name in __main__ (PyRun_SimpleString runs
-    there) and swallows everything: an exception escaping a pending call would surface as a
-    SystemError in whatever the main thread was executing, and SystemExit would end the process."""
-    extra = f",'__fastattach_main_ident__':{main_ident}" if main_ident else ""
-    return (f"try:__import__('runpy').run_path({loader!r},{{'__fastattach_settings__':{settings!r}{extra}}},"
-            f"'__fastattach_loader__')\nexcept BaseException:pass\n")
+# The names the loader finds in its globals (see safe_attach_loader.py). Short, because on
+# 3.12 the main-thread bootstrap must fit in 15 free slots of the pending-call ring.
+SETTINGS_GLOBAL = "_fa_settings"
+MAIN_IDENT_GLOBAL = "_fa_main_ident"
+
+
+def bootstrap_code(loader: str, settings: str, main_ident: int) -> str:
+    """The code the agent's thread runs (ptrace path): run the loader. It binds no name where
+    it runs and swallows everything (SystemExit included, which would end the process)."""
+    return (f"try:__import__('runpy').run_path({loader!r},{{{SETTINGS_GLOBAL!r}:{settings!r},"
+            f"{MAIN_IDENT_GLOBAL!r}:{main_ident}}})\nexcept BaseException:pass\n")
+
+
+def main_thread_bootstrap(loader: str, settings: str) -> str:
+    """The code a pending call or PEP 768 runs on the main thread: start a thread for the loader
+    and return at once, so the application's main thread pauses for microseconds, not for the
+    loader's imports. The thread is told the main thread's identity (for the 3.12 threading
+    fix). It binds no name in __main__ (where PyRun_SimpleString runs) and swallows
+    everything: an exception escaping a pending call would surface as a SystemError in
+    whatever the main thread was executing. (The loader catches its own errors; only a
+    loader file that cannot be read at all would print a traceback, and the orchestrator
+    checks it exists first.)"""
+    return (f"try:(lambda t:t.start_new_thread(__import__('runpy').run_path,({loader!r},"
+            f"{{{SETTINGS_GLOBAL!r}:{settings!r},{MAIN_IDENT_GLOBAL!r}:t.get_ident()}})))(__import__('_thread'))\n"
+            f"except BaseException:pass\n")
 
 
 def _settings_payload(host: str, port: int, wait_for_client: bool, log_file: str | None, port_file: str,
@@ -114,13 +132,13 @@ class _Session:
     """The private directory one attach uses to talk to its loader."""
 
     def __init__(self, pid: int):
-        self.directory = tempfile.mkdtemp(prefix="fastattach-")
+        self.directory = tempfile.mkdtemp(prefix="fa-")  # short: the path travels in the bootstrap code
         os.chmod(self.directory, 0o700)
         uid = target_uid(pid)
         if uid is not None and uid != os.geteuid():
             # We are root attaching to another user's process: the loader runs as that user.
             os.chown(self.directory, uid, -1)
-        self.settings = os.path.join(self.directory, "settings.json")
+        self.settings = os.path.join(self.directory, "s")  # JSON
         self.port_file = os.path.join(self.directory, "port")
         self.error_file = self.port_file + ".error"
         self.uid = uid
@@ -236,7 +254,7 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
     # go straight to ptrace rather than spend the grace period waiting. (If it wakes up
     # meanwhile, the injector still only borrows it at a safe point.)
     if method == "mailbox" or (method == "auto" and main_thread == "running"):
-        code = bootstrap_code(loader, session.settings)
+        code = main_thread_bootstrap(loader, session.settings)
         if runtime.version[:2] >= (3, 14):
             pep768_plan = _post_pep768(runtime, session, code)
             queued = True

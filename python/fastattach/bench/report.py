@@ -147,6 +147,26 @@ def figures_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def noise_floor_table(results: dict) -> str:
+    """How far apart the no-debugger runs of one repetition are: the spread that no
+    debugger caused, against which ratios near 1 must be read."""
+    spreads: dict[tuple, list[float]] = {}
+    groups: dict[tuple, list[float]] = {}
+    for run in results.get("runs", []):
+        if run.get("ok") and run["mode"] == "none" and run.get("seconds"):
+            groups.setdefault((run["python"], run["workload"], run["rep"]), []).append(run["seconds"])
+    for (python, workload, _), times in groups.items():
+        if len(times) > 1:
+            spreads.setdefault((python, workload), []).append(max(times) / min(times))
+    if not spreads:
+        return "Not measured (fewer than two no-debugger runs per repetition)."
+    lines = ["| Python | workload | slowest / fastest no-debugger run of a repetition (median over repetitions, "
+             "and the worst) |", "|---|---|---|"]
+    for (python, workload), values in spreads.items():
+        lines.append(f"| {python} | {workload} | {statistics.median(values):.2f}x (worst {max(values):.2f}x) |")
+    return "\n".join(lines)
+
+
 FILTER_COUNTERS = ("start_disable", "start_forward", "line_disable", "line_forward", "jump_disable",
                    "condition_false", "condition_forward", "slow_forward", "probe")
 
@@ -282,6 +302,13 @@ def markdown_report(results: dict) -> str:
         "## Headline (geometric mean over workloads of the median ratio)",
         "",
         headline_table(results),
+        "",
+        "## Noise floor",
+        "",
+        "The same program with no debugger, run several times within one repetition (once per scenario "
+        "group), on this shared machine:",
+        "",
+        noise_floor_table(results),
         "",
         "## Issue 2 targets",
         "",

@@ -9,7 +9,7 @@ venv=".venv/asan-$v"
 [ -x "$venv/bin/python" ] || "python$v" -m venv "$venv"
 "$venv/bin/python" -m pip install -q -r requirements-dev.txt
 "$venv/bin/python" -m pip install -q --no-build-isolation --force-reinstall --no-deps \
-    -Cbuild-dir="build/asan-$v" -Ccmake.define.FASTATTACH_SANITIZE=ON .
+    -Cbuild-dir="build/asan-$v" -Ccmake.define.FASTATTACH_SANITIZE=ON -Ccmake.define.FASTATTACH_WERROR=ON .
 libasan="$(gcc -print-file-name=libasan.so)"
 # The interpreter itself is not instrumented: preload the runtime, let ASan see every
 # allocation (PYTHONMALLOC=malloc), and skip leak checks (CPython keeps memory at exit).

@@ -22,5 +22,6 @@ for v in $PYTHONS; do
     fi
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
     "$venv/bin/python" -m pip install -q -r requirements-dev.txt
-    "$venv/bin/python" -m pip install -q --no-build-isolation -Cbuild-dir="build/$v" -e .
+    "$venv/bin/python" -m pip install -q --no-build-isolation -Cbuild-dir="build/$v" \
+        -Ccmake.define.FASTATTACH_WERROR=ON -e .
 done

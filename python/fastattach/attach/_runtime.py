@@ -97,8 +97,14 @@ def locate(pid: int) -> PythonRuntime:
     except FileNotFoundError:
         raise AttachError("no_such_process", f"no such process: PID {pid} (it exited)") from None
 
+    try:
+        # A statically linked interpreter need not be called python* (an embedding app, uwsgi...).
+        executable = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        executable = None
+
     def looks_like_python(basename: str) -> bool:
-        return "libpython" in basename or basename.startswith("python")
+        return "libpython" in basename or basename.startswith("python") or basename == executable
 
     found = _elf.find_module(pid, mappings, looks_like_python, PYTHON_SYMBOLS)
     if found is None:

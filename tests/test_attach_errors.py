@@ -71,11 +71,14 @@ def test_not_a_python_process():
         sleeper.wait(10)
 
 
-def test_unsupported_python_version(cleanup):
+def test_unsupported_python_version(cleanup, tmp_path):
     old_python = shutil.which("python3.11")
     if old_python is None:
         pytest.skip("no Python 3.11 on this machine to play an unsupported target")
-    target = start_program("import time\nprint('ready', flush=True)\ntime.sleep(300)\n", python=old_python)
+    # A static interpreter under another name (as an embedding application would be): found anyway.
+    renamed = tmp_path / "server-app"
+    shutil.copy(old_python, renamed)
+    target = start_program("import time\nprint('ready', flush=True)\ntime.sleep(300)\n", python=str(renamed))
     cleanup.append(target)
     with pytest.raises(AttachError) as caught:
         attach(target.pid, loader=str(PROBE_LOADER))

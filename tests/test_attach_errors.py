@@ -72,9 +72,10 @@ def test_not_a_python_process():
 
 
 def test_unsupported_python_version(cleanup, tmp_path):
-    old_python = shutil.which("python3.11")
-    if old_python is None:
-        pytest.skip("no Python 3.11 on this machine to play an unsupported target")
+    # The system's own 3.11 (a pyenv shim on PATH would not survive being renamed).
+    old_python = "/usr/bin/python3.11"
+    if not os.path.exists(old_python):
+        pytest.skip("no /usr/bin/python3.11 on this machine to play an unsupported target")
     # A static interpreter under another name (as an embedding application would be): found anyway.
     renamed = tmp_path / "server-app"
     shutil.copy(old_python, renamed)

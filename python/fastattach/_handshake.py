@@ -62,8 +62,24 @@ PYDEVD_CAPABILITIES = {
 }
 
 
+# debugpy's adapter does not pass pydevd's answer on as it is (debugpy/adapter/clients.py,
+# initialize_request): it spells supportsTerminateDebuggee right (pydevd writes
+# "supportTerminateDebuggee"), and it describes each exception filter. Clients decide from
+# this answer what to offer, so they get what they get from debugpy;
+# tests/test_scenario_parity.py compares the two.
+ADAPTER_FILTER_DESCRIPTIONS = {
+    "raised": "Break whenever any exception is raised.",
+    "uncaught": "Break when the process is exiting due to unhandled exception.",
+    "userUnhandled": "Break when exception escapes into library code.",
+}
+
+
 def initialize_response_body() -> dict:
+    """Our answer to `initialize`: pydevd's capabilities as debugpy's adapter presents them."""
     body = copy.deepcopy(PYDEVD_CAPABILITIES)
+    body["supportsTerminateDebuggee"] = body.pop("supportTerminateDebuggee")
+    for exception_filter in body["exceptionBreakpointFilters"]:
+        exception_filter["description"] = ADAPTER_FILTER_DESCRIPTIONS[exception_filter["filter"]]
     body["pydevd"] = {"processId": os.getpid()}
     return body
 

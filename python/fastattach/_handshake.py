@@ -108,6 +108,11 @@ def _response(request: dict, *, success: bool = True, message: str | None = None
     return response
 
 
+def _quoted(command: str) -> str:
+    """An untrusted command name made safe for a message and a log line: short, one line."""
+    return repr(command[:40] + ("..." if len(command) > 40 else ""))
+
+
 class Handshake:
     """Feeds on decoded client messages (see _dap.decode_message) until one `attach` is accepted."""
 
@@ -135,15 +140,15 @@ class Handshake:
             return Step(reply=_response(message), close=True, log="disconnect before attach")
         if self._initialize is None:
             return Step(reply=_response(message, success=False,
-                                        message=f"'{command}' before 'initialize': send initialize first"),
-                        close=True, log=f"'{command}' before initialize")
+                                        message=f"{_quoted(command)} before 'initialize': send initialize first"),
+                        close=True, log=f"{_quoted(command)} before initialize")
         if command == "launch":
             return Step(reply=_response(message, success=False, message=(
                 "fastattach cannot launch programs: the debuggee is already running; use an 'attach' "
                 "configuration")))
         if command != "attach":
             return Step(reply=_response(message, success=False, message=(
-                f"'{command}' is not allowed before 'attach'")))
+                f"{_quoted(command)} is not allowed before 'attach'")))
         return self._check_attach(message)
 
     def _check_attach(self, attach: dict) -> Step:

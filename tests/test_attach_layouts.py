@@ -265,3 +265,10 @@ def test_main_thread_bootstrap_fits_the_312_mailbox():
     slots = -(-(len(code) + 1) // layout["pending_call_size"])
     for producer in range(layout["pending_ncalls"]):
         assert _mailbox.choose_code_slots(producer, producer, layout["pending_ncalls"], slots) is not None
+
+
+@given(st.dictionaries(st.text(min_size=1).filter(lambda t: "\0" not in t),
+                       st.text().filter(lambda t: "\0" not in t)))
+def test_settings_file_format_round_trips(fields):
+    from fastattach.safe_attach_loader import decode_fields, encode_fields
+    assert decode_fields(encode_fields(fields)) == fields

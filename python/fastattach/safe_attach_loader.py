@@ -5,14 +5,14 @@ of its own: one the main thread started from a pending call or PEP 768 (so the m
 pauses for microseconds, not for our imports), or the attach agent's thread (ptrace
 injection: the main thread was blocked in C).
 
-Settings, each ``PTVS_*`` name read from the environment and overridden by the JSON file
+Settings, each ``PTVS_*`` name read from the environment and overridden by the file
 the orchestrator names in the global ``_fa_settings`` (the target's environment is not
 the orchestrator's to change):
 
 - ``PTVS_DEBUG_HOST`` (default 127.0.0.1), ``PTVS_DEBUG_PORT`` (0 = a free port)
 - ``PTVS_WAIT_FOR_CLIENT`` = 1 or ``PTVS_DEBUG_BREAK`` = 1: wait for a client, then break
 - ``PTVS_DEBUG_PORT_FILE``: the chosen port is written there (atomically); a failure is
-  written as JSON to the same path plus ``.error``
+  written to the same path plus ``.error`` (reason and message, see ``encode_fields``)
 - ``PTVS_SAFE_ATTACH_LOADER_VERBOSE`` (on unless 0), ``PTVS_DEBUG_LOG_FILE``
 - ``FASTATTACH_SECRET``: the secret clients must present (only ever from the settings file
   or the environment the target already has)
@@ -32,13 +32,23 @@ import sys
 # (https://bugs.python.org/issue37416, research/attach.md §2).
 _THREADING_WAS_IMPORTED = "threading" in sys.modules
 
-import json  # noqa: E402
 import os  # noqa: E402
 
 SETTING_NAMES = (
     "PTVS_DEBUG_HOST", "PTVS_DEBUG_PORT", "PTVS_WAIT_FOR_CLIENT", "PTVS_DEBUG_BREAK", "PTVS_DEBUG_PORT_FILE",
     "PTVS_SAFE_ATTACH_LOADER_VERBOSE", "PTVS_DEBUG_LOG_FILE", "FASTATTACH_SECRET", "FASTATTACH_LOG_DIR",
 )
+
+
+def encode_fields(fields):
+    """The settings and error files: NUL-separated names and values. (Not JSON: importing json
+    costs the target about 1.4 MB of RSS, several times what the listener itself costs.)"""
+    return "".join(f"{name}\0{value}\0" for name, value in fields.items())
+
+
+def decode_fields(text):
+    parts = text.split("\0")
+    return dict(zip(parts[0:-1:2], parts[1:-1:2]))
 
 
 class _Log:
@@ -72,7 +82,7 @@ def _report_error(settings, log, reason, message):
     port_file = settings.get("PTVS_DEBUG_PORT_FILE")
     if port_file:
         try:
-            _write_atomically(port_file + ".error", json.dumps({"reason": reason, "message": message}))
+            _write_atomically(port_file + ".error", encode_fields({"reason": reason, "message": message}))
         except Exception as exc:
             log(f"cannot write {port_file}.error: {exc}", always=True)
 
@@ -91,7 +101,7 @@ def _read_settings(namespace):
         except OSError:
             return None
         with open(claimed) as f:
-            settings.update(json.load(f))
+            settings.update(decode_fields(f.read()))
     return settings
 
 

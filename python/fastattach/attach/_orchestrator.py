@@ -10,7 +10,7 @@ target         main thread running bytecode             main thread blocked in n
 =============  =======================================  ===========================================
 
 The target's environment is not ours to set, so the settings (host, port, wait, log file,
-where to write the port) go into a small JSON file in a fresh private directory; the code
+where to write the port) go into a small file in a fresh private directory; the code
 the target runs names that file. The loader claims the file by renaming it, so however many
 deliveries end up running (a queued mailbox call can run late, after the injector already
 worked) exactly one starts the listener; the others find nothing to claim and return.
@@ -22,7 +22,6 @@ detaches in ``finally``, and a timeout reports the target's state from /proc.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -30,6 +29,7 @@ import tempfile
 import time
 
 from . import _injector, _mailbox, _pep768, _runtime
+from ..safe_attach_loader import decode_fields, encode_fields
 from ._errors import AttachError, process_state, target_uid
 
 DEFAULT_TIMEOUT = 10.0
@@ -138,7 +138,7 @@ class _Session:
         if uid is not None and uid != os.geteuid():
             # We are root attaching to another user's process: the loader runs as that user.
             os.chown(self.directory, uid, -1)
-        self.settings = os.path.join(self.directory, "s")  # JSON
+        self.settings = os.path.join(self.directory, "s")
         self.port_file = os.path.join(self.directory, "port")
         self.error_file = self.port_file + ".error"
         self.uid = uid
@@ -146,7 +146,7 @@ class _Session:
     def write_settings(self, settings: dict) -> None:
         temporary = self.settings + ".tmp"
         with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            json.dump(settings, f)
+            f.write(encode_fields(settings))
         if self.uid is not None and self.uid != os.geteuid():
             os.chown(temporary, self.uid, -1)
         os.replace(temporary, self.settings)
@@ -155,10 +155,7 @@ class _Session:
         """The port the loader reported, its error, or None while it has reported nothing."""
         if os.path.exists(self.error_file):
             with open(self.error_file) as f:
-                try:
-                    info = json.load(f)
-                except ValueError:
-                    return None  # still being written; the loader replaces it atomically, so rare
+                info = decode_fields(f.read())  # the loader replaces it atomically: always whole
             return AttachError(info.get("reason", "injection_failed"), info.get("message", "the loader failed"))
         if os.path.exists(self.port_file):
             with open(self.port_file) as f:

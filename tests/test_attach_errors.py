@@ -191,3 +191,27 @@ def test_loader_that_never_reports_times_out_and_target_runs_on(cleanup, tmp_pat
 def test_attach_to_ourselves_is_refused():
     with pytest.raises(AttachError, match="is this process: use fastattach.listen"):
         attach(os.getpid(), loader=str(PROBE_LOADER))
+
+
+def test_target_already_traced_by_another_debugger(cleanup):
+    # GIVEN a target whose main thread another tracer holds (as gdb or strace would)
+    target = start_state("sleep")
+    cleanup.append(target)
+    target.wait_main_thread_blocked()
+    holder = subprocess.Popen([sys.executable, "-c", f"from fastattach import _libc\n_libc.ptrace_seize({target.pid})\n"
+                               f"print('holding', flush=True)\nimport sys\nsys.stdin.readline()\n"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        # WHEN we attach (the blocked main thread needs ptrace)
+        with pytest.raises(AttachError) as caught:
+            attach(target.pid, loader=str(PROBE_LOADER), timeout=5)
+        # THEN the error names the other tracer
+        assert caught.value.reason == "permission"
+        assert str(caught.value) == (f"PID {target.pid} is already traced by PID {holder.pid} (a debugger such as "
+                                     f"gdb or strace?); detach it first")
+    finally:
+        holder.stdin.close()  # the holder exits; the kernel detaches it
+        holder.wait(10)
+        holder.stdout.close()
+    target.assert_healthy()

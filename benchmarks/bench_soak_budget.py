@@ -61,9 +61,28 @@ def main():
     stop = threading.Event()
     for k in range(threads):
         threading.Thread(target=worker, args=(k, stop), name=f"worker-{k}", daemon=True).start()
+    trace_to = os.environ.get("SOAK_TRACEMALLOC")   # diagnosis: where does memory grow?
+    baseline, started = None, time.monotonic()
     while True:
         time.sleep(1)
         print("served", sum(served), flush=True)
+        if trace_to and not baseline and time.monotonic() - started >= 30:
+            import tracemalloc
+            if not tracemalloc.is_tracing():
+                tracemalloc.start(10)
+        if trace_to and time.monotonic() - started >= 90 and int(time.monotonic() - started) % 60 == 30:
+            import gc
+            gc.collect()
+            snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+            if baseline is None:
+                baseline = snapshot
+                continue
+            with open(trace_to, "w") as out:
+                out.write(f"after {time.monotonic() - started:.0f} s, traced {tracemalloc.get_traced_memory()}\\n")
+                for stat in snapshot.compare_to(baseline, "traceback")[:12]:
+                    out.write(f"{stat}\\n")
+                    for line in stat.traceback.format()[-12:]:
+                        out.write(f"    {line}\\n")
 
 main()
 '''
@@ -118,6 +137,8 @@ def main(argv=None) -> int:
             next_sample = start
             next_reset = start + options.reset
             while (now := time.monotonic()) < start + options.duration:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the debuggee exited with {process.returncode}")
                 for event in client.events():
                     name = event["event"]
                     if name == "output":
@@ -144,6 +165,9 @@ def main(argv=None) -> int:
                     next_sample += options.interval
                 time.sleep(0.05)
             alive = process.poll() is None
+        except Exception:
+            print("--- debuggee stderr (tail) ---\n" + err_path.read_text()[-3000:], file=sys.stderr)
+            raise
         finally:
             if client is not None:
                 client.close()

@@ -8,7 +8,9 @@ is in its state, then times ``fastattach.attach.attach(pid)`` until it returns, 
 port answers a TCP connect. The first attach into a process is what users wait for, so every
 repetition is a first attach. RSS is the target's VmRSS just before the attach and 0.5 s after
 it (listener up, pydevd not yet imported), then after one full DAP session (pydevd imported).
-Prints a Markdown table: median and range over the repetitions.
+Timings are medians with (min–max) over the repetitions; "loader running" is when the loader
+claimed its settings inside the target (the delivery: mailbox, PEP 768 or ptrace), the rest
+up to "listening" is the loader importing debugpy/fastattach and opening the socket.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def one_attach(state: str, control_dir: Path) -> dict:
         time.sleep(0.2)  # let the target settle into its state
         before = rss_kib(target.pid)
         started = time.perf_counter()
-        host, port = attach(target.pid, ("127.0.0.1", 0), timeout=20)
+        report: dict = {}
+        host, port = attach(target.pid, ("127.0.0.1", 0), timeout=20, report=report)
         elapsed = time.perf_counter() - started
         with socket.create_connection((host, port), timeout=5):
             pass
@@ -54,7 +57,8 @@ def one_attach(state: str, control_dir: Path) -> dict:
         time.sleep(0.2)
         debugged = rss_kib(target.pid)
         target.assert_healthy()
-        return {"seconds": elapsed, "rss_listen_kib": listening - before, "rss_debug_kib": debugged - before}
+        return {"seconds": elapsed, "started": report["loader_started_s"], "method": report["method"],
+                "rss_listen_kib": listening - before, "rss_debug_kib": debugged - before}
     finally:
         target.close()
 
@@ -88,9 +92,9 @@ def main() -> int:
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
           f"{args.repeat} fresh targets per state, git {git_revision()}\n")
     failures = []
-    print("| target state | attach → listening port, ms: median (min–max) | RSS added by listening, KiB | "
-          "RSS after one DAP session, KiB |")
-    print("|---|---|---|---|")
+    print("| target state | delivered by | attach → loader running in the target, ms | attach → listening port, ms "
+          "| RSS added by listening, KiB | RSS after one DAP session, KiB |")
+    print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
         for state in states:
             runs = []
@@ -101,7 +105,9 @@ def main() -> int:
                     runs.append(one_attach(state, control))
                 except (AttachError, AssertionError) as exc:
                     failures.append(f"{state} #{i + 1}: {exc}")
-            print(f"| {state} | {summary([r['seconds'] for r in runs], 1000, 0)} | "
+            methods = "/".join(sorted({r["method"] for r in runs})) or "n/a"
+            print(f"| {state} | {methods} | {summary([r['started'] for r in runs], 1000, 0)} | "
+                  f"{summary([r['seconds'] for r in runs], 1000, 0)} | "
                   f"{summary([r['rss_listen_kib'] for r in runs], 1, 0)} | "
                   f"{summary([r['rss_debug_kib'] for r in runs], 1, 0)} |"
                   + (f" ({args.repeat - len(runs)} failed)" if len(runs) < args.repeat else ""), flush=True)

@@ -45,8 +45,12 @@ def test_attach_reaches_every_target_state(state, cleanup, tmp_path):
     if state in ("busy2", "sleep", "accept"):
         target.wait_main_thread_blocked()
     # WHEN we attach by PID
-    host, port = attach(target.pid, ("127.0.0.1", 0), loader=str(PROBE_LOADER), timeout=10)
-    # THEN the loader ran once inside the target, its port answers, and the target runs on
+    report = {}
+    host, port = attach(target.pid, ("127.0.0.1", 0), loader=str(PROBE_LOADER), timeout=10, report=report)
+    # THEN it went the expected way: no ptrace stop at all when the main thread runs bytecode
+    assert report["method"] == ("mailbox" if state in ("busy", "alloc") else "ptrace")
+    assert 0 < report["loader_started_s"] <= report["listening_s"]
+    # and the loader ran once inside the target, its port answers, and the target runs on
     records = probe_records(out)
     assert len(records) == 1 and records[0]["pid"] == target.pid
     record = records[0]

@@ -184,7 +184,8 @@ def _wait(predicate, deadline: float) -> bool:
 
 def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False, log_file: str | None = None,
            timeout: float = DEFAULT_TIMEOUT, secret: str | None = None, log_dir: str | None = None,
-           loader: str | None = None, method: str = "auto", verbose: bool = True) -> tuple[str, int]:
+           loader: str | None = None, method: str = "auto", verbose: bool = True,
+           report: dict | None = None) -> tuple[str, int]:
     """Start fastattach's listener inside the running process ``pid``; return (host, port).
 
     ``secret``: clients must present it (see fastattach.listen). ``log_file``: the loader's
@@ -192,7 +193,9 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
     ``loader``: run this file
     instead of the packaged safe_attach_loader.py (also PTVS_SAFE_ATTACH_LOADER_OVERRIDE).
     ``method``: "auto" (mailbox or PEP 768 first, ptrace if the main thread does not pick it
-    up), "mailbox" (never ptrace), or "ptrace" (inject at once). Raises AttachError.
+    up), "mailbox" (never ptrace), or "ptrace" (inject at once). ``report``, if given, is
+    filled with how it went: "method", and seconds until the loader started ("loader_started_s")
+    and until it reported the port ("listening_s"). Raises AttachError.
     """
     started_at = time.monotonic()
     deadline = started_at + timeout
@@ -217,7 +220,14 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
         session.write_settings(_settings_payload(host, port, wait_for_client, log_file, session.port_file, verbose,
                                                  secret, log_dir))
         delivered = _deliver(runtime, loader, session, method, deadline)
-        if not _wait(lambda: session.result() is not None or not _alive(pid), deadline):
+        loader_started = []
+
+        def reported() -> bool:
+            if not loader_started and session.started():
+                loader_started.append(time.monotonic())
+            return session.result() is not None or not _alive(pid)
+
+        if not _wait(reported, deadline):
             raise AttachError("timeout", f"attach to PID {pid} timed out after {timeout:g} s: the loader was "
                                          f"delivered ({delivered}) but did not report a port; target state: "
                                          f"{process_state(pid)}, main thread in "
@@ -227,6 +237,9 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
             raise AttachError("no_such_process", f"PID {pid} exited during the attach")
         if isinstance(result, AttachError):
             raise result
+        if report is not None:
+            report.update(method=delivered, loader_started_s=(loader_started or [time.monotonic()])[0] - started_at,
+                          listening_s=time.monotonic() - started_at)
         return host, result
     finally:
         session.close()

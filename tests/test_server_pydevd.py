@@ -35,6 +35,18 @@ DEBUGGEE = textwrap.dedent("""
 
     listener = Listener("127.0.0.1", 0, secret=os.environ.get("TEST_SECRET"))
     print(listener.address[1], flush=True)
+
+    def close_on_request():
+        for line in sys.stdin:
+            if line.strip() == "close":
+                listener.close()
+
+    # Untraced, like a management thread: with suspend-all at a breakpoint, a traced thread
+    # would itself be held before it could call close().
+    closer = threading.Thread(target=close_on_request, daemon=True)
+    closer.pydev_do_not_trace = True
+    closer.is_pydev_daemon_thread = True
+    closer.start()
     deadline = time.monotonic() + 120
     i = 0
     while time.monotonic() < deadline:
@@ -70,7 +82,8 @@ class Debuggee:
         if not secret:
             env.pop("TEST_SECRET")
         self.process = subprocess.Popen([sys.executable, "-Xfrozen_modules=off", "-u", self.path],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, env=env)
         self.port = int(self._readline(30))
 
     def _readline(self, timeout: float) -> str:
@@ -99,8 +112,8 @@ class Debuggee:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(10)
-        self.process.stdout.close()
-        self.process.stderr.close()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            stream.close()
 
 
 @pytest.fixture
@@ -187,3 +200,21 @@ def test_wrong_secret_never_imports_pydevd(debuggee):
         probe.disconnect()
     finally:
         probe.close()
+
+
+def test_listener_close_while_stopped_resumes_the_debuggee(debuggee):
+    target = debuggee(secret="s3cret")
+    client = DAPClient.connect("127.0.0.1", target.port)
+    try:
+        stop_at_breakpoint(client, target)
+        # WHEN the program closes its listener while the client holds it at a breakpoint
+        target.process.stdin.write("close\n")
+        target.process.stdin.flush()
+        # THEN the program runs again, and the client's connection is closed
+        target.wait_ticking(timeout=20)
+        deadline = time.monotonic() + 10
+        while not client.closed:
+            assert time.monotonic() < deadline, "the client connection stayed open"
+            time.sleep(0.02)
+    finally:
+        client.close()

@@ -10,6 +10,10 @@
         listen(), after listen(), and after all the sessions, and the cost of one
         secret comparison.
 
+    python benchmarks/bench_handshake.py relay [--requests 300]
+        Request round trips (threads, stackTrace) through the relay and the real pydevd
+        while a client holds the program at a breakpoint, plain and with TLS + secret.
+
     python benchmarks/bench_handshake.py hostile [--cases 5000]
         One debuggee (TLS off, secret on) gets `cases` malformed or hostile connections
         (bad and huge Content-Length, truncated bodies, non-UTF-8, non-JSON, wrong types,
@@ -66,7 +70,7 @@ DEBUGGEE = textwrap.dedent("""
           flush=True)
 
     def work(n):
-        return sum(i * i for i in range(n))
+        return sum(i * i for i in range(n))  # RELAY-BREAKPOINT
 
     tick = 0
     for line in iter(sys.stdin.readline, ""):
@@ -326,14 +330,50 @@ def run_hostile(cases: int) -> None:
             debuggee.stop()
 
 
+def run_relay(requests: int) -> None:
+    """Request round trips through the relay while a client holds the program at a breakpoint."""
+    with tempfile.TemporaryDirectory() as directory:
+        tls = make_certificate(directory)
+        script = os.path.join(directory, "bench_debuggee.py")
+        line = DEBUGGEE.splitlines().index(next(l for l in DEBUGGEE.splitlines() if "RELAY-BREAKPOINT" in l)) + 1
+        print(f"{requests} sequential requests per kind while stopped, Python {sys.version.split()[0]}; "
+              f"ms: median (min-max)")
+        for name, options in (("plain", dict(secret=False, tls=None)), ("TLS + secret", dict(secret=True, tls=tls))):
+            debuggee = Debuggee(directory, **options)
+            try:
+                client = DAPClient.connect("127.0.0.1", debuggee.port, ssl_context=debuggee.ssl_context())
+                client.attach(breakpoints={script: [{"line": line}]},
+                              **({"secret": debuggee.secret} if debuggee.secret else {}))
+                debuggee.process.stdin.write("\n")  # runs work() once: it stops there
+                debuggee.process.stdin.flush()
+                thread_id = client.wait_stopped(30)["threadId"]
+                cells = []
+                for command, arguments in (("threads", None),
+                                           ("stackTrace", {"threadId": thread_id, "startFrame": 0, "levels": 20})):
+                    times = []
+                    for _ in range(requests):
+                        start = time.perf_counter()
+                        client.request(command, arguments)
+                        times.append((time.perf_counter() - start) * 1e3)
+                    times.sort()
+                    cells.append(f"{command} {statistics.median(times):.2f} ({times[0]:.2f}-{times[-1]:.2f})")
+                print(f"  {name:<14}" + "   ".join(cells))
+                client.disconnect()
+            finally:
+                debuggee.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
     sub.add_parser("handshake").add_argument("--reps", type=int, default=30)
     sub.add_parser("hostile").add_argument("--cases", type=int, default=5000)
+    sub.add_parser("relay").add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
     if args.mode == "handshake":
         run_handshake(args.reps)
+    elif args.mode == "relay":
+        run_relay(args.requests)
     else:
         run_hostile(args.cases)
 

@@ -68,14 +68,14 @@ class SecuredDebuggee:
         self.process.wait(10)
 
 
-def test_dap_mode_through_forwarder_to_tls_listener_with_secret(tmp_path, tls_files):  # noqa: F811
+def test_dap_mode_through_forwarder_to_tls_listener_with_secret(tmp_path, tls_files, monkeypatch):  # noqa: F811
     script = target("scenario.py")
     # GIVEN a debuggee serving DAP over TLS that requires a secret
     debuggee = SecuredDebuggee(script, tls_files["cert"], tls_files["key"], tmp_path)
     forwarder = None
     try:
         # and a forwarder that trusts its certificate and knows the secret (from the environment)
-        os.environ["FASTATTACH_SECRET"] = SECRET  # conftest restores the environment afterwards
+        monkeypatch.setenv("FASTATTACH_SECRET", SECRET)
         forwarder = ForwarderProcess("%s:%d" % debuggee.address, "--cafile", tls_files["cert"])
         with DAPTap(("127.0.0.1", forwarder.port), tmp_path / "dap.jsonl") as tap:
             # WHEN dap-mode runs its whole scenario through the forwarder

@@ -42,8 +42,6 @@ import textwrap
 import threading
 import time
 
-import psutil
-
 from fastattach._dap import encode_message
 from fastattach._dapclient import DAPClient
 

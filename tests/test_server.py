@@ -15,7 +15,7 @@ import time
 import pytest
 
 from fastattach._dap import FrameDecoder, decode_message, encode_message
-from fastattach._dapclient import DAPClient, DAPError
+from fastattach._dapclient import DAPClient
 from fastattach._handshake import initialize_response_body
 from fastattach._server import BUSY_MESSAGE, ListenError, Listener
 

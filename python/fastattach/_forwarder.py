@@ -18,8 +18,8 @@ import sys
 import threading
 
 from ._dap import FrameDecoder, ProtocolError, decode_message, encode_message
-from ._security import (SECRET_ENV_VAR, certificate_fingerprint, check_fingerprint, client_ssl_context,
-                        is_loopback_host, normalize_fingerprint, resolve_secret)
+from ._security import (SECRET_ENV_VAR, check_fingerprint, client_ssl_context, is_loopback_host,
+                        normalize_fingerprint, resolve_secret)
 from ._server import refuse_connection
 
 logger = logging.getLogger("fastattach.connect")
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Forwarder", "main", "parse_address", "certificate_fingerprint"]
+__all__ = ["Forwarder", "main", "parse_address"]
 
 if __name__ == "__main__":  # pragma: no cover - the CLI entry is `python -m fastattach connect`
     sys.exit(main())

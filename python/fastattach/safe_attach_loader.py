@@ -21,8 +21,8 @@ the orchestrator's to change):
 Rules it keeps: nothing escapes into the target (every exception is caught and reported
 through the files above); it binds no name in ``__main__``; it leaves ``sys.path`` as it
 found it once its imports are done (the package directory holds modules such as ``cli``
-that must not shadow the application's); it never blocks the thread it runs on unless a
-wait was asked for, and then waits on the right thread (see ``_wait_and_break``).
+that must not shadow the application's); it never blocks: a wait for the client, if asked
+for, happens on the application's main thread (see ``_wait_and_break``).
 """
 
 import sys
@@ -284,7 +284,8 @@ def main(namespace):
         port = int(settings.get("PTVS_DEBUG_PORT") or 0)
         already = _current_listener_address(fastattach)
         if already is not None and port in (0, already[1]):
-            # A second attach to a process that still listens: hand out the same port.
+            # A second attach to a process that still listens: hand out the same port (its
+            # secret, if any, stays the one the first attach set).
             bound_host, bound_port = already
             log(f"already listening on {bound_host}:{bound_port}")
         else:

@@ -9,7 +9,8 @@ class AttachError(RuntimeError):
     """Attaching failed; ``str(err)`` is the message for the user, ``reason`` the kind:
 
     permission, no_such_process, not_python, unsupported, remote_debug_disabled,
-    bind_failed, no_safe_point, loader_missing, target_stopped, timeout, injection_failed.
+    bind_failed, no_safe_point, loader_missing, target_stopped, timeout, injection_failed,
+    loader_failed (the loader ran but could not import or start the listener).
     """
 
     def __init__(self, reason: str, message: str):

@@ -177,3 +177,17 @@ def test_cli_pid_with_log_dir_writes_the_loader_log(cleanup, tmp_path):
     log_text = (logs / f"fastattach-attach-{target.pid}.log").read_text()
     assert f"listening on 127.0.0.1:{port}" in log_text
     assert debug_session("127.0.0.1", port, controller).endswith(f"-{target.pid}")
+
+
+def test_insecure_address_is_refused_in_the_target(cleanup, tmp_path):
+    # GIVEN a running target
+    target, _controller = start_controlled("busy", tmp_path)
+    cleanup.append(target)
+    # WHEN we ask it to listen on every interface without a secret
+    with pytest.raises(AttachError) as caught:
+        attach(target.pid, ("0.0.0.0", 0), timeout=20)
+    # THEN the listener's own refusal comes back, and the target runs on without listening
+    assert caught.value.reason == "loader_failed"
+    assert str(caught.value).startswith("fastattach.listen failed in the target: refusing to listen on 0.0.0.0:0 "
+                                        "without a secret")
+    target.assert_healthy()

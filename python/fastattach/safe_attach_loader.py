@@ -295,7 +295,7 @@ def main(namespace):
                                                     f"{host}:{settings.get('PTVS_DEBUG_PORT')}: {exc}")
         return
     except BaseException as exc:
-        _report_error(settings, log, "loader_failed", f"fastattach.listen failed in the target: {exc!r}")
+        _report_error(settings, log, "loader_failed", f"fastattach.listen failed in the target: {exc or repr(exc)}")
         return
     log(f"listening on {bound_host}:{bound_port}")
     port_file = settings.get("PTVS_DEBUG_PORT_FILE")

@@ -191,3 +191,21 @@ def test_insecure_address_is_refused_in_the_target(cleanup, tmp_path):
     assert str(caught.value).startswith("fastattach.listen failed in the target: refusing to listen on 0.0.0.0:0 "
                                         "without a secret")
     target.assert_healthy()
+
+
+def test_secret_reaches_the_target(cleanup, tmp_path):
+    from fastattach._dapclient import DAPClient, DAPError
+    # GIVEN a target attached with a secret
+    target, controller = start_controlled("sleep", tmp_path)
+    cleanup.append(target)
+    host, port = attach(target.pid, secret="attach-secret-42", timeout=20)
+    # WHEN a client comes without it, THEN it is turned away
+    client = DAPClient.connect(host, port)
+    try:
+        with pytest.raises(DAPError):
+            client.attach(timeout=10)
+    finally:
+        client.close()
+    # and with it, a full session works
+    assert debug_session(host, port, controller, secret="attach-secret-42").endswith(f"-{target.pid}")
+    target.assert_healthy()

@@ -169,14 +169,15 @@ def start_controlled(state: str, control_dir: Path, python: str = sys.executable
     return target, Controller(target, state, control_dir)
 
 
-def debug_session(host: str, port: int, controller: Controller, timeout: float = 30.0) -> str:
+def debug_session(host: str, port: int, controller: Controller, timeout: float = 30.0, **attach_args) -> str:
     """A full DAP session: breakpoint at ATTACH-HIT, wait for the stop, evaluate, continue,
     disconnect. Returns the evaluated token ("<source>-<pid>")."""
     from fastattach._dapclient import DAPClient
 
     client = DAPClient.connect(host, port, timeout=timeout)
     try:
-        verified = client.attach(breakpoints={str(ATTACH_TARGET): [{"line": hit_line()}]}, timeout=timeout)
+        verified = client.attach(breakpoints={str(ATTACH_TARGET): [{"line": hit_line()}]}, timeout=timeout,
+                                 **attach_args)
         assert verified[str(ATTACH_TARGET)][0]["verified"], verified
         controller.send("hit")
         stopped = client.wait_stopped(timeout)

@@ -52,6 +52,7 @@ def marker(source: str, name: str) -> int:
 @pytest.fixture
 def options():
     """Restore every option a test changed, and turn production mode off again."""
+    _api.get_option("production")   # the budget options are in the table from here on
     saved = dict(_api._OPTIONS)
     yield
     _api._OPTIONS.clear()

@@ -300,3 +300,21 @@ def test_cli_budget_flags_map_to_configure_options():
         "snapshot_max_bytes": 4096, "production_expiry": 60.0}
     ours, rest = cli._split_target(["--listen", "0", "--logpoint-rate", "7", "script.py", "--logpoint-rate", "x"])
     assert rest == ["script.py", "--logpoint-rate", "x"], "flags after the script are the script's"
+
+
+def test_conditional_and_hit_counted_snapshots(session, module):
+    mod, path = module
+    client = session(production=True, snapshots_per_second=1000.0, condition_cpu_fraction=0.0)
+    line = marker(MODULE, "SNAP")
+    client.attach(breakpoints={path: [{"line": line, "condition": "request_id == 3"}]})
+    run_in_thread(mod.serve, 10, None)
+    snapshot = client.wait_event("fastattach.snapshot")["body"]
+    assert snapshot["frames"][0]["locals"]["request_id"] == "3"
+    # A hit condition counts with pydevd's counter: "== 4" is the fourth hit, request 3 again.
+    client.set_breakpoints(path, [{"line": line, "hitCondition": "4"}])
+    run_in_thread(mod.serve, 10, None)
+    snapshot = client.wait_event("fastattach.snapshot")["body"]
+    assert snapshot["frames"][0]["locals"]["request_id"] == "3"
+    time.sleep(0.3)
+    assert not client.events("fastattach.snapshot"), "each condition held exactly once"
+    assert not client.events("stopped")

@@ -215,3 +215,27 @@ def test_target_already_traced_by_another_debugger(cleanup):
         holder.wait(10)
         holder.stdout.close()
     target.assert_healthy()
+
+
+def test_target_exiting_during_the_attach():
+    # GIVEN targets that exit at some point while we attach (sleeping or spinning until then)
+    import random
+    rng = random.Random(4)
+    for i in range(20):
+        delay = rng.uniform(0, 0.15)
+        wait = f"time.sleep({delay})" if i % 2 else f"t = time.time()\nwhile time.time() - t < {delay}: pass"
+        proc = subprocess.Popen([sys.executable, "-c", f"import os, time\nprint('ready', flush=True)\n{wait}\nos._exit(0)\n"],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            # WHEN we attach; THEN it either works or says the process went away: nothing else
+            try:
+                attach(proc.pid, loader=str(PROBE_LOADER), timeout=5)
+            except AttachError as exc:
+                assert exc.reason == "no_such_process", str(exc)
+                assert f"PID {proc.pid}" in str(exc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+            proc.stdout.close()

@@ -77,7 +77,12 @@ class LibcFunctions:
 
 
 def find_libc_functions(pid: int) -> LibcFunctions:
-    mappings = _elf.read_maps(pid)
+    try:
+        mappings = _elf.read_maps(pid)
+    except FileNotFoundError:
+        mappings = []
+    if not mappings or process_state(pid).startswith(("Z", "X", "gone")):
+        raise AttachError("no_such_process", f"PID {pid} exited during the attach")
 
     def is_libc(basename: str) -> bool:
         return basename.startswith("libc.so") or (basename.startswith("libc-") and basename.endswith(".so"))
@@ -125,10 +130,13 @@ class _Tracee:
             except ChildProcessError:
                 raise AttachError("no_such_process", f"PID {self.pid} exited during the attach ({step})") from None
             if waited:
-                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                    how = (f"exit status {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
-                           else f"signal {signal.Signals(os.WTERMSIG(status)).name}")
-                    raise AttachError("injection_failed", f"PID {self.pid} ended during the attach ({step}): {how}")
+                if os.WIFEXITED(status):
+                    raise AttachError("no_such_process", f"PID {self.pid} exited during the attach ({step}): "
+                                                         f"exit status {os.WEXITSTATUS(status)}")
+                if os.WIFSIGNALED(status):
+                    raise AttachError("injection_failed", f"PID {self.pid} was killed by signal "
+                                                          f"{signal.Signals(os.WTERMSIG(status)).name} during the "
+                                                          f"attach ({step})")
                 self.stopped = True
                 return status
             if time.monotonic() > deadline:
@@ -172,6 +180,8 @@ def inject(pid: int, agent_path: str, *, code_for_thread: Callable[[int], str], 
         _libc.ptrace_seize(tid)
     except OSError as exc:
         if exc.errno in (errno.EPERM, errno.EACCES):
+            if _exiting(pid):
+                raise AttachError("no_such_process", f"PID {pid} exited during the attach") from None
             tracer = _tracer_pid(pid)
             if tracer:
                 raise AttachError("permission", f"PID {pid} is already traced by PID {tracer} (a debugger such as "
@@ -194,6 +204,18 @@ def inject(pid: int, agent_path: str, *, code_for_thread: Callable[[int], str], 
         return report
     finally:
         _release(tracee, saved_regs, saved_xstate)
+
+
+def _exiting(pid: int, within: float = 0.2) -> bool:
+    """ptrace refuses a process that has begun to exit with the same EPERM as a permission
+    problem: tell them apart by watching it finish dying."""
+    deadline = time.monotonic() + within
+    while True:
+        if process_state(pid).startswith(("Z", "X", "gone")):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
 
 
 def _tracer_pid(pid: int) -> int:

@@ -333,8 +333,8 @@ def test_flood_of_requests_after_attach_is_relayed_in_order(make_listener, clien
 
 
 def test_client_that_does_not_read_is_dropped(make_listener, fake, monkeypatch, caplog):
-    from fastattach import _server
-    monkeypatch.setattr(_server, "MAX_PENDING_TO_CLIENT", 256 * 1024)
+    from fastattach import _relay
+    monkeypatch.setattr(_relay, "MAX_PENDING_TO_CLIENT", 256 * 1024)
     listener = make_listener()
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -5,6 +5,21 @@ plus stop(), attach() to a running process, and ptvsd's API for old code.
 """
 
 from ._api import breakpoint, configure, is_client_connected, listen, stop, wait_for_client
+from ._ptvsd import break_into_debugger, enable_attach, is_attached, wait_for_attach
 
-__all__ = ["breakpoint", "configure", "is_client_connected", "listen", "stop", "wait_for_client"]
+
+
+
+def __getattr__(name):
+    # fastattach.attach is a callable subpackage (attach(pid, address, ...)), loaded on
+    # first use so that importing fastattach does not load cffi.
+    if name == "attach":
+        import importlib
+
+        return importlib.import_module(".attach", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["attach", "break_into_debugger", "breakpoint", "configure", "enable_attach", "is_attached",
+           "is_client_connected", "listen", "stop", "wait_for_attach", "wait_for_client"]
 __version__ = "0.1.0"

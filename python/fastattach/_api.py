@@ -7,11 +7,8 @@ imported only when the first client has authenticated (see _pydevd_host).
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 import threading
-
-from . import _pydevd_host
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -35,15 +32,6 @@ def _parse_address(address) -> tuple[str, int]:
     return host, port
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def listen(address=5678, *, secret: str | None = None, certfile: str | None = None, keyfile: str | None = None,
            allow_unauthenticated: bool = False) -> tuple[str, int]:
     """Start listening for a DAP client; returns the (host, port) actually bound.
@@ -62,7 +50,7 @@ def listen(address=5678, *, secret: str | None = None, certfile: str | None = No
             bound_host, bound_port = _listener.address
             raise RuntimeError(f"fastattach is already listening on {bound_host}:{bound_port}; call stop() first")
         secret = _security.resolve_secret(secret)
-        ssl_context = _security.server_ssl_context(certfile, keyfile) if (certfile or keyfile) else None
+        ssl_context = _security.server_ssl_context(certfile, keyfile)
         _listener = _server.Listener(host, port, secret=secret, ssl_context=ssl_context,
                                      allow_unauthenticated=allow_unauthenticated)
         return _listener.address
@@ -90,7 +78,9 @@ def is_client_connected() -> bool:
 
 def breakpoint() -> None:
     """Stop in the caller, as if a breakpoint were set on its next line; no-op without a client."""
-    if not is_client_connected() or not _pydevd_host.is_started() or _OPTIONS["production"]:
+    from . import _pydevd_host
+
+    if not is_client_connected() or not _pydevd_host.is_started() or get_option("production"):
         return   # production mode never suspends a thread
     import pydevd
 
@@ -106,7 +96,13 @@ def breakpoint() -> None:
 def stop() -> None:
     """Disconnect any client, stop listening, and remove every sys.monitoring callback and
     event that pydevd and we registered, freeing the tool id: overhead returns to none.
-    listen() works again afterwards."""
+    listen() works again afterwards.
+
+    Call it from a thread the debugger does not trace (or with no client holding the
+    program at a breakpoint): with "stop all threads" on, a stop suspends the caller too.
+    """
+    from . import _pydevd_host
+
     global _listener
     with _lock:
         listener, _listener = _listener, None
@@ -115,23 +111,33 @@ def stop() -> None:
         _pydevd_host.shutdown()
 
 
-# Options and their defaults; configure() validates against this table.
+# Options and their defaults; configure() validates against this table.  Budget and
+# production options (validated by _budget.validate_option; see docs/production.md) join
+# it on first use, so that importing fastattach and listening does not load _budget.
 _OPTIONS: dict[str, object] = {
     "log_dir": None,
 }
-# Budgets and production mode (validated by _budget.validate_option; see docs/production.md).
-from ._budget import DEFAULTS as _BUDGET_DEFAULTS  # noqa: E402
+_BUDGET_DEFAULTS: dict[str, object] = {}
 
-_OPTIONS.update(_BUDGET_DEFAULTS)
+
+def _options() -> dict[str, object]:
+    if not _BUDGET_DEFAULTS:
+        from ._budget import DEFAULTS
+
+        _BUDGET_DEFAULTS.update(DEFAULTS)
+        for name, value in DEFAULTS.items():
+            _OPTIONS.setdefault(name, value)
+    return _OPTIONS
 
 
 def configure(**options) -> None:
     """Set options for this process's debugger (see README for the list)."""
-    from . import _budget
+    from . import _budget, _pydevd_host
 
+    known = _options()
     for name, value in options.items():
-        if name not in _OPTIONS:
-            raise ValueError(f"unknown fastattach option {name!r}; known: {', '.join(sorted(_OPTIONS))}")
+        if name not in known:
+            raise ValueError(f"unknown fastattach option {name!r}; known: {', '.join(sorted(known))}")
     options = {name: _budget.validate_option(name, value) if name in _BUDGET_DEFAULTS else value
                for name, value in options.items()}
     budget_changed = False
@@ -149,4 +155,4 @@ def configure(**options) -> None:
 
 
 def get_option(name: str):
-    return _OPTIONS[name]
+    return _options()[name]

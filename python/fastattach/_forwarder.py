@@ -20,7 +20,7 @@ import threading
 from ._dap import FrameDecoder, ProtocolError, decode_message, encode_message
 from ._security import (SECRET_ENV_VAR, check_fingerprint, client_ssl_context, is_loopback_host,
                         normalize_fingerprint, resolve_secret)
-from ._server import refuse_connection
+from ._relay import refuse_connection
 
 logger = logging.getLogger("fastattach.connect")
 

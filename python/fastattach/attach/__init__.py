@@ -9,3 +9,14 @@ from ._errors import AttachError
 from ._orchestrator import DEFAULT_TIMEOUT, attach, cli_attach
 
 __all__ = ["AttachError", "DEFAULT_TIMEOUT", "attach", "cli_attach"]
+
+
+class _CallableModule(type(__import__("sys"))):
+    """Makes ``fastattach.attach(pid, address, ...)`` call :func:`attach`, as the package's
+    API promises, while ``fastattach.attach`` stays the subpackage."""
+
+    def __call__(self, *args, **kwargs):
+        return attach(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule

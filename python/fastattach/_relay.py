@@ -1,0 +1,459 @@
+"""The relay between one accepted DAP client and pydevd (loaded on the first connection).
+
+The client's handshake is answered here (see _handshake.py); only after an accepted
+`attach` is pydevd started (through the listener's `open_backend`) and the client's
+initialize and attach replayed to it. From then on one relay thread copies messages both
+ways, renumbering what the client receives so that our own messages (the initialize
+response, injected events) and pydevd's form one sequence.
+
+Nothing here may raise into, block or crash the debuggee: every failure ends the client's
+session with a log line on logging.getLogger("fastattach").
+"""
+
+from __future__ import annotations
+
+import collections
+import selectors
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from . import _server
+from ._dap import (DEFAULT_MAX_BODY_BYTES, FrameDecoder, ProtocolError, decode_message, encode_message,
+                   error_response)
+from ._handshake import MAX_BODY_BYTES_BEFORE_ATTACH, Handshake
+from ._server import _WOULD_BLOCK, _close_quietly, _format_peer, _Waker, logger
+
+if TYPE_CHECKING:
+    from ._server import Listener
+
+# pydevd's answers (variables of a large object, a long stack) can be far bigger than requests.
+MAX_BACKEND_BODY_BYTES = 64 * 1024 * 1024
+# Stop reading the client while this much waits for pydevd: a flood then stays in the kernel.
+MAX_PENDING_TO_BACKEND = 8 * 1024 * 1024
+# A client that reads nothing while pydevd keeps talking is dropped rather than buffered for.
+MAX_PENDING_TO_CLIENT = 32 * 1024 * 1024
+# Events injected with send_event() while the relay is busy.
+MAX_INJECTED_EVENTS = 10_000
+# How long pydevd gets to answer the disconnect we send it when a client vanishes.
+BACKEND_DISCONNECT_TIMEOUT = 5.0
+# How long a closing connection gets to take our last messages.
+FLUSH_TIMEOUT = 2.0
+# How long a refused connection gets to send the request we answer with the reason.
+REFUSAL_TIMEOUT = 5.0
+
+
+def _tls_would_block() -> tuple[type[BaseException], ...]:
+    import ssl
+
+    return _WOULD_BLOCK + (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = None) -> None:
+    """Answers the first request on `conn` with an error response saying `reason`, then closes it.
+
+    A DAP client shows the message of a failed response to its user; a bare close would
+    leave them guessing. Waits at most `timeout` seconds for that first request.
+    """
+    timeout = REFUSAL_TIMEOUT if timeout is None else timeout
+    try:
+        deadline = time.monotonic() + timeout
+        decoder = FrameDecoder(MAX_BODY_BYTES_BEFORE_ATTACH)
+        while (remaining := deadline - time.monotonic()) > 0:
+            conn.settimeout(remaining)
+            data = conn.recv(65536)
+            if not data:
+                return
+            bodies = decoder.feed(data)
+            if bodies:
+                request = decode_message(bodies[0])
+                if request["type"] == "request":
+                    conn.sendall(encode_message(error_response(request, 1, reason)))
+                return
+    except (OSError, ProtocolError):
+        pass
+    finally:
+        _close_quietly(conn)
+
+
+class ClientSession:
+    """One client connection, served by one thread from accept to close."""
+
+    def __init__(self, listener: Listener, conn: socket.socket, peer):
+        self._listener = listener
+        self._client = conn
+        self._peer = peer
+        self._peer_name = _format_peer(peer)
+        self._peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
+        self._backend: socket.socket | None = None
+        self._tls = listener._ssl_context is not None
+        self._would_block = _tls_would_block() if self._tls else _WOULD_BLOCK
+        self._handshake = Handshake(listener._secret)
+        self._client_decoder = FrameDecoder(MAX_BODY_BYTES_BEFORE_ATTACH)
+        self._backend_decoder = FrameDecoder(MAX_BACKEND_BODY_BYTES)
+        self._to_client = bytearray()
+        self._to_backend = bytearray()
+        self._seq = 0
+        self._last_client_seq = 0
+        # The client's initialize request: pydevd's answer to our replay of it is swallowed.
+        self._replayed_initialize_seq: int | None = None
+        self._client_disconnect_seq: int | None = None
+        self._backend_disconnected = False
+        self._injected: collections.deque = collections.deque()
+        self._injected_lock = threading.Lock()
+        self._dropped_events = 0
+        self._waker = _Waker()
+        self._stop = threading.Event()
+        self._deadline = time.monotonic() + listener._auth_timeout
+        self._ending: str | None = None  # why the session is ending: flush, then close
+        self.attached = False
+        self.finished = False
+        self.done = threading.Event()
+
+    @property
+    def leaving(self) -> bool:
+        """Ending or already over: a new client will not have to wait long."""
+        return self._ending is not None or self.finished
+
+    @property
+    def active(self) -> bool:
+        """Attached and not on its way out."""
+        return self.attached and self._ending is None and not self.finished
+
+    # -- called from other threads ----------------------------------------------------------
+    def inject_event(self, event: str, body: dict | None) -> None:
+        with self._injected_lock:
+            if len(self._injected) >= MAX_INJECTED_EVENTS:
+                self._dropped_events += 1
+                return
+            message = {"type": "event", "event": event}
+            if body is not None:
+                message["body"] = body
+            self._injected.append(message)
+        self._waker.wake()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._waker.wake()
+
+    # -- the relay thread --------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            logger.info("fastattach: client connected from %s", self._peer_name)
+            if self._listener._ssl_context is not None and not self._tls_handshake():
+                return
+            self._client.setblocking(False)
+            self._relay()
+        except Exception:
+            logger.exception("fastattach: the relay for %s failed; closing that connection", self._peer_name)
+        finally:
+            self._teardown()
+
+    def _tls_handshake(self) -> bool:
+        try:
+            self._client.settimeout(max(0.1, self._deadline - time.monotonic()))
+            self._client = self._listener._ssl_context.wrap_socket(self._client, server_side=True)
+            return True
+        except (OSError, ValueError) as error:
+            logger.warning("fastattach: TLS handshake with %s failed: %s", self._peer_name, error)
+            return False
+
+    def _relay(self) -> None:
+        selector = selectors.DefaultSelector()
+        try:
+            selector.register(self._client, selectors.EVENT_READ, "client")
+            selector.register(self._waker.reader, selectors.EVENT_READ, "wake")
+            if self._tls:
+                # Bytes that came in with the handshake may already sit in OpenSSL's buffer, where
+                # select() cannot see them; every later read drains until SSLWantReadError.
+                self._read_client()
+            while True:
+                if self._stop.is_set() and self._ending is None:
+                    self._end("the listener is closing")
+                self._drain_injected()
+                if self._ending is not None and not self._to_client:
+                    return
+                now = time.monotonic()
+                if now >= self._deadline:
+                    if self._ending is not None:
+                        return  # the client did not take our last messages in time
+                    self._end(f"no attach within {self._listener._auth_timeout:g} s", warn=True)
+                    continue
+                self._update_interest(selector)
+                timeout = self._deadline - now if not self.attached or self._ending else None
+                # An SSL socket may hold decrypted bytes that select() cannot see.
+                if self._can_read_client() and self._tls and self._client.pending():
+                    timeout = 0
+                for key, mask in selector.select(timeout):
+                    if key.data == "wake":
+                        self._waker.drain()
+                    elif key.data == "client":
+                        if mask & selectors.EVENT_WRITE:
+                            self._flush(self._client, self._to_client)
+                        if mask & selectors.EVENT_READ:
+                            self._read_client()
+                    elif key.data == "backend":
+                        if mask & selectors.EVENT_WRITE:
+                            self._flush(self._backend, self._to_backend)
+                        if mask & selectors.EVENT_READ:
+                            self._read_backend()
+                if self._tls and self._can_read_client() and self._client.pending():
+                    self._read_client()
+        finally:
+            selector.close()
+
+    def _can_read_client(self) -> bool:
+        return self._ending is None and len(self._to_backend) < MAX_PENDING_TO_BACKEND
+
+    def _update_interest(self, selector: selectors.BaseSelector) -> None:
+        client_events = (selectors.EVENT_READ if self._can_read_client() else 0) | (
+            selectors.EVENT_WRITE if self._to_client else 0)
+        self._set_interest(selector, self._client, client_events, "client")
+        if self._backend is not None:
+            backend_events = (0 if self._backend_disconnected else selectors.EVENT_READ) | (
+                selectors.EVENT_WRITE if self._to_backend else 0)
+            self._set_interest(selector, self._backend, backend_events, "backend")
+
+    @staticmethod
+    def _set_interest(selector, sock, events, tag) -> None:
+        try:
+            key = selector.get_key(sock)
+        except KeyError:
+            if events:
+                selector.register(sock, events, tag)
+            return
+        if not events:
+            selector.unregister(sock)
+        elif key.events != events:
+            selector.modify(sock, events, tag)
+
+    def _end(self, reason: str, *, warn: bool = False) -> None:
+        """Stops reading; the relay loop ends once our last messages reach the client."""
+        if self._ending is None:
+            self._ending = reason
+            # From here on the client counts as gone, before it even reads our last message.
+            self._listener._session_ending(self)
+            self._deadline = time.monotonic() + FLUSH_TIMEOUT
+            (logger.warning if warn else logger.info)(
+                "fastattach: closing the connection from %s: %s", self._peer_name, reason)
+
+    def _abort(self, reason: str) -> None:
+        """Ends at once, dropping whatever the client has not read (it vanished or misbehaved)."""
+        self._end(reason, warn=True)
+        self._to_client.clear()
+
+    # -- client -> us / pydevd -------------------------------------------------------------
+    def _read_client(self) -> None:
+        while self._can_read_client():
+            try:
+                data = self._client.recv(65536)
+            except self._would_block:
+                return
+            except OSError as error:
+                self._abort(f"connection lost ({error})")
+                return
+            if not data:
+                self._end("the client closed the connection", warn=self.attached)
+                self._to_client.clear()
+                return
+            try:
+                bodies = self._client_decoder.feed(data)
+            except ProtocolError as error:
+                self._abort(f"malformed DAP framing: {error}")
+                return
+            for body in bodies:
+                if self._ending is not None:
+                    return
+                try:
+                    message = decode_message(body)
+                except ProtocolError as error:
+                    self._end(f"malformed DAP message: {error}", warn=True)
+                    return
+                self._last_client_seq = max(self._last_client_seq, message["seq"])
+                if self.attached:
+                    self._client_to_backend(message, body)
+                else:
+                    self._before_attach(message)
+
+    def _before_attach(self, message: dict) -> None:
+        step = self._handshake.receive(message)
+        if step.auth_failed:
+            locked_out = self._listener._throttle.record_failure(self._peer_host)
+            if locked_out:
+                logger.warning("fastattach: %s is locked out for %.2g s after %d failed attempts", self._peer_host,
+                               locked_out, self._listener._throttle.failures(self._peer_host))
+        if step.reply is not None:
+            self._send_to_client(step.reply)
+        if step.close:
+            polite = step.reply is not None and step.reply["success"]
+            self._end(step.log or "closed by the handshake", warn=not polite)
+        elif step.log:
+            logger.info("fastattach: %s: %s", self._peer_name, step.log)
+        if step.start_session is not None:
+            self._listener._throttle.record_success(self._peer_host)
+            self._start_session(*step.start_session)
+
+    def _start_session(self, initialize: dict, attach: dict) -> None:
+        try:
+            backend = self._listener._open_backend()
+        except Exception as error:
+            logger.exception("fastattach: could not start the debugger for %s", self._peer_name)
+            self._send_to_client(error_response(
+                attach, 0, f"fastattach could not start the debugger in this process: {error}"))
+            self._end("the debugger failed to start", warn=True)
+            return
+        backend.setblocking(False)
+        self._backend = backend
+        self._client_decoder.max_body_bytes = DEFAULT_MAX_BODY_BYTES
+        self._replayed_initialize_seq = initialize["seq"]
+        self._to_backend += encode_message(initialize)
+        self._to_backend += encode_message(attach)
+        self.attached = True
+        self._deadline = float("inf")
+        logger.info("fastattach: client %s attached", self._peer_name)
+
+    def _client_to_backend(self, message: dict, body: bytes) -> None:
+        request_filter = _server.REQUEST_FILTER
+        if request_filter is not None and message["type"] == "request" and self._apply_request_filter(
+                request_filter, message):
+            return
+        if message["type"] == "request" and message["command"] == "disconnect":
+            self._client_disconnect_seq = message["seq"]
+        # Unchanged, and in one buffer so pydevd never sees half a message from us.
+        self._to_backend += b"Content-Length: %d\r\n\r\n" % len(body)
+        self._to_backend += body
+
+    def _apply_request_filter(self, request_filter, message: dict) -> bool:
+        """True if _server.REQUEST_FILTER answered or rewrote the request (it is then handled)."""
+        try:
+            verdict = request_filter(message)
+        except Exception:
+            logger.exception("fastattach: the request filter failed; forwarding %s", message.get("command"))
+            return False
+        if isinstance(verdict, str):
+            self._send_to_client({
+                "type": "response", "request_seq": message["seq"], "command": message["command"],
+                "success": False, "message": verdict, "body": {"error": {"id": 1, "format": verdict}}})
+            return True
+        if isinstance(verdict, dict):
+            self._to_backend += encode_message(verdict)
+            return True
+        return False
+
+    # -- pydevd -> client -------------------------------------------------------------------
+    def _read_backend(self) -> None:
+        while True:
+            try:
+                data = self._backend.recv(262144)
+            except _WOULD_BLOCK:
+                return
+            except OSError as error:
+                data = b""
+                logger.warning("fastattach: lost the connection to pydevd: %s", error)
+            if not data:
+                self._backend_disconnected = True
+                self._end("pydevd closed the session")
+                return
+            try:
+                messages = [decode_message(body) for body in self._backend_decoder.feed(data)]
+            except ProtocolError as error:
+                logger.error("fastattach: pydevd sent a malformed message (%s); ending the session", error)
+                self._backend_disconnected = True
+                self._end("internal error")
+                return
+            for message in messages:
+                self._backend_to_client(message)
+            if len(self._to_client) > MAX_PENDING_TO_CLIENT:
+                self._abort(f"the client is not reading ({len(self._to_client)} bytes pending)")
+                return
+
+    def _backend_to_client(self, message: dict) -> None:
+        if message["type"] == "response":
+            if message["command"] == "initialize" and message["request_seq"] == self._replayed_initialize_seq:
+                self._replayed_initialize_seq = None  # we answered it already, before pydevd existed
+                return
+            if message["command"] == "configurationDone" and message.get("success"):
+                self._listener._configured.set()
+            if message["request_seq"] == self._client_disconnect_seq and message["command"] == "disconnect":
+                self._send_to_client(message)
+                self._backend_disconnected = True
+                self._end("the client disconnected")
+                return
+        self._send_to_client(message)
+
+    def _send_to_client(self, message: dict) -> None:
+        self._seq += 1
+        message["seq"] = self._seq
+        self._to_client += encode_message(message)
+
+    def _drain_injected(self) -> None:
+        if not self._injected:
+            return
+        with self._injected_lock:
+            injected, self._injected = self._injected, collections.deque()
+            dropped, self._dropped_events = self._dropped_events, 0
+        if dropped:
+            logger.warning("fastattach: dropped %d injected events: the client is not keeping up", dropped)
+        if self.attached and self._ending is None:
+            for message in injected:
+                self._send_to_client(message)
+
+    def _flush(self, sock: socket.socket, buffer: bytearray) -> None:
+        while buffer:
+            try:
+                sent = sock.send(buffer[:262144])
+            except self._would_block:
+                return
+            except OSError as error:
+                buffer.clear()
+                if sock is self._client:
+                    self._abort(f"connection lost ({error})")
+                else:
+                    self._backend_disconnected = True
+                    self._end("lost the connection to pydevd")
+                return
+            del buffer[:sent]
+
+    # -- the end -----------------------------------------------------------------------------
+    def _teardown(self) -> None:
+        try:
+            if self._backend is not None:
+                self._disconnect_backend()
+        except Exception:
+            logger.exception("fastattach: error while detaching pydevd from %s", self._peer_name)
+        finally:
+            _close_quietly(self._backend)
+            _close_quietly(self._client)
+            self._waker.close()
+            self.finished = True
+            self._listener._session_ending(self)
+            self.done.set()
+            logger.info("fastattach: client %s gone", self._peer_name)
+
+    def _disconnect_backend(self) -> None:
+        """Sends pydevd the disconnect the client never sent, so suspended threads resume and
+        breakpoints are removed, and waits (bounded) for its answer."""
+        if self._backend_disconnected:
+            return
+        self._backend.settimeout(BACKEND_DISCONNECT_TIMEOUT)
+        deadline = time.monotonic() + BACKEND_DISCONNECT_TIMEOUT
+        seq = self._last_client_seq + 1
+        request = {"seq": seq, "type": "request", "command": "disconnect",
+                   "arguments": {"restart": False, "terminateDebuggee": False}}
+        try:
+            self._backend.sendall(bytes(self._to_backend) + encode_message(request))
+            self._to_backend.clear()
+            while time.monotonic() < deadline:
+                self._backend.settimeout(max(0.01, deadline - time.monotonic()))
+                data = self._backend.recv(262144)
+                if not data:
+                    return
+                for body in self._backend_decoder.feed(data):
+                    message = decode_message(body)
+                    if message["type"] == "response" and message["request_seq"] == seq:
+                        return
+            logger.warning("fastattach: pydevd did not answer our disconnect within %g s",
+                           BACKEND_DISCONNECT_TIMEOUT)
+        except (OSError, ProtocolError) as error:
+            logger.warning("fastattach: could not send pydevd a disconnect: %s", error)

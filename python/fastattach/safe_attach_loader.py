@@ -152,9 +152,10 @@ def _import_debugger(log):
             log("debugpy not importable; using ptvsd as debugpy")
         import fastattach
     finally:
-        # Only our own insertions are removed: anything the imports added themselves stays.
+        # Remove our own insertions (the first occurrences: we put them in front), and only
+        # those: an entry that was there before stays, and so does anything the imports added.
         for entry in added:
-            if entry not in saved and entry in sys.path:
+            if sys.path.count(entry) > saved.count(entry):
                 sys.path.remove(entry)
     return fastattach
 

@@ -247,7 +247,7 @@ def write_chart(results: dict, path: str) -> None:
                 ax.set_ylabel("RSS (MB)")
                 ax.legend(fontsize=7)
     fig.suptitle("Scenario numbers on the x axis (see the table); ref = outside references", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))   # leave the top strip to the suptitle
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

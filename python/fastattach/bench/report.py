@@ -118,6 +118,33 @@ def targets_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def targets_summary(results: dict) -> str:
+    """Issue 2's targets in one line each: fastattach's median ratios over the workloads."""
+    ratios, costs = results["ratios"], results["per_evaluation_ns"]
+    lines = ["| Python | figure | fastattach (workload medians: lowest–highest) | debugpy | target |",
+             "|---|---|---|---|---|"]
+
+    def spread(python, scenario, mode, table=ratios, unit="x", scale=1.0):
+        values = [e["median"] * scale for w in results["workloads"]
+                  if (e := table.get(f"{python}|{w}|{scenario}|{mode}")) and "median" in e]
+        return f"{min(values):.2f}{unit}–{max(values):.2f}{unit}" if values else "–"
+
+    for python in results["pythons"]:
+        for scenario, limit in RATIO_TARGETS.items():
+            lines.append(f"| {python} | {scenario_label(scenario)} | {spread(python, scenario, 'fastattach')} "
+                         f"| {spread(python, scenario, 'debugpy')} | <= {limit}x |")
+        lines.append(f"| {python} | false condition, cost per evaluation "
+                     f"| {spread(python, 5, 'fastattach', costs, ' µs', 1e-3)} "
+                     f"| {spread(python, 5, 'debugpy', costs, ' µs', 1e-3)} "
+                     f"| >= {PER_EVALUATION_SPEEDUP_TARGET:.0f}x cheaper than debugpy |")
+        startup = results.get("startup", {}).get(python, {}).get("fastattach")
+        if startup:
+            lines.append(f"| {python} | before any client: import time / RSS added by import + listen "
+                         f"| {_ms(startup['import_seconds'])} / {_mb(startup['rss_added'])} "
+                         f"| {_startup_contrast(results, python)} | RSS < 2 MB, no pydevd |")
+    return "\n".join(lines)
+
+
 def _startup_contrast(results: dict, python: str) -> str:
     debugpy = results.get("startup", {}).get(python, {}).get("debugpy")
     if not debugpy:
@@ -147,17 +174,31 @@ def figures_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def noise_floor_table(results: dict) -> str:
-    """How far apart the no-debugger runs of one repetition are: the spread that no
-    debugger caused, against which ratios near 1 must be read."""
-    spreads: dict[tuple, list[float]] = {}
+def noise_floor_spreads(results: dict) -> dict[tuple, list[float]]:
+    """(python, workload) -> per repetition, slowest / fastest of its no-debugger runs."""
     groups: dict[tuple, list[float]] = {}
     for run in results.get("runs", []):
         if run.get("ok") and run["mode"] == "none" and run.get("seconds"):
             groups.setdefault((run["python"], run["workload"], run["rep"]), []).append(run["seconds"])
+    spreads: dict[tuple, list[float]] = {}
     for (python, workload, _), times in groups.items():
         if len(times) > 1:
             spreads.setdefault((python, workload), []).append(max(times) / min(times))
+    return spreads
+
+
+def noise_floor_line(results: dict) -> str:
+    medians = [statistics.median(v) for v in noise_floor_spreads(results).values()]
+    if not medians:
+        return ""
+    return (f"Noise floor of this machine: the no-debugger runs of one repetition differ by "
+            f"{min(medians):.2f}x–{max(medians):.2f}x (median per workload); read ratios near 1 against it.")
+
+
+def noise_floor_table(results: dict) -> str:
+    """How far apart the no-debugger runs of one repetition are: the spread that no
+    debugger caused, against which ratios near 1 must be read."""
+    spreads = noise_floor_spreads(results)
     if not spreads:
         return "Not measured (fewer than two no-debugger runs per repetition)."
     lines = ["| Python | workload | slowest / fastest no-debugger run of a repetition (median over repetitions, "

@@ -6,13 +6,11 @@ cd "$(dirname "$0")/.."
 export PYENV_VERSION="${PYENV_VERSION:-3.12.1:3.13.0}"
 PYTHONS="${FASTATTACH_PYTHONS:-3.12 3.13}"
 
-need_apt=()
-command -v emacs >/dev/null 2>&1 || need_apt+=(emacs-nox elpa-dap-mode)
-[ -d /usr/share/emacs/site-lisp/elpa/dap-mode-0.7 ] || [ -d /usr/share/emacs/site-lisp/elpa-src/dap-mode-0.7 ] || need_apt+=(elpa-dap-mode)
-if [ ${#need_apt[@]} -gt 0 ] && [ "${FASTATTACH_SKIP_APT:-0}" != 1 ]; then
-    echo "bootstrap: apt-get install ${need_apt[*]}"
+# The real editor client for the end-to-end tests (Debian's Emacs and dap-mode).
+if ! dpkg -s emacs-nox elpa-dap-mode >/dev/null 2>&1 && [ "${FASTATTACH_SKIP_APT:-0}" != 1 ]; then
+    echo "bootstrap: apt-get install emacs-nox elpa-dap-mode"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends emacs-nox elpa-dap-mode >/dev/null
 fi
 
 for v in $PYTHONS; do

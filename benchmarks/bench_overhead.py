@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
     out = argv[argv.index("--out") + 1]
     with open(os.path.join(out, "results.json")) as source:
         results = json.load(source)
-    write_fragment(results, "python benchmarks/bench_overhead.py " + shlex.join(sys.argv[1:]))
+    write_fragment(results, shlex.join(["python", "benchmarks/bench_overhead.py", *sys.argv[1:]]))
     print(f"wrote {FRAGMENT}")
     stored = os.path.join(HERE, "RESULTS.json")
     if os.path.exists(stored):

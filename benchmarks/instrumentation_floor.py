@@ -61,7 +61,22 @@ def measure(workload: str) -> None:
             monitoring.set_local_events(tool, code, 0)
             monitoring.restart_events()
             print(f"  {name:9} on it, every event DISABLEd: {seconds * 1e3:.1f} ms = {seconds / baseline:.2f}x")
+        # What pydevd sets globally once any line breakpoint exists: PY_START (answered
+        # with DISABLE per code object) and PY_RESUME, for which it registers no callback.
+        monitoring.register_callback(tool, events.PY_START, lambda code, offset: monitoring.DISABLE)
+        for name, local in (("global PY_START (DISABLEd) | PY_RESUME (no callback)", 0),
+                            ("the same plus LINE|JUMP on it, as pydevd arms it", events.LINE | events.JUMP)):
+            monitoring.set_events(tool, events.PY_START | events.PY_RESUME)
+            monitoring.set_local_events(tool, code, local)
+            seconds = best_cpu_seconds(unit)
+            monitoring.set_local_events(tool, code, 0)
+            monitoring.set_events(tool, 0)
+            monitoring.restart_events()
+            print(f"  {name}: {seconds * 1e3:.1f} ms = {seconds / baseline:.2f}x")
+        monitoring.register_callback(tool, events.PY_START, None)
     finally:
+        monitoring.set_events(tool, 0)
+        monitoring.register_callback(tool, events.PY_START, None)
         monitoring.register_callback(tool, events.LINE, None)
         monitoring.register_callback(tool, events.JUMP, None)
         monitoring.set_local_events(tool, code, 0)

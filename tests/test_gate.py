@@ -97,6 +97,18 @@ def test_pydevd_callbacks_are_wrapped_and_read_back(session):
         assert "pydevd_sys_monitoring" in repr(callback.target) + callback.target.__module__
 
 
+def test_jump_is_armed_only_where_pydevd_listens_for_it(session):
+    attach(session, [{"line": NEVER_LINE}])
+    thread, _ = run_in_thread(hot, 10)
+    thread.join(30)
+    local = M.get_local_events(_gate.DEBUGGER_ID, hot.__code__)
+    assert local & E.LINE, "pydevd line-traces breakpoint code"
+    jump_callback = registered_callback(E.JUMP)
+    # pydevd registers a JUMP callback on 3.12 only; without one, JUMP must not be armed.
+    assert bool(local & E.JUMP) == (jump_callback is not None)
+    assert (jump_callback is not None) == (sys.version_info < (3, 13))
+
+
 def test_breakpoint_in_a_hot_function_costs_pydevd_nothing(session):
     attach(session, [{"line": NEVER_LINE}])
     tracer = _pydevd_host.gate().tracer

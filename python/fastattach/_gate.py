@@ -60,6 +60,8 @@ class _MonitorProxy:
 
     def register_callback(self, tool_id, event, func):
         gate = self._gate
+        if tool_id == DEBUGGER_ID and event == _events.JUMP:
+            gate.jump_callback_registered = func is not None
         if tool_id == DEBUGGER_ID and func is not None and event in _TRAMPOLINE_KINDS:
             func = gate.tracer.trampoline(_TRAMPOLINE_KINDS[event], func)
         gate.tracer.enter_slow()
@@ -72,6 +74,11 @@ class _MonitorProxy:
 
     def set_local_events(self, tool_id, code, event_set):
         if tool_id == DEBUGGER_ID:
+            if not self._gate.jump_callback_registered:
+                # pydevd arms JUMP with LINE but registers no JUMP callback on 3.13: an
+                # event with no callback can never be DISABLEd, so every backward jump of
+                # a loop in breakpoint code would pay for it, and nobody would listen.
+                event_set &= ~_events.JUMP
             self._gate.note_local_events(code, event_set)
         return _monitoring.set_local_events(tool_id, code, event_set)
 
@@ -87,6 +94,7 @@ class Gate:
         self.py_db = py_db
         self.tracer = _fasttrace.Tracer(_monitoring.DISABLE, self._compute, self._need_slow)
         self._proxy = _MonitorProxy(self)
+        self.jump_callback_registered = False
         self._modules: list = []
         self._armed_codes: weakref.WeakSet = weakref.WeakSet()  # tool 0 has local events there
         self._compiled_conditions: dict[str, object] = {}

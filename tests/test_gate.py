@@ -107,6 +107,10 @@ def test_jump_is_armed_only_where_pydevd_listens_for_it(session):
     # pydevd registers a JUMP callback on 3.12 only; without one, JUMP must not be armed.
     assert bool(local & E.JUMP) == (jump_callback is not None)
     assert (jump_callback is not None) == (sys.version_info < (3, 13))
+    # pydevd arms PY_RESUME globally but never registers a callback for it (1.8.22).
+    assert registered_callback(E.PY_RESUME) is None
+    assert M.get_events(_gate.DEBUGGER_ID) & E.PY_START
+    assert not M.get_events(_gate.DEBUGGER_ID) & E.PY_RESUME
 
 
 def test_breakpoint_in_a_hot_function_costs_pydevd_nothing(session):

@@ -45,6 +45,14 @@ _TRAMPOLINE_KINDS = {
 }
 
 
+# pydevd arms these with callbacks it may never register: PY_RESUME globally with PY_START
+# (its PY_RESUME callback is commented out in 1.8.22) and JUMP locally with LINE (no JUMP
+# callback on 3.13).  An event with no callback can never be DISABLEd, so each one would tax
+# every generator resume or every loop's backward jump in breakpoint code, with nobody
+# listening.  Other events are passed as pydevd sets them.
+_ARMED_WITHOUT_CALLBACK = _events.JUMP | _events.PY_RESUME
+
+
 class SeamUnavailable(RuntimeError):
     """The debugpy in use does not have the seam we wrap; pydevd runs unmodified."""
 
@@ -60,8 +68,11 @@ class _MonitorProxy:
 
     def register_callback(self, tool_id, event, func):
         gate = self._gate
-        if tool_id == DEBUGGER_ID and event == _events.JUMP:
-            gate.jump_callback_registered = func is not None
+        if tool_id == DEBUGGER_ID and event & _ARMED_WITHOUT_CALLBACK:
+            if func is None:
+                gate.unheard_events |= event
+            else:
+                gate.unheard_events &= ~event
         if tool_id == DEBUGGER_ID and func is not None and event in _TRAMPOLINE_KINDS:
             func = gate.tracer.trampoline(_TRAMPOLINE_KINDS[event], func)
         gate.tracer.enter_slow()
@@ -70,15 +81,13 @@ class _MonitorProxy:
     def set_events(self, tool_id, event_set):
         # pydevd changes global events on every stop, pause and breakpoint change.
         self._gate.tracer.enter_slow()
+        if tool_id == DEBUGGER_ID:
+            event_set &= ~self._gate.unheard_events
         return _monitoring.set_events(tool_id, event_set)
 
     def set_local_events(self, tool_id, code, event_set):
         if tool_id == DEBUGGER_ID:
-            if not self._gate.jump_callback_registered:
-                # pydevd arms JUMP with LINE but registers no JUMP callback on 3.13: an
-                # event with no callback can never be DISABLEd, so every backward jump of
-                # a loop in breakpoint code would pay for it, and nobody would listen.
-                event_set &= ~_events.JUMP
+            event_set &= ~self._gate.unheard_events
             self._gate.note_local_events(code, event_set)
         return _monitoring.set_local_events(tool_id, code, event_set)
 
@@ -94,7 +103,9 @@ class Gate:
         self.py_db = py_db
         self.tracer = _fasttrace.Tracer(_monitoring.DISABLE, self._compute, self._need_slow)
         self._proxy = _MonitorProxy(self)
-        self.jump_callback_registered = False
+        # Events pydevd arms while no callback of its own listens for them (see
+        # _ARMED_WITHOUT_CALLBACK); the proxy leaves them out.
+        self.unheard_events = _ARMED_WITHOUT_CALLBACK
         self._modules: list = []
         self._armed_codes: weakref.WeakSet = weakref.WeakSet()  # tool 0 has local events there
         self._compiled_conditions: dict[str, object] = {}

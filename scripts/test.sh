@@ -6,10 +6,6 @@ cd "$(dirname "$0")/.."
 export PYENV_VERSION="${PYENV_VERSION:-3.12.1:3.13.0}"
 scripts/bootstrap.sh || { echo "test.sh: bootstrap failed"; exit 1; }
 
-# Issue 4's stress test: 50 attach/debug/detach/stop cycles per target state (the suite's
-# default is 5 for quick local runs).
-export FASTATTACH_ATTACH_STRESS="${FASTATTACH_ATTACH_STRESS:-50}"
-
 status=0
 for v in ${FASTATTACH_PYTHONS:-3.12 3.13}; do
     echo "== pytest, Python $v"

@@ -254,10 +254,15 @@ class Gate:
         return compiled
 
     def _need_slow(self) -> bool:
-        """The same test as pydevd's update_monitor_events: is any thread stepping or suspended?"""
+        """The same test as pydevd's update_monitor_events: is any thread stepping or suspended?
+
+        It runs inside monitoring callbacks, so it takes no lock (threading.enumerate()
+        would wait for threading's registry lock while another thread starts or ends):
+        the registry is copied in one C-level call, which the GIL keeps consistent.
+        """
         if self.py_db.has_plugin_line_breaks:
             return True
-        for thread in threading.enumerate():
+        for thread in list(threading._active.values()):
             info = getattr(thread, "additional_info", None)
             if info is not None and (info.pydev_step_cmd != -1 or info.pydev_state == _STATE_SUSPEND):
                 return True

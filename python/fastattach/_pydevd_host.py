@@ -99,32 +99,10 @@ def open_session() -> socket.socket:
             from _pydevd_bundle.pydevd_api import PyDevdAPI
 
             PyDevdAPI().request_disconnect(py_db, resume_threads=False)
-        _serve(py_db, theirs)
+        py_db.initialize_network(theirs, terminate_on_socket_close=False)
         _close_pydevd_end()
         _pydevd_end = theirs
         return ours
-
-
-def _serve(py_db, sock: socket.socket) -> None:
-    """PyDB.initialize_network without its fixed 0.1 s sleep ("give threads time to start"),
-    which every re-attach would pay: the socketpair buffers what arrives before the reader
-    runs.  On a debugpy we did not test, pydevd's own method is used."""
-    import debugpy
-    import pydevd
-
-    if debugpy.__version__ not in _gate.TESTED_DEBUGPY_VERSIONS:
-        py_db.initialize_network(sock, terminate_on_socket_close=False)
-        return
-    sock.settimeout(None)
-    for thread in (getattr(py_db, "reader", None), getattr(py_db, "writer", None)):
-        if thread:
-            thread.do_kill_pydev_thread()
-    py_db.writer = pydevd.WriterThread(sock, py_db, terminate_on_socket_close=False)
-    py_db.reader = pydevd.ReaderThread(sock, py_db, PyDevJsonCommandProcessor=pydevd.PyDevJsonCommandProcessor,
-                                       process_net_command=pydevd.process_net_command,
-                                       terminate_on_socket_close=False)
-    py_db.writer.start()
-    py_db.reader.start()
 
 
 def _close_pydevd_end() -> None:

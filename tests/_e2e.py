@@ -55,7 +55,8 @@ class DebugServer:
     """
 
     def __init__(self, kind: str, script: Path, *args: str, out_dir: Path,
-                 python: str = sys.executable, wait_for_client: bool = True, start_timeout: float = 30.0):
+                 python: str = sys.executable, wait_for_client: bool = True, start_timeout: float = 30.0,
+                 env: dict[str, str] | None = None):
         if kind not in ("debugpy", "fastattach"):
             raise ValueError(f"unknown debug server {kind!r}: expected 'debugpy' or 'fastattach'")
         self.kind = kind
@@ -71,7 +72,7 @@ class DebugServer:
         argv += [str(script), *args]
         self.argv = argv
         self._children: set[psutil.Process] = set()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         try:

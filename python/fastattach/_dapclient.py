@@ -137,12 +137,12 @@ class DAPClient:
             return taken
 
     # -- a debugpy-style attach handshake ------------------------------------------
-    def initialize(self) -> dict:
+    def initialize(self, timeout: float = 10.0) -> dict:
         response = self.request("initialize", {
             "clientID": "fastattach-test", "clientName": "fastattach test client", "adapterID": "debugpy",
             "pathFormat": "path", "linesStartAt1": True, "columnsStartAt1": True,
             "supportsVariableType": True, "supportsRunInTerminalRequest": False,
-        })
+        }, timeout=timeout)
         self.capabilities = response.get("body", {})
         return response
 
@@ -154,7 +154,7 @@ class DAPClient:
         ``{path: setBreakpoints response body breakpoints}``.
         """
         if self.capabilities is None:
-            self.initialize()
+            self.initialize(timeout)
         args = {"name": "Attach", "type": "python", "request": "attach", "justMyCode": True}
         args.update(attach_args)
         attach_seq = self.send("attach", args)

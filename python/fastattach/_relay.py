@@ -24,6 +24,7 @@ from ._dap import (DEFAULT_MAX_BODY_BYTES, FrameDecoder, ProtocolError, decode_m
                    error_response)
 from ._handshake import MAX_BODY_BYTES_BEFORE_ATTACH, Handshake
 from ._server import _WOULD_BLOCK, _close_quietly, _format_peer, _Waker, logger
+from .safe_attach_loader import prompt_gil_handoffs
 
 if TYPE_CHECKING:
     from ._server import Listener
@@ -107,6 +108,9 @@ class ClientSession:
         self._stop = threading.Event()
         self._deadline = time.monotonic() + listener._auth_timeout
         self._ending: str | None = None  # why the session is ending: flush, then close
+        # From the start of an authenticated session to its end: without it, pydevd's threads
+        # and ours starve beside an application thread that keeps the GIL (see the class).
+        self._gil_handoffs: prompt_gil_handoffs | None = None
         self.attached = False
         self.finished = False
         self.done = threading.Event()
@@ -295,6 +299,7 @@ class ClientSession:
             self._start_session(*step.start_session)
 
     def _start_session(self, initialize: dict, attach: dict) -> None:
+        self._gil_handoffs = prompt_gil_handoffs().__enter__()
         try:
             backend = self._listener._open_backend()
         except Exception as error:
@@ -426,6 +431,8 @@ class ClientSession:
             _close_quietly(self._backend)
             _close_quietly(self._client)
             self._waker.close()
+            if self._gil_handoffs is not None:
+                self._gil_handoffs.__exit__(None, None, None)
             self.finished = True
             self._listener._session_ending(self)
             self.done.set()

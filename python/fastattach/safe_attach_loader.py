@@ -51,6 +51,49 @@ def decode_fields(text):
     return dict(zip(parts[0:-1:2], parts[1:-1:2]))
 
 
+# While we start up, and while a client is attached, a thread waiting for the GIL asks for
+# it after this long (seconds); the process's own switch interval is 0.005 unless the
+# application changed it.
+STARTUP_SWITCH_INTERVAL = 0.00001
+
+
+class prompt_gil_handoffs:
+    """For the length of a ``with`` block, a thread waiting for the GIL asks for it after
+    STARTUP_SWITCH_INTERVAL instead of the process's switch interval. Used around the
+    loader's imports and around each authenticated client session (``_relay``).
+
+    Why: a waiting thread asks the holder to drop the GIL only after a whole switch interval
+    with no switch in between. Beside an application thread that runs Python without
+    pause, every blocking call of ours (each import makes several: stat, open, read, close;
+    pydevd's threads block on their sockets) costs 5 ms, and if that thread also releases
+    and retakes the GIL more often than every 5 ms (a loop that does a little I/O), we are
+    starved outright: importing pydevd beside such a loop took 160 s on 3.12 and over 60 s
+    on 3.13, and attaches got no "initialized" within 30 s. With 10 us the import takes
+    0.3-0.5 s on both while the loop runs at its fair share, and two CPU-bound application
+    threads run as fast as with 5 ms (python benchmarks/bench_gil_handoffs.py). The
+    application gets its own interval back when the block ends.
+
+    Nested or overlapping uses are safe: one that finds the interval already this short
+    leaves it alone, and the saved value is put back only if nobody changed it meanwhile.
+    (Here, not in a module of the package: the loader needs it before the package is
+    importable.)"""
+
+    def __enter__(self):
+        self._saved = sys.getswitchinterval()
+        self._ours = None
+        if self._saved > STARTUP_SWITCH_INTERVAL:
+            sys.setswitchinterval(STARTUP_SWITCH_INTERVAL)
+            # Read back: the interval is kept in whole microseconds, so it may not compare
+            # equal to the float we gave.
+            self._ours = sys.getswitchinterval()
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._ours is not None and sys.getswitchinterval() == self._ours:
+            sys.setswitchinterval(self._saved)
+        return False
+
+
 class _Log:
     def __init__(self, settings):
         self.verbose = settings.get("PTVS_SAFE_ATTACH_LOADER_VERBOSE", "1") != "0"
@@ -259,22 +302,14 @@ def _wait_and_break(fastattach, main_ident, log):
         log("the main thread will wait for the client at its next Python instruction")
 
 
-def main(namespace):
-    try:
-        settings = _read_settings(namespace)
-    except Exception as exc:
-        sys.stderr.write(f"fastattach loader: cannot read the attach settings: {exc!r}\n")
-        return
-    if settings is None:
-        return
-    log = _Log(settings)
-    main_ident = namespace.get("_fa_main_ident", 0)
+def _start_listener(settings, log, main_ident):
+    """Import the debugger and listen; (fastattach, host, port), or None once reported."""
     try:
         _fix_main_thread(main_ident, log)
         fastattach = _import_debugger(log)
     except BaseException as exc:
         _report_error(settings, log, "loader_failed", f"the loader could not import debugpy/fastattach: {exc!r}")
-        return
+        return None
     if settings.get("FASTATTACH_LOG_DIR"):
         try:
             fastattach.configure(log_dir=settings["FASTATTACH_LOG_DIR"])
@@ -294,10 +329,28 @@ def main(namespace):
     except OSError as exc:
         _report_error(settings, log, "bind_failed", f"port bind failed in the target: cannot listen on "
                                                     f"{host}:{settings.get('PTVS_DEBUG_PORT')}: {exc}")
-        return
+        return None
     except BaseException as exc:
         _report_error(settings, log, "loader_failed", f"fastattach.listen failed in the target: {exc or repr(exc)}")
+        return None
+    return fastattach, bound_host, bound_port
+
+
+def main(namespace):
+    try:
+        settings = _read_settings(namespace)
+    except Exception as exc:
+        sys.stderr.write(f"fastattach loader: cannot read the attach settings: {exc!r}\n")
         return
+    if settings is None:
+        return
+    log = _Log(settings)
+    main_ident = namespace.get("_fa_main_ident", 0)
+    with prompt_gil_handoffs():
+        started = _start_listener(settings, log, main_ident)
+    if started is None:
+        return
+    fastattach, bound_host, bound_port = started
     log(f"listening on {bound_host}:{bound_port}")
     port_file = settings.get("PTVS_DEBUG_PORT_FILE")
     if port_file:

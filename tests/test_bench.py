@@ -304,3 +304,15 @@ def test_results_md_is_rebuilt_from_stored_results_with_every_fragment_verbatim(
     assert text.rstrip("\n").endswith(fragments["b_other.md"].rstrip("\n"))
     assert (tmp_path / "bench" / "RESULTS.png").stat().st_size > 0
     assert json.loads((tmp_path / "bench" / "RESULTS.json").read_text())["ratios"]
+
+
+@pytest.mark.parametrize("narrowing", [["--sections", "startup"], ["--scenarios", "4"], ["--modes", "fastattach"],
+                                       ["--references", ""], ["--quick"], ["--workload", "richards"]])
+def test_only_a_full_run_replaces_the_published_results(narrowing):
+    from fastattach.bench import cli
+
+    # GIVEN the checkout's benchmarks/ directory, WHEN a run is narrowed in any way,
+    # THEN it does not regenerate benchmarks/RESULTS.md (it would replace it with its few rows)
+    assert cli.parse_args(narrowing).results_md is None
+    # while a full run does, unless told otherwise
+    assert cli.parse_args([]).results_md == os.path.join(cli.BENCHMARKS_DIR, "RESULTS.md")

@@ -6,21 +6,24 @@ place to read (and audit) what "secure by default" means.
 
 from __future__ import annotations
 
-import ipaddress
-import logging
+import _socket
 import os
-import socket
 import threading
 import time
-from typing import TYPE_CHECKING
 
+from ._log import logger
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
 
-# ssl (5 MB of OpenSSL), hashlib and hmac are imported where they are used: listen() without
-# TLS must stay cheap for a process that may never see a client.
+# ssl (5 MB of OpenSSL), hashlib, hmac and ipaddress are imported where they are used:
+# listen() on the default address without TLS must stay cheap for a process that may never
+# see a client.
 
-logger = logging.getLogger("fastattach")
+# Addresses that are loopback by their spelling alone (the default among them), decided
+# without importing ipaddress.
+_LOOPBACK_LITERALS = frozenset({"127.0.0.1", "::1"})
 
 SECRET_ENV_VAR = "FASTATTACH_SECRET"
 
@@ -62,12 +65,16 @@ def resolvable(host: str) -> str | bytes:
 
 def is_loopback_host(host: str) -> bool:
     """True only if every address `host` resolves to is a loopback address."""
+    if host in _LOOPBACK_LITERALS:
+        return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         pass
     try:
-        infos = socket.getaddrinfo(resolvable(host), None, type=socket.SOCK_STREAM)
+        infos = _socket.getaddrinfo(resolvable(host), None, 0, _socket.SOCK_STREAM)
     except OSError:
         return False
     return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)

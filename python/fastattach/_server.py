@@ -1,9 +1,11 @@
 """Our listening socket: one idle accept thread, and one client at a time.
 
-Listening costs one idle thread and this module. The relay (_relay.py: the handshake,
-then pydevd, started through `open_backend`, by default _pydevd_host.open_session) is
-imported only when the first client connects, so a process that is never debugged never
-loads it.
+Listening costs one idle thread and this module, which imports only what a bare
+interpreter has or nearly has (_socket, select, threading; not socket, selectors, logging
+or typing, ~5 MB between them in a process that has not loaded them). Everything a
+connection needs (socket, the relay in _relay.py: the handshake, then pydevd, started
+through `open_backend`, by default _pydevd_host.open_session) is imported only when the
+first client connects, so a process that is never debugged never loads it.
 
 Nothing here may raise into, block or crash the debuggee: every failure ends the client's
 session with a log line on logging.getLogger("fastattach").
@@ -11,21 +13,22 @@ session with a log line on logging.getLogger("fastattach").
 
 from __future__ import annotations
 
+import _socket
 import errno
-import logging
-import selectors
-import socket
+import os
+import select
 import threading
-from typing import TYPE_CHECKING, Callable
 
-if TYPE_CHECKING:
-    import ssl
-
-    from ._relay import ClientSession
-
+from ._log import logger
 from ._security import FailureThrottle, check_bind_allowed, resolvable, warn_if_plaintext_secret
 
-logger = logging.getLogger("fastattach")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB with its imports)
+if TYPE_CHECKING:
+    import socket
+    import ssl
+    from typing import Callable
+
+    from ._relay import ClientSession
 
 DEFAULT_HOST = "127.0.0.1"
 # From TCP accept to an accepted attach, TLS handshake included.
@@ -71,11 +74,11 @@ def _format_peer(peer) -> str:
     return str(peer)
 
 
-def _close_quietly(sock: socket.socket | None) -> None:
+def _close_quietly(sock: socket.socket | _socket.socket | None) -> None:
     if sock is None:
         return
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        sock.shutdown(_socket.SHUT_RDWR)
     except OSError:
         pass
     try:
@@ -87,29 +90,31 @@ def _close_quietly(sock: socket.socket | None) -> None:
 
 
 class _Waker:
-    """Wakes a thread blocked in select() from another thread (a socketpair, so it works everywhere)."""
+    """Wakes a thread blocked in poll() or select() from another thread: ``reader`` is the
+    file descriptor to watch (a non-blocking pipe)."""
 
     def __init__(self):
-        self.reader, self._writer = socket.socketpair()
-        self.reader.setblocking(False)
-        self._writer.setblocking(False)
+        self.reader, self._writer = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._closed = False
 
     def wake(self) -> None:
         try:
-            self._writer.send(b"x")
+            os.write(self._writer, b"x")
         except OSError:
             pass  # already full (a wake-up is pending anyway) or closed
 
     def drain(self) -> None:
         try:
-            while self.reader.recv(4096):
+            while os.read(self.reader, 4096):
                 pass
         except OSError:
             pass
 
     def close(self) -> None:
-        self.reader.close()
-        self._writer.close()
+        if not self._closed:
+            self._closed = True
+            os.close(self.reader)
+            os.close(self._writer)
 
 
 class Listener:
@@ -142,20 +147,22 @@ class Listener:
                     " (TLS)" if ssl_context else "", " (secret required)" if secret else "")
 
     @staticmethod
-    def _bind(host: str, port: int) -> socket.socket:
+    def _bind(host: str, port: int) -> _socket.socket:
+        """A listening, non-blocking _socket.socket (the socket module is not loaded yet)."""
         where = f"{host}:{port}"
         try:
-            infos = socket.getaddrinfo(resolvable(host), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            infos = _socket.getaddrinfo(resolvable(host), port, 0, _socket.SOCK_STREAM, 0, _socket.AI_PASSIVE)
         except OSError as error:
             raise ListenError(error.errno or errno.EINVAL, f"cannot listen on {where}: cannot resolve {host!r}: "
                                                          f"{error.strerror or error}") from None
         family, _, _, _, sockaddr = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = _socket.socket(family, _socket.SOCK_STREAM)
         try:
             # Lets a restarted debuggee reuse its port at once; Linux still refuses a port in active use.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
             sock.bind(sockaddr)
             sock.listen(8)
+            sock.setblocking(False)
         except OSError as error:
             sock.close()
             if error.errno == errno.EADDRINUSE:
@@ -209,26 +216,24 @@ class Listener:
 
     # -- accepting -----------------------------------------------------------------------
     def _accept_loop(self) -> None:
-        selector = selectors.DefaultSelector()
         try:
-            selector.register(self._sock, selectors.EVENT_READ)
-            selector.register(self._waker.reader, selectors.EVENT_READ)
+            poller = select.poll()
+            poller.register(self._sock.fileno(), select.POLLIN)
+            poller.register(self._waker.reader, select.POLLIN)
             while not self._closed.is_set():
-                ready = selector.select()
+                ready = poller.poll()
                 if self._closed.is_set():
                     break
-                if any(key.fileobj is self._sock for key, _ in ready):
+                if any(fd == self._sock.fileno() for fd, _ in ready):
                     self._accept_one()
                 else:
                     self._waker.drain()
         except Exception:
             logger.exception("fastattach: the listener failed; no more clients will be accepted")
-        finally:
-            selector.close()
 
     def _accept_one(self) -> None:
         try:
-            conn, peer = self._sock.accept()
+            fd, peer = self._sock._accept()
         except _WOULD_BLOCK:
             return
         except OSError as error:
@@ -236,6 +241,9 @@ class Listener:
             logger.warning("fastattach: accept() failed: %s", error)
             self._closed.wait(0.1)
             return
+        import socket  # the first connection loads what serving one needs
+
+        conn = socket.socket(self._sock.family, _socket.SOCK_STREAM, fileno=fd)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
         wait = self._throttle.retry_after(peer_host)

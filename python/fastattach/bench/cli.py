@@ -116,7 +116,8 @@ def parse_args(argv):
     parser.add_argument("--soak-workload", default=QUICK_WORKLOAD)
     parser.add_argument("--results-md", metavar="PATH",
                         help="also regenerate this RESULTS.md (default for a full run from a checkout: "
-                             "benchmarks/RESULTS.md; never for --quick)")
+                             "benchmarks/RESULTS.md; never for --quick or a run narrowed by --python, "
+                             "--workload, --modes, --references, --scenarios or --sections)")
     parser.add_argument("--report-only", metavar="RESULTS_JSON",
                         help="measure nothing: rebuild RESULTS.md (or --results-md), its chart and the "
                              "docs/bench.md headline from a stored results.json, e.g. benchmarks/RESULTS.json")
@@ -135,8 +136,12 @@ def parse_args(argv):
         unknown = [c for c in chosen if c not in allowed]
         if unknown:
             parser.error(f"unknown {name}: {unknown} (choose from {list(allowed)})")
-    if args.results_md is None and not args.quick and not args.python and not args.workload \
-            and os.path.isdir(BENCHMARKS_DIR):
+    # Only a full run replaces the published results: a partial one would overwrite them
+    # with its few rows.
+    full_run = (not args.quick and not args.python and not args.workload
+                and all(parser.get_default(name) == getattr(args, name)
+                        for name in ("modes", "references", "scenarios", "sections")))
+    if args.results_md is None and full_run and os.path.isdir(BENCHMARKS_DIR):
         args.results_md = os.path.join(BENCHMARKS_DIR, "RESULTS.md")
     return args
 
@@ -302,17 +307,21 @@ def run_latency_section(run: Run, settings, files) -> dict:
 
 
 def run_startup_section(run: Run, settings) -> dict:
+    import tempfile
+
     samples: dict = {}
-    for rep in range(settings.startup_repeat):
-        for python in run.args.pythons:
-            for mode in (BASELINE, *run.args.mode_list):
-                label = run.labels[python]
-                try:
-                    result = harness.run_startup(python, mode)
-                except harness.RUN_ERRORS as error:
-                    run.fail(f"{label} {mode} start-up", error)
-                    continue
-                samples.setdefault(label, {}).setdefault(mode, []).append(result)
+    with tempfile.TemporaryDirectory(prefix="fastattach-pycache-") as pycache_dir:
+        for rep in range(-1, settings.startup_repeat):  # -1: warms the bytecode cache, discarded
+            for python in run.args.pythons:
+                for mode in (BASELINE, *run.args.mode_list):
+                    label = run.labels[python]
+                    try:
+                        result = harness.run_startup(python, mode, pycache_dir)
+                    except harness.RUN_ERRORS as error:
+                        run.fail(f"{label} {mode} start-up", error)
+                        continue
+                    if rep >= 0:
+                        samples.setdefault(label, {}).setdefault(mode, []).append(result)
     startup: dict = {}
     for label, per_mode in samples.items():
         for mode, results in per_mode.items():

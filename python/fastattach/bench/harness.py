@@ -245,9 +245,14 @@ def _receipt_time(client: DAPClient, event: str) -> float:
     raise SetupNotEffective(f"no {event} event in the transcript")
 
 
-def run_startup(python: str, mode: str) -> dict:
-    """Import and listen cost before any client connects, in a fresh process."""
-    with TargetProcess(python, {"kind": "startup", "mode": mode}) as target:
+def run_startup(python: str, mode: str, pycache_dir: str) -> dict:
+    """Import and listen cost before any client connects, in a fresh process.
+
+    Bytecode is cached in ``pycache_dir`` (for every module, so the caller warms it with a
+    run it discards): an installed package has its .pyc files, and compiling from source
+    (an editable install under PYTHONDONTWRITEBYTECODE) would add the compiler's memory."""
+    env = {"PYTHONPYCACHEPREFIX": pycache_dir, "PYTHONDONTWRITEBYTECODE": ""}
+    with TargetProcess(python, {"kind": "startup", "mode": mode}, env=env) as target:
         result = target.wait_record("result", 120)
         target.finish()
     result.pop("kind", None)

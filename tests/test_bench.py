@@ -316,3 +316,17 @@ def test_only_a_full_run_replaces_the_published_results(narrowing):
     assert cli.parse_args(narrowing).results_md is None
     # while a full run does, unless told otherwise
     assert cli.parse_args([]).results_md == os.path.join(cli.BENCHMARKS_DIR, "RESULTS.md")
+
+
+def test_stored_results_name_paths_relative_to_the_checkout():
+    from fastattach.bench.cli import relative_to
+
+    # GIVEN results naming interpreters and workload files inside the checkout (as keys and
+    # values, in lists) and a path outside it
+    results = {"/repo/.venv/3.12/bin/python": {"hot_file": "/repo/w/run.py", "all": ["/repo/a", 1.5]},
+               "other": "/usr/lib/python3/x.py", "near": "/repository/x"}
+    # WHEN they are made relative to the checkout
+    # THEN only the paths inside it change
+    assert relative_to(results, "/repo") == {
+        ".venv/3.12/bin/python": {"hot_file": "w/run.py", "all": ["a", 1.5]},
+        "other": "/usr/lib/python3/x.py", "near": "/repository/x"}

@@ -35,6 +35,19 @@ QUICK_WORKLOAD = "richards"
 SECTIONS = ("ratios", "latency", "startup", "soak")
 
 
+def relative_to(value, root: str):
+    """``value`` (results, recursively: keys too) with every path inside ``root`` made
+    relative to it, so stored results name no directory of the machine they ran on."""
+    prefix = root.rstrip(os.sep) + os.sep
+    if isinstance(value, str):
+        return value[len(prefix):] if value.startswith(prefix) else value
+    if isinstance(value, dict):
+        return {relative_to(key, root): relative_to(item, root) for key, item in value.items()}
+    if isinstance(value, list):
+        return [relative_to(item, root) for item in value]
+    return value
+
+
 def publish(results: dict, results_json: str, results_md_path: str) -> None:
     """RESULTS.md (+ .png, + .json: the raw data it was made from); for benchmarks/RESULTS.md
     also the headline of docs/bench.md.
@@ -411,6 +424,8 @@ def main(argv=None) -> int:
         "startup": startup, "soak": soak, "runs": run.runs, "failures": run.failures,
         "elapsed_seconds": time.monotonic() - started,
     }
+    if os.path.isdir(BENCHMARKS_DIR):
+        results = relative_to(results, REPO_ROOT)
     with open(os.path.join(out, "results.json"), "w") as dump:
         json.dump(results, dump, indent=1)
     report = markdown_report(results)

@@ -49,3 +49,12 @@ def _monitoring_left_clean():
     sys.path[:] = saved_path
     os.environ.clear()
     os.environ.update(saved_env)
+
+
+@pytest.fixture(autouse=True)
+def switch_interval():
+    """The process's GIL switch interval before the test (fastattach shortens it while it
+    starts and while a client is attached); put back after every test, whatever it did."""
+    saved = sys.getswitchinterval()
+    yield saved
+    sys.setswitchinterval(saved)

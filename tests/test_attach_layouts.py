@@ -16,6 +16,7 @@ from hypothesis import given, strategies as st
 from fastattach.attach import AttachError, _elf, _mailbox, _offsets, _pep768, _runtime
 from fastattach.attach import _orchestrator
 from fastattach.attach._orchestrator import bootstrap_code, parse_address
+from fastattach.safe_attach_loader import STARTUP_SWITCH_INTERVAL
 
 
 # -- offset tables ------------------------------------------------------------------
@@ -239,32 +240,71 @@ def test_pep768_retract_clears_only_the_pending_flag(monkeypatch):
     assert writes == [(99, MAIN_TSTATE + REMOTE_SUPPORT, struct.pack("<i", 0))]
 
 
-def test_main_thread_bootstrap_hands_the_loader_to_a_new_thread(tmp_path):
+def test_main_thread_bootstrap_hands_the_loader_to_a_new_thread(tmp_path, switch_interval):
     import _thread
     import json
     import time
     loader = tmp_path / "loader.py"
     out = tmp_path / "out"
-    loader.write_text(f"import json, _thread\nwith open({str(out)!r}, 'w') as f:\n"
-                      f"    f.write(json.dumps([_fa_main_ident, _thread.get_ident()]))\n")
+    loader.write_text(f"import json, _thread, sys\nwith open({str(out)!r}, 'w') as f:\n"
+                      f"    f.write(json.dumps([_fa_main_ident, _thread.get_ident(), _fa_switch_interval, "
+                      f"sys.getswitchinterval()]))\n")
     namespace = {"__builtins__": __builtins__}
-    exec(_orchestrator.main_thread_bootstrap(str(loader), "/s.json"), namespace)
+    sys.setswitchinterval(0.004)
+    # WHEN the main thread runs the bootstrap (through the file the mailbox names)
+    bootstrap = tmp_path / "b"
+    bootstrap.write_text(_orchestrator.main_thread_bootstrap(str(loader), "/s.json"))
+    exec(_orchestrator.file_bootstrap(str(bootstrap)), namespace)
+    # THEN it binds nothing, the switch interval is short before the loader's thread runs,
+    # and that thread is told the main thread's identity and the interval it replaced
     assert set(namespace) == {"__builtins__"}
+    assert sys.getswitchinterval() == pytest.approx(STARTUP_SWITCH_INTERVAL)
     for _ in range(500):
         if out.exists() and out.read_text():
             break
         time.sleep(0.01)
-    given_main, ran_on = json.loads(out.read_text())
+    given_main, ran_on, replaced, seen_by_loader = json.loads(out.read_text())
     assert given_main == _thread.get_ident() != ran_on
+    assert replaced == 0.004 and seen_by_loader == pytest.approx(STARTUP_SWITCH_INTERVAL)
 
 
-def test_main_thread_bootstrap_fits_the_312_mailbox():
-    # The worst case: the producer index in the middle leaves 16 contiguous free slots.
-    code = _orchestrator.main_thread_bootstrap(_orchestrator.default_loader_path(), "/tmp/fa-abcdefgh/s")
+def test_the_loader_puts_back_the_interval_the_bootstrap_replaced(tmp_path, switch_interval):
+    from fastattach.safe_attach_loader import prompt_gil_handoffs
+
+    # GIVEN a bootstrap that shortened the interval from 0.004
+    sys.setswitchinterval(STARTUP_SWITCH_INTERVAL)
+    # WHEN the loader's block ends (here: one that finds nothing to do)
+    with prompt_gil_handoffs(0.004):
+        pass
+    # THEN the application's value is back
+    assert sys.getswitchinterval() == 0.004
+
+
+def test_agent_bootstrap_shortens_the_interval_for_the_loader(tmp_path, switch_interval):
+    import json
+    loader = tmp_path / "loader.py"
+    out = tmp_path / "out"
+    loader.write_text(f"import json, sys\nwith open({str(out)!r}, 'w') as f:\n"
+                      f"    f.write(json.dumps([_fa_switch_interval, sys.getswitchinterval()]))\n")
+    sys.setswitchinterval(0.004)
+    exec(bootstrap_code(str(loader), "/s.json", 42), {})
+    assert json.loads(out.read_text()) == [0.004, pytest.approx(STARTUP_SWITCH_INTERVAL)]
+
+
+def test_mailbox_bootstrap_fits_the_312_ring_whatever_the_paths():
+    # The worst case: the producer index in the middle leaves 16 contiguous free slots. The
+    # queued code names only the bootstrap file, in the session's short temporary directory.
+    code = _orchestrator.file_bootstrap("/tmp/fa-abcdefgh/b")
     layout = _offsets.PENDING_CALL_LAYOUTS[0x030C01F0]
     slots = -(-(len(code) + 1) // layout["pending_call_size"])
     for producer in range(layout["pending_ncalls"]):
         assert _mailbox.choose_code_slots(producer, producer, layout["pending_ncalls"], slots) is not None
+
+
+def test_file_bootstrap_of_a_missing_file_does_nothing(tmp_path):
+    namespace = {"__builtins__": __builtins__}
+    exec(_orchestrator.file_bootstrap(str(tmp_path / "gone")), namespace)
+    assert set(namespace) == {"__builtins__"}
 
 
 @given(st.dictionaries(st.text(min_size=1).filter(lambda t: "\0" not in t),

@@ -145,6 +145,11 @@ def test_full_session_through_the_relay(debuggee):
         thread_id = stop_at_breakpoint(client, target)
         frame = client.top_frame(thread_id)
         assert int(client.evaluate("i * 2", frame["id"])) % 2 == 0
+        # pydevd's per-thread command queues are made race-free (see AtomicDefaultDict)
+        tables = ("[type(t).__name__ for t in (__import__('_pydevd_bundle.pydevd_constants', fromlist=['x'])"
+                  ".get_global_debugger()._cmd_queue, __import__('_pydevd_bundle.pydevd_constants', fromlist=['x'])"
+                  ".get_global_debugger()._thread_events)]")
+        assert client.evaluate(tables, frame["id"]) == "['AtomicDefaultDict', 'AtomicDefaultDict']"
         client.set_breakpoints(target.path, [])
         client.request("continue", {"threadId": thread_id})
         target.wait_ticking()
@@ -218,3 +223,35 @@ def test_listener_close_while_stopped_resumes_the_debuggee(debuggee):
             time.sleep(0.02)
     finally:
         client.close()
+
+
+def test_atomic_default_dict_gives_every_thread_the_same_new_value(switch_interval):
+    import threading
+
+    from fastattach._pydevd_host import AtomicDefaultDict
+
+    def slow_factory():
+        time.sleep(0.001)  # what a factory written in Python allows: another thread runs here
+        return object()
+
+    # GIVEN eight threads asking at once for the same missing key, as pydevd's threads do
+    # for a thread's command queue
+    def race(table) -> int:
+        start = threading.Barrier(8)
+        seen = []
+
+        def ask():
+            start.wait()
+            seen.append(table["thread-1"])
+
+        workers = [threading.Thread(target=ask) for _ in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return len({id(value) for value in seen})
+
+    # THEN a defaultdict hands out several objects (the race), ours exactly one
+    from collections import defaultdict
+    assert race(defaultdict(slow_factory)) > 1
+    assert race(AtomicDefaultDict(slow_factory)) == 1

@@ -19,14 +19,6 @@ from fastattach._dapclient import DAPClient
 from fastattach.safe_attach_loader import STARTUP_SWITCH_INTERVAL, prompt_gil_handoffs
 
 
-@pytest.fixture
-def switch_interval():
-    """The process's switch interval, put back after the test whatever it did."""
-    saved = sys.getswitchinterval()
-    yield saved
-    sys.setswitchinterval(saved)
-
-
 def test_handoffs_shorten_the_interval_only_inside_the_block(switch_interval):
     sys.setswitchinterval(0.005)
     with prompt_gil_handoffs():

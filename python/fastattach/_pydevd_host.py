@@ -77,9 +77,45 @@ def _start_pydevd():
     finally:
         py_db_class.create_wait_for_connection_thread = original
     py_db = _global_debugger()
+    _fill_command_queues_atomically(py_db)
     _gate_installed = _gate.install(py_db)
     _started = True
     return py_db
+
+
+class AtomicDefaultDict(dict):
+    """A defaultdict whose missing keys are filled atomically: every caller of ``d[key]``
+    gets the same value, however threads interleave.
+
+    collections.defaultdict calls the factory and then stores its result; with a factory
+    written in Python (queue.Queue, threading.Event) another thread can run in between, so
+    two threads asking for the same new key can get different objects, and the one stored
+    first is lost. pydevd keeps each thread's command queue and wake-up event that way: a
+    thread that stops makes its queue while the reader thread, handling the client's first
+    request for that thread (an evaluate), makes another, so the request goes into a queue
+    nobody reads and is never answered. We saw it about once in 100 attach sessions on a
+    busy target on 3.13 while the switch interval was short (safe_attach_loader.
+    prompt_gil_handoffs), which makes such interleavings likely."""
+
+    def __init__(self, default_factory, items=()):
+        super().__init__(items)
+        self.default_factory = default_factory
+
+    def __missing__(self, key):
+        # dict.setdefault is one step under the GIL: whoever stores first, everyone gets that.
+        return self.setdefault(key, self.default_factory())
+
+
+def _fill_command_queues_atomically(py_db) -> None:
+    import collections
+
+    for name in ("_cmd_queue", "_thread_events"):
+        table = getattr(py_db, name, None)
+        if isinstance(table, collections.defaultdict):
+            # No thread holds a queue yet: threads take theirs when they stop, which needs a client.
+            setattr(py_db, name, AtomicDefaultDict(table.default_factory, table))
+        else:
+            log.warning("fastattach: pydevd's PyDB.%s is not a defaultdict (%r); left as it is", name, type(table))
 
 
 def _global_debugger():

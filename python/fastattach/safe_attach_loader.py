@@ -73,13 +73,26 @@ class prompt_gil_handoffs:
     threads run as fast as with 5 ms (python benchmarks/bench_gil_handoffs.py). The
     application gets its own interval back when the block ends.
 
+    An attach's bootstrap shortens the interval before the loader's thread runs at all (it
+    runs on a thread that holds the GIL already) and passes the value it found; the loader
+    gives that as ``shortened_from`` and puts it back at the end.
+
     Nested or overlapping uses are safe: one that finds the interval already this short
     leaves it alone, and the saved value is put back only if nobody changed it meanwhile.
     (Here, not in a module of the package: the loader needs it before the package is
     importable.)"""
 
+    def __init__(self, shortened_from=None):
+        # The interval an attach's bootstrap found before it shortened it for us (it runs
+        # first, on a thread that already holds the GIL), or None.
+        self._shortened_from = shortened_from
+
     def __enter__(self):
-        self._saved = sys.getswitchinterval()
+        current = sys.getswitchinterval()
+        if self._shortened_from is not None and self._shortened_from > current:
+            self._saved, self._ours = self._shortened_from, current
+            return self
+        self._saved = current
         self._ours = None
         if self._saved > STARTUP_SWITCH_INTERVAL:
             sys.setswitchinterval(STARTUP_SWITCH_INTERVAL)
@@ -337,6 +350,13 @@ def _start_listener(settings, log, main_ident):
 
 
 def main(namespace):
+    # Around everything, even a run that finds nothing to do: the bootstrap that started us
+    # may have shortened the interval already.
+    with prompt_gil_handoffs(namespace.get("_fa_switch_interval")):
+        _main(namespace)
+
+
+def _main(namespace):
     try:
         settings = _read_settings(namespace)
     except Exception as exc:
@@ -346,8 +366,7 @@ def main(namespace):
         return
     log = _Log(settings)
     main_ident = namespace.get("_fa_main_ident", 0)
-    with prompt_gil_handoffs():
-        started = _start_listener(settings, log, main_ident)
+    started = _start_listener(settings, log, main_ident)
     if started is None:
         return
     fastattach, bound_host, bound_port = started

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 from . import _injector, _mailbox, _pep768, _runtime
-from ..safe_attach_loader import decode_fields, encode_fields
+from ..safe_attach_loader import STARTUP_SWITCH_INTERVAL, decode_fields, encode_fields
 from ._errors import AttachError, process_state, target_uid
 
 DEFAULT_TIMEOUT = 10.0
@@ -83,31 +83,49 @@ def parse_address(address) -> tuple[str, int]:
     return str(host), int(port)
 
 
-# The names the loader finds in its globals (see safe_attach_loader.py). Short, because on
-# 3.12 the main-thread bootstrap must fit in 15 free slots of the pending-call ring.
+# The names the loader finds in its globals (see safe_attach_loader.py).
 SETTINGS_GLOBAL = "_fa_settings"
 MAIN_IDENT_GLOBAL = "_fa_main_ident"
+SWITCH_INTERVAL_GLOBAL = "_fa_switch_interval"  # the target's own, before the bootstrap shortened it
 
 
 def bootstrap_code(loader: str, settings: str, main_ident: int) -> str:
-    """The code the agent's thread runs (ptrace path): run the loader. It binds no name where
-    it runs and swallows everything (SystemExit included, which would end the process)."""
-    return (f"try:__import__('runpy').run_path({loader!r},{{{SETTINGS_GLOBAL!r}:{settings!r},"
-            f"{MAIN_IDENT_GLOBAL!r}:{main_ident}}})\nexcept BaseException:pass\n")
+    """The code the agent's thread runs (ptrace path): shorten the switch interval (see
+    safe_attach_loader.prompt_gil_handoffs; the loader puts it back), then run the loader.
+    It binds no name where it runs and swallows everything (SystemExit included, which would
+    end the process)."""
+    return (f"try:(lambda s,v:s.setswitchinterval(min(v,{STARTUP_SWITCH_INTERVAL!r}))or "
+            f"__import__('runpy').run_path({loader!r},{{{SETTINGS_GLOBAL!r}:{settings!r},"
+            f"{MAIN_IDENT_GLOBAL!r}:{main_ident},{SWITCH_INTERVAL_GLOBAL!r}:v}}))"
+            f"(__import__('sys'),__import__('sys').getswitchinterval())\nexcept BaseException:pass\n")
 
 
 def main_thread_bootstrap(loader: str, settings: str) -> str:
     """The code a pending call or PEP 768 runs on the main thread: start a thread for the loader
     and return at once, so the application's main thread pauses for microseconds, not for the
     loader's imports. The thread is told the main thread's identity (for the 3.12 threading
-    fix). It binds no name in __main__ (where PyRun_SimpleString runs) and swallows
-    everything: an exception escaping a pending call would surface as a SystemError in
-    whatever the main thread was executing. (The loader catches its own errors; only a
-    loader file that cannot be read at all would print a traceback, and the orchestrator
-    checks it exists first.)"""
-    return (f"try:(lambda t:t.start_new_thread(__import__('runpy').run_path,({loader!r},"
-            f"{{{SETTINGS_GLOBAL!r}:{settings!r},{MAIN_IDENT_GLOBAL!r}:t.get_ident()}})))(__import__('_thread'))\n"
+    fix) and the switch interval, which the main thread shortens before it goes on: the
+    loader's thread must not wait for the GIL behind a main thread that never waits (it did,
+    0.3-1 s, long enough for the orchestrator to give up on the mailbox). It binds no name in
+    __main__ (where PyRun_SimpleString runs) and swallows everything: an exception escaping a
+    pending call would surface as a SystemError in whatever the main thread was executing.
+    (The loader catches its own errors; only a loader file that cannot be read at all would
+    print a traceback, and the orchestrator checks it exists first.)"""
+    return (f"try:(lambda t,s,v:t.start_new_thread(__import__('runpy').run_path,({loader!r},"
+            f"{{{SETTINGS_GLOBAL!r}:{settings!r},{MAIN_IDENT_GLOBAL!r}:t.get_ident(),{SWITCH_INTERVAL_GLOBAL!r}:v}}))"
+            f"and s.setswitchinterval(min(v,{STARTUP_SWITCH_INTERVAL!r})))"
+            f"(__import__('_thread'),__import__('sys'),__import__('sys').getswitchinterval())\n"
             f"except BaseException:pass\n")
+
+
+def file_bootstrap(path: str) -> str:
+    """What the mailbox queues: run the bootstrap kept in ``path``. On 3.12 the queued code
+    must fit in 16 free slots of the pending-call ring (255 bytes), and the bootstrap itself
+    does not. The file is read with os (not whatever ``open`` means in __main__) and closed
+    before it runs: an unclosed file would warn, and the warning would leave
+    __warningregistry__ in __main__."""
+    return (f"try:(lambda o,d:exec((o.read(d,65536),o.close(d))[0]))(__import__('os'),__import__('os').open({path!r},0))"
+            f"\nexcept BaseException:pass\n")
 
 
 def _settings_payload(host: str, port: int, wait_for_client: bool, log_file: str | None, port_file: str,
@@ -144,12 +162,18 @@ class _Session:
         self.uid = uid
 
     def write_settings(self, settings: dict) -> None:
-        temporary = self.settings + ".tmp"
+        self.write_private("s", encode_fields(settings))
+
+    def write_private(self, name: str, text: str) -> str:
+        """Put ``text`` in the directory as ``name`` (atomically, readable by the target only)."""
+        path = os.path.join(self.directory, name)
+        temporary = path + ".tmp"
         with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            f.write(encode_fields(settings))
+            f.write(text)
         if self.uid is not None and self.uid != os.geteuid():
             os.chown(temporary, self.uid, -1)
-        os.replace(temporary, self.settings)
+        os.replace(temporary, path)
+        return path
 
     def result(self) -> int | AttachError | None:
         """The port the loader reported, its error, or None while it has reported nothing."""
@@ -270,7 +294,7 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
             queued = True
         elif _mailbox.has_layout(runtime):
             try:
-                _mailbox.post(runtime, code)
+                _mailbox.post(runtime, file_bootstrap(session.write_private("b", code)))
                 queued = True
             except AttachError as exc:
                 if method == "mailbox" or exc.reason in ("permission", "no_such_process"):
@@ -299,12 +323,7 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
 
 
 def _post_pep768(runtime: _runtime.PythonRuntime, session: _Session, code: str) -> _pep768.WritePlan:
-    script = os.path.join(session.directory, "bootstrap.py")
-    with open(script, "w") as f:
-        f.write(code)
-    if session.uid is not None and session.uid != os.geteuid():
-        os.chown(script, session.uid, -1)
-    return _pep768.send(runtime.pid, runtime.runtime_address, script)
+    return _pep768.send(runtime.pid, runtime.runtime_address, session.write_private("bootstrap.py", code))
 
 
 def cli_attach(host: str, port: int, pid: int, *, wait_for_client: bool = False, log_dir: str | None = None,

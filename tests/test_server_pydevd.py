@@ -150,6 +150,10 @@ def test_full_session_through_the_relay(debuggee):
                   ".get_global_debugger()._cmd_queue, __import__('_pydevd_bundle.pydevd_constants', fromlist=['x'])"
                   ".get_global_debugger()._thread_events)]")
         assert client.evaluate(tables, frame["id"]) == "['AtomicDefaultDict', 'AtomicDefaultDict']"
+        # and its thread ids come from our counter (see stop_pinning_threads)
+        ids = ("__import__('_pydevd_bundle.pydevd_constants', fromlist=['x'])"
+               "._get_or_compute_thread_id_with_lock.__module__")
+        assert client.evaluate(ids, frame["id"]) == "'fastattach._pydevd_host'"
         client.set_breakpoints(target.path, [])
         client.request("continue", {"threadId": thread_id})
         target.wait_ticking()
@@ -255,3 +259,31 @@ def test_atomic_default_dict_gives_every_thread_the_same_new_value(switch_interv
     from collections import defaultdict
     assert race(defaultdict(slow_factory)) > 1
     assert race(AtomicDefaultDict(slow_factory)) == 1
+
+
+def test_pydevd_no_longer_keeps_finished_threads_alive():
+    import gc
+    import threading
+    import weakref
+
+    import debugpy.server.api  # noqa: F401  (puts debugpy's vendored pydevd on sys.path)
+    from _pydevd_bundle import pydevd_constants
+
+    from fastattach._pydevd_host import stop_pinning_threads
+
+    # GIVEN pydevd's thread ids made by fastattach
+    stop_pinning_threads()
+    stop_pinning_threads()  # twice is the same as once
+    # WHEN pydevd names short-lived threads, as it does for every thread it sees start
+    finished, names = [], []
+    for _ in range(3):
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        thread.join()
+        names.append(pydevd_constants.get_thread_id(thread))
+        finished.append(weakref.ref(thread))
+        del thread
+    gc.collect()
+    # THEN the ids are distinct and stable, and the threads are freed once they are gone
+    assert len(set(names)) == 3 and all("_fa_" in name for name in names)
+    assert [ref() for ref in finished] == [None, None, None]

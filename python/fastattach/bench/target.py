@@ -127,9 +127,21 @@ def load_pyperformance_unit(name: str):
     if _CapturingRunner.captured is None:
         raise LookupError(f"pyperformance benchmark {name!r} registered no function with its runner")
     how, func, args = _CapturingRunner.captured
-    if how == "time_func":
-        return path, lambda: func(1, *args)
-    return path, lambda: func(*args)
+    unit = (lambda: func(1, *args)) if how == "time_func" else (lambda: func(*args))
+    reset = LEAKY_STATE_RESETS.get(name)
+    if reset is not None:
+        module_globals = getattr(func, "__func__", func).__globals__
+        unit.reset_leaky_state = lambda: reset(module_globals)
+    return path, unit
+
+
+# Workloads that keep something from every run, and how to drop it between soak iterations,
+# so the soak measures a workload that is flat by itself: richards appends its 6 tasks and
+# 8 packets to a module-level list on every run and never clears it (~3 KB per run). The
+# speed scenarios leave it as pyperformance runs it.
+LEAKY_STATE_RESETS = {
+    "richards": lambda module_globals: setattr(module_globals["taskWorkArea"], "taskList", None),
+}
 
 
 def load_workload(workload: str):
@@ -166,7 +178,10 @@ def load_probes(path: str) -> types.ModuleType:
     return module
 
 
-_FRESH_CODE_TEMPLATE = "def fresh_{i}_{j}(x):\n    return x * {j} + {i}\n"
+# New code objects every iteration (the constant {i} differs), under names that repeat:
+# a unique name would be interned, and interned strings are immortal, so the workload
+# itself would grow ~1 KB per iteration.
+_FRESH_CODE_TEMPLATE = "def fresh_{j}(x):\n    return x * {j} + {i}\n"
 
 
 def soak_iteration(unit, soak_tick, iteration: int) -> None:
@@ -175,11 +190,14 @@ def soak_iteration(unit, soak_tick, iteration: int) -> None:
     Fresh code objects and short-lived threads are what make debugpy's per-code
     caches grow (DESIGN.md, "Memory").
     """
+    reset = getattr(unit, "reset_leaky_state", None)
+    if reset is not None:
+        reset()
     unit()
     namespace: dict = {}
     for j in range(20):
         exec(_FRESH_CODE_TEMPLATE.format(i=iteration, j=j), namespace)
-        namespace[f"fresh_{iteration}_{j}"](j)
+        namespace[f"fresh_{j}"](j)
     worker = threading.Thread(target=soak_tick, args=(iteration,))
     worker.start()
     worker.join()

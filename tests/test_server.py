@@ -371,3 +371,17 @@ def test_reconnect_right_after_disconnect_is_not_busy(make_listener, clients, fa
     last = clients(listener)
     last.attach()
     assert fake.opened == 6
+
+
+def test_a_port_probe_does_not_make_the_next_client_busy(make_listener, clients, fake):
+    # GIVEN a connection that sends nothing (a port probe, a health check) still open
+    listener = make_listener()
+    probe = socket.create_connection(listener.address, timeout=5)
+    wait_until(lambda: listener._session is not None, what="the probe to be accepted")
+    # WHEN a client connects, and only then the probe goes away
+    client = clients(listener)
+    time.sleep(0.2)  # accepted by now, while the probe is open
+    probe.close()
+    # THEN the client is served, not told the process is busy
+    client.attach()
+    assert fake.opened == 1

@@ -17,10 +17,12 @@ import _socket
 import errno
 import os
 import select
+import sys
 import threading
 
 from ._log import logger
 from ._security import FailureThrottle, check_bind_allowed, resolvable, warn_if_plaintext_secret
+from .safe_attach_loader import prompt_gil_handoffs
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB with its imports)
 if TYPE_CHECKING:
@@ -35,6 +37,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_AUTH_TIMEOUT = 20.0
 # Second clients being told "busy" at once; more are just closed.
 MAX_CONCURRENT_REJECTIONS = 4
+# How long a new client waits for a connection that has not attached (a port probe, a health
+# check, a client mid-handshake) to go away before it is told "busy".
+NOT_ATTACHED_GRACE = 2.0
 
 BUSY_MESSAGE = ("another debugger client is already attached to this process; fastattach serves one client "
                 "at a time: disconnect the other one first")
@@ -241,7 +246,13 @@ class Listener:
             logger.warning("fastattach: accept() failed: %s", error)
             self._closed.wait(0.1)
             return
-        import socket  # the first connection loads what serving one needs
+        if "fastattach._relay" not in sys.modules:
+            # The first connection loads what serving one needs (socket, selectors, the relay
+            # and the handshake): a few hundred blocking calls that must not each wait a whole
+            # switch interval behind an application thread that never waits.
+            with prompt_gil_handoffs():
+                from . import _relay  # noqa: F401
+        import socket
 
         conn = socket.socket(self._sock.family, _socket.SOCK_STREAM, fileno=fd)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -280,12 +291,15 @@ class Listener:
 
     def _admit_later_or_reject(self, conn: socket.socket, peer) -> None:
         # A client that reconnects right after its disconnect response can arrive while
-        # the old session is still detaching: wait for that instead of calling it busy.
+        # the old session is still detaching, and any client can arrive just after a port
+        # probe whose connection we have not seen close yet: wait for those instead of
+        # calling the process busy.
         from . import _relay
 
         session = self._session
-        if session is not None and session.leaving:
-            session.done.wait(_relay.FLUSH_TIMEOUT + _relay.BACKEND_DISCONNECT_TIMEOUT)
+        if session is not None and (session.leaving or not session.attached):
+            session.done.wait(_relay.FLUSH_TIMEOUT + _relay.BACKEND_DISCONNECT_TIMEOUT if session.leaving
+                              else NOT_ATTACHED_GRACE)
             if self._admit(conn, peer):
                 with self._lock:
                     self._rejections -= 1

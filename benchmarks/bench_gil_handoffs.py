@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table, end="")
     if args.out:
         command = "python benchmarks/bench_gil_handoffs.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        args.out.write_text(f"# Start-up beside a thread that never waits\n\nMeasured with `{command}`; "
+        args.out.write_text(f"## Start-up beside a thread that never waits\n\nMeasured with `{command}`; "
                             f"medians over {args.repeat} A/B repetitions, (min-max).\n\n{table}")
     return 0
 

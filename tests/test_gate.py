@@ -229,7 +229,10 @@ def test_listening_alone_imports_nothing_and_adds_no_events(tmp_path):
     assert facts["imported"] == []
     assert facts["tools"] == [None] * 6 and facts["events"] == [0] * 6
     assert facts["threads_added"] == 1
-    assert facts["rss_added"] < 2 * 1024 * 1024, facts
+    # (Under AddressSanitizer every allocation carries shadow memory and redzones, so the
+    # figure means nothing there; the other facts still hold.)
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):
+        assert facts["rss_added"] < 2 * 1024 * 1024, facts
 
 
 EIGHT_THREADS = textwrap.dedent("""

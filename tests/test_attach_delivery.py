@@ -47,8 +47,14 @@ def test_attach_reaches_every_target_state(state, cleanup, tmp_path):
     # WHEN we attach by PID
     report = {}
     host, port = attach(target.pid, ("127.0.0.1", 0), loader=str(PROBE_LOADER), timeout=10, report=report)
-    # THEN it went the expected way: no ptrace stop at all when the main thread runs bytecode
-    assert report["method"] == ("mailbox" if state in ("busy", "alloc") else "ptrace")
+    # THEN it went the expected way: no ptrace stop at all when the main thread runs bytecode.
+    # A main thread seen blocked may still be running Python at the instant the orchestrator
+    # looks (busy2's, in join(), was once on 3.13): then the mailbox is tried first and taken,
+    # which is as good a delivery.
+    if state in ("busy", "alloc"):
+        assert report["method"] == "mailbox"
+    else:
+        assert report["method"] in ("ptrace", "mailbox")
     assert 0 < report["loader_started_s"] <= report["listening_s"]
     # and the loader ran once inside the target, its port answers, and the target runs on
     records = probe_records(out)

@@ -324,12 +324,15 @@ def test_stored_results_name_paths_relative_to_the_checkout():
     # GIVEN results naming interpreters and workload files inside the checkout (as keys and
     # values, in lists) and a path outside it
     results = {"/repo/.venv/3.12/bin/python": {"hot_file": "/repo/w/run.py", "all": ["/repo/a", 1.5]},
-               "other": "/usr/lib/python3/x.py", "near": "/repository/x"}
+               "other": "/usr/lib/python3/x.py", "near": "/repository/x",
+               "stdlib": "/root/.pyenv/versions/3.12.1/lib/python3.12/json/encoder.py"}
     # WHEN they are made relative to the checkout
-    # THEN only the paths inside it change
+    # THEN the paths inside it are relative, an interpreter's library is named without its
+    # install location, and other paths stay as they are
     assert relative_to(results, "/repo") == {
         ".venv/3.12/bin/python": {"hot_file": "w/run.py", "all": ["a", 1.5]},
-        "other": "/usr/lib/python3/x.py", "near": "/repository/x"}
+        "other": "/usr/lib/python3/x.py", "near": "/repository/x",
+        "stdlib": "<python>/lib/python3.12/json/encoder.py"}
 
 
 def test_soak_iterations_leave_nothing_of_the_workload_behind():

@@ -9,6 +9,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -35,12 +36,22 @@ QUICK_WORKLOAD = "richards"
 SECTIONS = ("ratios", "latency", "startup", "soak")
 
 
+# An interpreter's own library (a workload's hot file may be in the standard library):
+# everything up to lib/pythonX.Y/ is where this machine installed that Python.
+_INTERPRETER_LIBRARY = re.compile(r"^/.*?/(lib/python3\.\d+/.*)$")
+
+
 def relative_to(value, root: str):
     """``value`` (results, recursively: keys too) with every path inside ``root`` made
-    relative to it, so stored results name no directory of the machine they ran on."""
+    relative to it, and every path inside an interpreter's library written as
+    ``<python>/lib/pythonX.Y/...``, so stored results name no directory of the machine they
+    ran on."""
     prefix = root.rstrip(os.sep) + os.sep
     if isinstance(value, str):
-        return value[len(prefix):] if value.startswith(prefix) else value
+        if value.startswith(prefix):
+            return value[len(prefix):]
+        library = _INTERPRETER_LIBRARY.match(value)
+        return f"<python>/{library.group(1)}" if library else value
     if isinstance(value, dict):
         return {relative_to(key, root): relative_to(item, root) for key, item in value.items()}
     if isinstance(value, list):

@@ -109,7 +109,7 @@ class ClientSession:
         self._deadline = time.monotonic() + listener._auth_timeout
         self._ending: str | None = None  # why the session is ending: flush, then close
         # From the start of an authenticated session to its end: without it, pydevd's threads
-        # and ours starve beside an application thread that keeps the GIL (see the class).
+        # and ours starve beside an application thread that keeps the GIL (see prompt_gil_handoffs).
         self._gil_handoffs: prompt_gil_handoffs | None = None
         self.attached = False
         self.finished = False

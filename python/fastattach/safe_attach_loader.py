@@ -315,14 +315,29 @@ def _wait_and_break(fastattach, main_ident, log):
         log("the main thread will wait for the client at its next Python instruction")
 
 
-def _start_listener(settings, log, main_ident):
-    """Import the debugger and listen; (fastattach, host, port), or None once reported."""
+def main(namespace):
+    # Around everything, even a run that finds nothing to do: the bootstrap that started us
+    # may have shortened the interval already.
+    with prompt_gil_handoffs(namespace.get("_fa_switch_interval")):
+        _main(namespace)
+
+
+def _main(namespace):
+    try:
+        settings = _read_settings(namespace)
+    except Exception as exc:
+        sys.stderr.write(f"fastattach loader: cannot read the attach settings: {exc!r}\n")
+        return
+    if settings is None:
+        return
+    log = _Log(settings)
+    main_ident = namespace.get("_fa_main_ident", 0)
     try:
         _fix_main_thread(main_ident, log)
         fastattach = _import_debugger(log)
     except BaseException as exc:
         _report_error(settings, log, "loader_failed", f"the loader could not import debugpy/fastattach: {exc!r}")
-        return None
+        return
     if settings.get("FASTATTACH_LOG_DIR"):
         try:
             fastattach.configure(log_dir=settings["FASTATTACH_LOG_DIR"])
@@ -342,34 +357,10 @@ def _start_listener(settings, log, main_ident):
     except OSError as exc:
         _report_error(settings, log, "bind_failed", f"port bind failed in the target: cannot listen on "
                                                     f"{host}:{settings.get('PTVS_DEBUG_PORT')}: {exc}")
-        return None
+        return
     except BaseException as exc:
         _report_error(settings, log, "loader_failed", f"fastattach.listen failed in the target: {exc or repr(exc)}")
-        return None
-    return fastattach, bound_host, bound_port
-
-
-def main(namespace):
-    # Around everything, even a run that finds nothing to do: the bootstrap that started us
-    # may have shortened the interval already.
-    with prompt_gil_handoffs(namespace.get("_fa_switch_interval")):
-        _main(namespace)
-
-
-def _main(namespace):
-    try:
-        settings = _read_settings(namespace)
-    except Exception as exc:
-        sys.stderr.write(f"fastattach loader: cannot read the attach settings: {exc!r}\n")
         return
-    if settings is None:
-        return
-    log = _Log(settings)
-    main_ident = namespace.get("_fa_main_ident", 0)
-    started = _start_listener(settings, log, main_ident)
-    if started is None:
-        return
-    fastattach, bound_host, bound_port = started
     log(f"listening on {bound_host}:{bound_port}")
     port_file = settings.get("PTVS_DEBUG_PORT_FILE")
     if port_file:

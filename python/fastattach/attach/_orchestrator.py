@@ -146,6 +146,9 @@ def _settings_payload(host: str, port: int, wait_for_client: bool, log_file: str
     return settings
 
 
+SETTINGS_FILE = "s"  # in the attach's private directory; short, as the path travels in the bootstrap
+
+
 class _Session:
     """The private directory one attach uses to talk to its loader."""
 
@@ -156,13 +159,13 @@ class _Session:
         if uid is not None and uid != os.geteuid():
             # We are root attaching to another user's process: the loader runs as that user.
             os.chown(self.directory, uid, -1)
-        self.settings = os.path.join(self.directory, "s")
+        self.settings = os.path.join(self.directory, SETTINGS_FILE)
         self.port_file = os.path.join(self.directory, "port")
         self.error_file = self.port_file + ".error"
         self.uid = uid
 
     def write_settings(self, settings: dict) -> None:
-        self.write_private("s", encode_fields(settings))
+        self.write_private(SETTINGS_FILE, encode_fields(settings))
 
     def write_private(self, name: str, text: str) -> str:
         """Put ``text`` in the directory as ``name`` (atomically, readable by the target only)."""

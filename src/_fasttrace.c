@@ -1274,6 +1274,27 @@ static PyType_Spec Budget_spec = {
 
 /* ------------------------------------------------------------------ module */
 
+static PyObject *
+fasttrace_seen_by_filter(PyObject *module, PyObject *code)
+{
+    if (!PyCode_Check(code)) {
+        PyErr_SetString(PyExc_TypeError, "seen_by_filter() takes a code object");
+        return NULL;
+    }
+    void *extra = NULL;
+    if (PyUnstable_Code_GetExtra(code, get_fasttrace_state(module)->extra_index, &extra) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(extra != NULL);
+}
+
+static PyMethodDef fasttrace_methods[] = {
+    {"seen_by_filter", (PyCFunction)fasttrace_seen_by_filter, METH_O,
+     "whether an event of this code object reached the filter (its code-extra slot holds a table), "
+     "which means sys.monitoring instrumented it"},
+    {NULL, NULL, 0, NULL},
+};
+
 static int
 fasttrace_exec(PyObject *module)
 {
@@ -1342,6 +1363,7 @@ static struct PyModuleDef fasttrace_module = {
     .m_name = "fastattach._fasttrace",
     .m_doc = "C trampolines for pydevd's sys.monitoring callbacks, with a per-code breakpoint cache.",
     .m_size = sizeof(fasttrace_state),
+    .m_methods = fasttrace_methods,
     .m_slots = fasttrace_slots,
     .m_traverse = fasttrace_traverse,
     .m_clear = fasttrace_clear,

@@ -6,6 +6,7 @@ stopAllThreadsOnSuspend=False, so a stop never parks the test's own thread.
 
 from __future__ import annotations
 
+import dis
 import json
 import logging
 import os
@@ -166,6 +167,7 @@ def test_stop_removes_every_callback_and_event_and_listen_works_again(unlimited_
         host, port = fastattach.listen(("127.0.0.1", 0))
         client = DAPClient.connect(host, port)
         attach(client, [{"line": HOT_LINE, "condition": "i == 2"}])
+        stepped_code = hot.__code__   # on 3.12, stop() gives hot a fresh copy of its code
         thread, result = run_in_thread(hot, 5)
         stopped = client.wait_stopped(20)
         client.request("next", {"threadId": stopped["threadId"]})
@@ -181,9 +183,80 @@ def test_stop_removes_every_callback_and_event_and_listen_works_again(unlimited_
         # Re-arming tool 0 shows whether any local event was left on the stepped code.
         M.use_tool_id(0, "probe")
         try:
-            assert M.get_local_events(0, hot.__code__) == 0
+            assert M.get_local_events(0, stepped_code) == 0
         finally:
             M.free_tool_id(0)
+
+
+# 3.12 makes these when it creates a code object (and instrumentation undoes them); 3.13's
+# compiler emits the last three as ordinary opcodes.
+SUPERINSTRUCTIONS = frozenset({"LOAD_FAST__LOAD_FAST", "LOAD_FAST__LOAD_CONST", "STORE_FAST__LOAD_FAST",
+                               "STORE_FAST__STORE_FAST", "LOAD_CONST__LOAD_FAST",
+                               "LOAD_FAST_LOAD_FAST", "STORE_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST"})
+PY312 = sys.version_info[:2] == (3, 12)
+
+
+def superinstructions(code) -> int:
+    return sum(i.opname in SUPERINSTRUCTIONS for i in dis.get_instructions(code, adaptive=True))
+
+
+def make_adder(n):
+    def add(x):
+        a, b = x, n
+        return a + b
+    return add
+
+
+def test_code_that_ran_attached_has_its_superinstructions_again_after_stop(unlimited_condition_budget):
+    fresh = superinstructions(hot.__code__), superinstructions(make_adder(1).__code__)
+    assert min(fresh) > 0
+    host, port = fastattach.listen(("127.0.0.1", 0))
+    client = DAPClient.connect(host, port)
+    try:
+        attach(client, [{"line": NEVER_LINE}])
+        thread, result = run_in_thread(lambda: (hot(1000), make_adder(1)(2)))
+        thread.join(30)
+        assert result["value"] == (sum(range(1000)), 3)
+        attached_code = hot.__code__
+        while_attached = superinstructions(hot.__code__), superinstructions(make_adder(1).__code__)
+        # What the fix is for: 3.12 undid them when it instrumented the code, 3.13 did not.
+        assert (while_attached == (0, 0)) if PY312 else (while_attached == fresh)
+    finally:
+        client.close()
+        fastattach.stop()
+    assert (superinstructions(hot.__code__), superinstructions(make_adder(1).__code__)) == fresh
+    assert (hot.__code__ is not attached_code) == PY312
+    assert hot(10) == 45 and make_adder(2)(3) == 5
+
+
+def test_requicken_leaves_unseen_code_and_other_tools_alone():
+    from fastattach import _requicken
+
+    if not PY312:   # 3.13 keeps superinstructions: there is nothing to give back
+        code = hot.__code__
+        assert _requicken.requicken(lambda _: True) == 0 and hot.__code__ is code
+        return
+    M.use_tool_id(3, "test")
+    M.register_callback(3, E.PY_START, lambda code, offset: M.DISABLE)
+    M.set_events(3, E.PY_START)
+    try:
+        assert make_adder(1)(1) == 2 and superinstructions(make_adder(1).__code__) == 0
+        original = make_adder.__code__
+        seen = (original, make_adder(1).__code__)   # as the filter would have: both ran
+
+        def seen_by_filter(code):
+            return any(code is ran for ran in seen)
+
+        assert _requicken.requicken(seen_by_filter) == 0, "another tool is active"
+    finally:
+        M.set_events(3, 0)
+        M.register_callback(3, E.PY_START, None)
+        M.free_tool_id(3)
+    unseen_function_code = hot.__code__
+    assert _requicken.requicken(seen_by_filter) >= 1
+    assert make_adder.__code__ is not original and hot.__code__ is unseen_function_code
+    # The nested code is renewed with its parent, so closures made from now on have them.
+    assert superinstructions(make_adder(1).__code__) > 0 and make_adder(2)(3) == 5
 
 
 # Modules a process that is never debugged must not pay for: the debugger itself, and the

@@ -219,3 +219,7 @@ def shutdown() -> None:
         set_global_debugger(None)
         _gate_installed = None
         _started = False
+        if gate is not None:
+            from . import _fasttrace, _requicken
+
+            _requicken.requicken(_fasttrace.seen_by_filter)

@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 export PYENV_VERSION="${PYENV_VERSION:-3.12.1:3.13.0}"
 PYTHONS="${FASTATTACH_PYTHONS:-3.12 3.13}"
 
-# The real editor client for the end-to-end tests (Debian's Emacs and dap-mode).
-if ! dpkg -s emacs-nox elpa-dap-mode >/dev/null 2>&1 && [ "${FASTATTACH_SKIP_APT:-0}" != 1 ]; then
-    echo "bootstrap: apt-get install emacs-nox elpa-dap-mode"
+# The real editor client for the end-to-end tests (Debian's Emacs and dap-mode), and
+# valgrind for the benchmark's instruction counts (benchmarks/bench_instructions.py).
+DEBIAN_PACKAGES="emacs-nox elpa-dap-mode valgrind"
+if ! dpkg -s $DEBIAN_PACKAGES >/dev/null 2>&1 && [ "${FASTATTACH_SKIP_APT:-0}" != 1 ]; then
+    echo "bootstrap: apt-get install $DEBIAN_PACKAGES"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends emacs-nox elpa-dap-mode >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $DEBIAN_PACKAGES >/dev/null
 fi
 
 for v in $PYTHONS; do

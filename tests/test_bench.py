@@ -356,3 +356,68 @@ def test_soak_iterations_leave_nothing_of_the_workload_behind():
     assert after - before < 40, (before, after)
     assert target._FRESH_CODE_TEMPLATE.format(i=1, j=2).split("(")[0] == \
         target._FRESH_CODE_TEMPLATE.format(i=9, j=2).split("(")[0]
+
+
+# -- instruction counts (--clock instructions) ------------------------------------------
+
+COUNTED_PROGRAM = textwrap.dedent("""
+    import sys, threading
+
+    def work(n):
+        total = 0
+        for i in range(n):
+            total += i * i
+        return total
+
+    stop = False
+    def spin():   # another thread runs all along: its instructions must not be counted
+        while not stop:
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    for n in (20_000, 20_000, 40_000):
+        sys.call_tracing(work, (n,))
+    stop = True
+    spinner.join()
+""")
+
+
+def test_callgrind_counts_each_sample_of_the_main_thread_alone(tmp_path):
+    import subprocess
+    import sys
+
+    from fastattach.bench.instructions import callgrind_prefix, remove_dumps, sample_counts
+
+    program = tmp_path / "counted.py"
+    program.write_text(COUNTED_PROGRAM)
+    dumps = tmp_path / "dumps"
+    process = subprocess.run([*callgrind_prefix(str(dumps), sys.executable), sys.executable, str(program)],
+                             capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr
+    first, second, double = sample_counts(str(dumps), _pid_of_dumps(dumps))
+    assert first > 100_000
+    # The same work counts the same to well under 1%; twice the work about twice as much.
+    assert abs(second - first) / first < 0.01
+    assert 1.8 < double / first < 2.2
+    remove_dumps(str(dumps), _pid_of_dumps(dumps))
+    assert not list(dumps.iterdir())
+
+
+def _pid_of_dumps(directory) -> int:
+    (pid,) = {int(path.name.split(".")[1]) for path in directory.iterdir()}
+    return pid
+
+
+def test_callgrind_refuses_a_shell_script_interpreter(tmp_path):
+    from fastattach.bench.instructions import CallgrindUnavailable, callgrind_prefix
+
+    shim = tmp_path / "python3.12"
+    shim.write_text("#!/bin/sh\nexec python3 \"$@\"\n")
+    with pytest.raises(CallgrindUnavailable, match="is a script"):
+        callgrind_prefix(str(tmp_path / "dumps"), str(shim))
+
+
+def test_instruction_counts_pair_like_times():
+    runs = [{**run("none", 0.1), "instructions": 1000}, {**run("fastattach", 0.3), "instructions": 1010}]
+    assert paired_ratios(runs, measure="instructions") == {("3.12", "w", 4, "fastattach"): [1.01]}

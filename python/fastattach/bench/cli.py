@@ -125,9 +125,11 @@ def parse_args(argv):
     parser.add_argument("--out", metavar="DIR", help="where results.json, results.md and chart.png go "
                         "(default: benchmarks/out/<date>)")
     parser.add_argument("--repeat", type=int, help="interleaved repetitions (default 3; --quick 1)")
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                        help="what a sample's time is: the debuggee's process CPU time (default; robust on a "
-                             "shared machine, counts every thread of the debuggee) or wall time")
+    parser.add_argument("--clock", choices=("cpu", "wall", "instructions"), default="cpu",
+                        help="what a sample's cost is: the debuggee's process CPU time (default; robust on a "
+                             "shared machine, counts every thread of the debuggee), wall time, or the main "
+                             "thread's instructions counted by valgrind's callgrind (exact to ~0.01%%, ~50x "
+                             "slower; only ratios are reported)")
     parser.add_argument("--modes", default=",".join(DEBUGGERS),
                         help="debuggers to compare with no debugger (default: debugpy,fastattach)")
     parser.add_argument("--references", default=",".join(REFERENCES),
@@ -252,21 +254,25 @@ def run_ratios(run: Run, settings, profiles: dict, never_run_file: str) -> None:
         started = time.monotonic()
         try:
             record.update(run_with_retries(lambda: harness.run_scenario(
-                key.python, key.workload, profile, key.scenario, key.mode, setup, settings, plan), record))
+                key.python, key.workload, profile, key.scenario, key.mode, setup, settings, plan, key.rep), record))
             record["ok"] = True
         except harness.RUN_ERRORS as error:
             record["error"] = f"{type(error).__name__}: {error}"
             run.fail(where, error)
         run.runs.append(record)
-        if record["ok"]:
+        if record["ok"] and "instructions" in record:
+            print(f"[{index}/{len(order)}] {where}: fewest {record['instructions']:,} instructions of "
+                  f"{len(record['sample_instructions'])} samples ({time.monotonic() - started:.1f} s)", flush=True)
+        elif record["ok"]:
             print(f"[{index}/{len(order)}] {where}: best {record['cpu_seconds'] * 1e3:.2f} ms CPU, "
                   f"{record['wall_seconds'] * 1e3:.2f} ms wall of {len(record['times'])} samples "
                   f"({time.monotonic() - started:.1f} s)", flush=True)
 
 
 def aggregate_ratios(run: Run, profiles: dict) -> tuple[dict, dict]:
+    counted = run.args.clock == "instructions"
     ratios = {"|".join(str(k) for k in key): summarize(values).to_json()
-              for key, values in paired_ratios(run.runs).items()}
+              for key, values in paired_ratios(run.runs, measure="instructions" if counted else "seconds").items()}
     for record in run.runs:
         key = f"{record['python']}|{record['workload']}|{record['scenario']}|{record['mode']}"
         if record["mode"] == BASELINE:
@@ -280,6 +286,8 @@ def aggregate_ratios(run: Run, profiles: dict) -> tuple[dict, dict]:
         profile = profiles[record["python"]][record["workload"]]
         return profile["plan"].hottest_line_hits * profile["inner"] if record["scenario"] == 5 else 0
 
+    if counted:   # the cost per evaluation is reported in nanoseconds, which a count is not
+        return ratios, {}
     costs = {"|".join(str(k) for k in key): summarize(v * 1e9 for v in values).to_json()
              for key, values in paired_differences(run.runs, evaluations).items()}
     return ratios, costs
@@ -409,7 +417,8 @@ def main(argv=None) -> int:
     versions = {python: interpreter_versions(python) for python in args.pythons}
     labels = {python: versions[python]["python"] for python in args.pythons}
     run = Run(args, labels)
-    settings = harness.Settings(quick=args.quick, clock=args.clock)
+    settings = harness.Settings(quick=args.quick, clock=args.clock,
+                                callgrind_dir=os.path.join(out, "callgrind") if args.clock == "instructions" else None)
     files = write_support_files(os.path.join(out, "files"))
 
     profiles = profile_all(run, settings) if "ratios" in args.section_list else {}

@@ -11,6 +11,7 @@ import os
 import time
 
 from .._dapclient import DAPClient, DAPError
+from .instructions import callgrind_prefix, remove_dumps, sample_counts
 from .lines import BreakpointPlan, choose_lines, inner_repeats
 from .process import TargetError, TargetProcess
 from .scenarios import (DEBUGGERS, FALSE_CONDITION, LOGPOINT_MESSAGE, NEVER_RUN_LINES, REFERENCE_SCENARIO,
@@ -25,17 +26,26 @@ class SetupNotEffective(RuntimeError):
 class Settings:
     """Sizes of one harness invocation (--quick shrinks them)."""
 
-    def __init__(self, *, quick: bool, clock: str = "cpu"):
+    def __init__(self, *, quick: bool, clock: str = "cpu", callgrind_dir: str | None = None):
         # "cpu": the debuggee's process CPU time (all its threads), which other
-        # processes on a shared machine barely disturb; "wall": elapsed time.
+        # processes on a shared machine barely disturb; "wall": elapsed time;
+        # "instructions": the main thread's instructions per sample, counted by
+        # callgrind (fastattach.bench.instructions), its dumps kept in callgrind_dir.
         self.clock = clock
+        self.callgrind_dir = callgrind_dir
+        if clock == "instructions" and callgrind_dir is None:
+            raise ValueError("counting instructions needs a directory for callgrind's dumps")
+        # callgrind runs everything, pydevd's start-up included, about 50x slower.
+        self.slowdown = 60.0 if clock == "instructions" else 1.0
         self.sample_seconds = 0.02 if quick else 0.05   # baseline duration of one timed sample
         self.samples = 3 if quick else 5
         self.max_seconds = 0.5 if quick else 3.0         # per process; slow modes take fewer samples
         self.warmup = not quick                          # one untimed unit before the samples
         self.min_samples = 1 if quick else 2
-        self.stop_timeout = 60.0                         # a probe breakpoint must stop within this
-        self.result_timeout = 600.0
+        self.stop_timeout = 60.0 * self.slowdown         # a probe breakpoint must stop within this
+        self.result_timeout = 600.0 * self.slowdown
+        self.start_timeout = 120.0 * self.slowdown       # the debuggee is listening
+        self.attach_timeout = 30.0 * self.slowdown
         self.latency_hits = 20
         self.startup_repeat = 1 if quick else 5
 
@@ -58,16 +68,16 @@ def profile_workload(python: str, workload: str, settings: Settings) -> dict:
 
 # -- DAP helpers -----------------------------------------------------------------------
 
-def attach_client(address, breakpoints: dict[str, list[dict]]) -> tuple[DAPClient, float]:
+def attach_client(address, breakpoints: dict[str, list[dict]], timeout: float = 30.0) -> tuple[DAPClient, float]:
     """Connects, attaches with ``breakpoints``, checks every one was verified.
 
     Returns the client and the attach latency (connect to attach response).
     """
     host, port = address
     started = time.monotonic()
-    client = DAPClient.connect(host, port, timeout=30)
+    client = DAPClient.connect(host, port, timeout=timeout)
     try:
-        results = client.attach(breakpoints=breakpoints, exception_filters=[], justMyCode=False)
+        results = client.attach(breakpoints=breakpoints, exception_filters=[], justMyCode=False, timeout=timeout)
         attach_seconds = time.monotonic() - started
         check_breakpoints_verified(breakpoints, results)
     except BaseException:
@@ -130,8 +140,13 @@ def debugpy_adapter_rss(port: int) -> int | None:
 # -- ratio runs ------------------------------------------------------------------------
 
 def run_scenario(python: str, workload: str, profile: dict, scenario, mode: str, setup: ScenarioSetup | None,
-                 settings: Settings, plan: BreakpointPlan) -> dict:
+                 settings: Settings, plan: BreakpointPlan, rep: int = 0) -> dict:
     """One fresh process: set the scenario up, time the workload, check the set-up held.
+
+    Counting instructions, every run of repetition ``rep`` gets the same string hash
+    seed: random seeds move a run's count by up to ~2% (dict probing), which would
+    swamp the differences being measured, while a different seed per repetition
+    still shows how much the ratio depends on it.
 
     Returns the run's record; raises SetupNotEffective or TargetError on failure.
     """
@@ -142,17 +157,29 @@ def run_scenario(python: str, workload: str, profile: dict, scenario, mode: str,
         spec["bdb_file"], spec["bdb_line"], spec["bdb_condition"] = reference_breakpoint(plan)
     if mode == "coverage":
         spec["coverage_include"] = sorted({profile["file"], plan.hot_file})
+    prefix, env = [], {}
+    if settings.clock == "instructions":
+        spec["count_instructions"] = True
+        prefix = callgrind_prefix(settings.callgrind_dir, python)
+        env["PYTHONHASHSEED"] = str(rep + 1)
     details: dict = {}
-    with TargetProcess(python, spec) as target:
-        ready = target.wait_record("ready", 120)
+    with TargetProcess(python, spec, env=env, prefix=prefix) as target:
+        ready = target.wait_record("ready", settings.start_timeout)
         details["rss_before_listen"] = ready["rss_before_listen"]
         details["rss_after_listen"] = ready["rss_after_listen"]
         client = None
         try:
             if mode in DEBUGGERS and setup.connect:
-                client, details["attach_seconds"] = attach_client(ready["address"], setup.breakpoints)
+                client, details["attach_seconds"] = attach_client(ready["address"], setup.breakpoints,
+                                                                  settings.attach_timeout)
                 if mode == "debugpy":
                     details["adapter_rss"] = debugpy_adapter_rss(ready["address"][1])
+            if setup is not None and setup.run_before_timing:
+                target.send("run")
+                target.wait_record("ran", settings.result_timeout)
+                if client is not None and client.events("stopped"):
+                    raise SetupNotEffective("the debuggee stopped while running attached: "
+                                            "a never-hit breakpoint was hit")
             if mode in DEBUGGERS and setup.detach_before_timing:
                 client.disconnect()
                 client = None
@@ -171,14 +198,22 @@ def run_scenario(python: str, workload: str, profile: dict, scenario, mode: str,
                 client = None
             if mode in DEBUGGERS and setup.detach_before_timing and result["connected"]:
                 raise SetupNotEffective(f"{mode} still had a client after the detach")
-            target.finish()
+            target.finish(timeout=20.0 * settings.slowdown)
         finally:
             if client is not None:
                 client.close()
+    if settings.clock == "instructions":
+        details["sample_instructions"] = sample_counts(settings.callgrind_dir, target.pid)
+        remove_dumps(settings.callgrind_dir, target.pid)
+        if len(details["sample_instructions"]) != len(result["times"]):
+            raise TargetError(f"callgrind wrote {len(details['sample_instructions'])} dumps "
+                              f"for {len(result['times'])} samples")
+        # Counts vary by a few hundred in 10^8 from sample to sample: the fewest is as good as any.
+        details["instructions"] = min(details["sample_instructions"])
     # The fastest sample: a shared machine only ever adds time to a sample, never removes it.
     wall, cpu = min(result["times"]), min(result["cpu_times"])
     return {"times": result["times"], "cpu_times": result["cpu_times"], "wall_seconds": wall, "cpu_seconds": cpu,
-            "seconds": cpu if settings.clock == "cpu" else wall, **details}
+            "seconds": wall if settings.clock == "wall" else cpu, **details}
 
 
 def check_setup_held(client: DAPClient, target: TargetProcess, setup: ScenarioSetup, details: dict,

@@ -22,7 +22,8 @@ class TargetProcess:
     whatever happened inside.
     """
 
-    def __init__(self, python: str, spec: dict, env: dict | None = None):
+    def __init__(self, python: str, spec: dict, env: dict | None = None, prefix: list[str] = ()):
+        """prefix: a command the interpreter runs under (valgrind, for instruction counts)."""
         run_env = dict(os.environ)
         # pydevd warns on every start of 3.12 with frozen modules on; every mode gets
         # the same flag so the interpreters being compared are configured alike.
@@ -31,7 +32,7 @@ class TargetProcess:
         run_env.update(env or {})
         self.spec = spec
         self.process = subprocess.Popen(
-            [python, "-X", "frozen_modules=off", TARGET_SCRIPT, json.dumps(spec)],
+            [*prefix, python, "-X", "frozen_modules=off", TARGET_SCRIPT, json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=run_env, text=True, bufsize=1,
         )

@@ -19,6 +19,9 @@ CLOCK_LABELS = {
     "cpu": "the debuggee's process CPU time per sample (all its threads; debugpy's separate adapter "
            "process is not counted)",
     "wall": "wall time per sample",
+    "instructions": "the debuggee main thread's instructions per sample, counted by valgrind's callgrind "
+                    "(the same for every repetition to ~0.01%, whatever else the machine runs; stalls such "
+                    "as cache misses are not counted)",
 }
 # Issue 2's targets for fastattach: (scenario, limit on the median ratio).
 RATIO_TARGETS = {4: 1.05, 3: 1.02, 7: 1.01}

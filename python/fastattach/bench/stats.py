@@ -30,11 +30,11 @@ def summarize(values) -> Summary:
     return Summary(statistics.median(values), min(values), max(values), len(values))
 
 
-def _paired(runs: list[dict], combine, baseline_mode: str) -> dict[tuple, list[float]]:
-    """combine(run, baseline_seconds) for each successful run with a successful baseline,
+def _paired(runs: list[dict], combine, baseline_mode: str, measure: str = "seconds") -> dict[tuple, list[float]]:
+    """combine(run, baseline's measure) for each successful run with a successful baseline,
     grouped by (python, workload, scenario, mode); None from combine skips the run."""
     baselines = {
-        (r["python"], r["workload"], r["scenario"], r["rep"]): r["seconds"]
+        (r["python"], r["workload"], r["scenario"], r["rep"]): r[measure]
         for r in runs if r["mode"] == baseline_mode and r["ok"]
     }
     paired: dict[tuple, list[float]] = {}
@@ -48,15 +48,16 @@ def _paired(runs: list[dict], combine, baseline_mode: str) -> dict[tuple, list[f
     return paired
 
 
-def paired_ratios(runs: list[dict], baseline_mode: str = "none") -> dict[tuple, list[float]]:
+def paired_ratios(runs: list[dict], baseline_mode: str = "none", measure: str = "seconds") -> dict[tuple, list[float]]:
     """Ratios of each successful run's time to its group's baseline run's.
 
     A run is a dict with python, workload, scenario, mode, rep, ok and seconds (the
-    run's representative sample time: its fastest sample).  The
-    result maps (python, workload, scenario, mode) to one ratio per repetition that
-    has both runs; a repetition whose baseline failed contributes nothing.
+    run's representative sample time: its fastest sample), or another ``measure``
+    (instructions).  The result maps (python, workload, scenario, mode) to one ratio
+    per repetition that has both runs; a repetition whose baseline failed contributes
+    nothing.
     """
-    return _paired(runs, lambda run, base: run["seconds"] / base if base else None, baseline_mode)
+    return _paired(runs, lambda run, base: run[measure] / base if base else None, baseline_mode, measure)
 
 
 def paired_differences(runs: list[dict], per_run_divisor, baseline_mode: str = "none") -> dict[tuple, list[float]]:

@@ -147,15 +147,9 @@ def main(argv: list[str]) -> int:
                else time.monotonic() - started)
     text = fragment(results, command, elapsed)
     print(text)
-    os.makedirs(os.path.dirname(FRAGMENT), exist_ok=True)
-    with open(FRAGMENT, "w") as out_file:
-        out_file.write(text)
-    print(f"wrote {FRAGMENT}")
     from fastattach.bench import cli
 
-    stored = os.path.join(HERE, "RESULTS.json")
-    if os.path.exists(stored):
-        cli.republish(stored, os.path.join(HERE, "RESULTS.md"))
+    cli.write_fragment_and_republish(FRAGMENT, text)
     return status
 
 

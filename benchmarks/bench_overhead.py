@@ -29,23 +29,21 @@ ISSUE_2_ARGS = [
 ]
 
 
-def write_fragment(results: dict, command: str) -> None:
+def fragment(results: dict, command: str) -> str:
     from fastattach.bench.report import ratio_table, targets_table
 
     machine = results["machine"]
-    os.makedirs(os.path.dirname(FRAGMENT), exist_ok=True)
-    with open(FRAGMENT, "w") as out:
-        out.write("\n".join([
-            f"## Issue 2: overhead targets, {results['repeat']} interleaved repetitions",
-            "",
-            f"Command: `{command}` ({results['date']}, {machine['cpu']}, {machine['cores']} cores, "
-            f"{results['elapsed_seconds'] / 60:.1f} min).",
-            "",
-            targets_table(results),
-            "",
-            ratio_table(results),
-            "",
-        ]))
+    return "\n".join([
+        f"## Issue 2: overhead targets, {results['repeat']} interleaved repetitions",
+        "",
+        f"Command: `{command}` ({results['date']}, {machine['cpu']}, {machine['cores']} cores, "
+        f"{results['elapsed_seconds'] / 60:.1f} min).",
+        "",
+        targets_table(results),
+        "",
+        ratio_table(results),
+        "",
+    ])
 
 
 def main(argv: list[str]) -> int:
@@ -58,11 +56,8 @@ def main(argv: list[str]) -> int:
     out = argv[argv.index("--out") + 1]
     with open(os.path.join(out, "results.json")) as source:
         results = json.load(source)
-    write_fragment(results, shlex.join(["python", "benchmarks/bench_overhead.py", *sys.argv[1:]]))
-    print(f"wrote {FRAGMENT}")
-    stored = os.path.join(HERE, "RESULTS.json")
-    if os.path.exists(stored):
-        cli.republish(stored, os.path.join(HERE, "RESULTS.md"))
+    cli.write_fragment_and_republish(
+        FRAGMENT, fragment(results, shlex.join(["python", "benchmarks/bench_overhead.py", *sys.argv[1:]])))
     return status
 
 

@@ -88,6 +88,18 @@ def republish(results_json: str, results_md_path: str) -> int:
     return 0
 
 
+def write_fragment_and_republish(fragment_path: str, text: str) -> None:
+    """Writes a benchmarks/results/*.md fragment, then rebuilds RESULTS.md from the stored
+    full run so that it carries the fragment."""
+    os.makedirs(os.path.dirname(fragment_path), exist_ok=True)
+    with open(fragment_path, "w") as out:
+        out.write(text)
+    print(f"wrote {fragment_path}")
+    stored = os.path.join(BENCHMARKS_DIR, "RESULTS.json")
+    if os.path.exists(stored):
+        republish(stored, os.path.join(BENCHMARKS_DIR, "RESULTS.md"))
+
+
 def update_headline(doc: str, results: dict) -> None:
     """Replaces the text between the headline markers of ``doc`` with this run's tables."""
     with open(doc) as source:

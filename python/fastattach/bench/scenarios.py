@@ -22,7 +22,7 @@ SCENARIOS = {
     4: "breakpoint in the hottest function, on a line that never runs",
     5: "false conditional breakpoint on the hottest line",
     6: "logpoint on a line that runs often",
-    7: "after the client detaches (fastattach: and stop()), the workload having run while attached",
+    7: "after the client detaches (fastattach: and stop())",
 }
 # The references run once per workload and repetition, in a group of their own.
 REFERENCE_SCENARIO = "ref"

@@ -88,7 +88,9 @@ def fragment(results: list[dict], command: str, elapsed: float) -> str:
              "Each cell is the median ratio of the debuggee main thread's instructions per sample to the "
              "no-debugger run's beside it, with the min–max over the repetitions. valgrind's callgrind "
              "counts them inside each timed sample only; they do not change with the machine's load, "
-             "unlike any clock here. They count work, not stalls (a cache miss is one instruction).",
+             "unlike any clock here. They count work, not stalls (a cache miss is one instruction). "
+             "In scenario 7 the workload runs once while the client is attached, before the detach and "
+             "stop(), so its code has been instrumented.",
              "",
              "| Python | workload | scenario | fastattach | debugpy (with --modes fastattach,debugpy) | target | met |",
              "|---|---|---|---|---|---|---|"]

@@ -208,7 +208,7 @@ def run_scenario(python: str, workload: str, profile: dict, scenario, mode: str,
         if len(details["sample_instructions"]) != len(result["times"]):
             raise TargetError(f"callgrind wrote {len(details['sample_instructions'])} dumps "
                               f"for {len(result['times'])} samples")
-        # Counts vary by a few hundred in 10^8 from sample to sample: the fewest is as good as any.
+        # The samples of one run agree to ~0.05%: the fewest is as good as any.
         details["instructions"] = min(details["sample_instructions"])
     # The fastest sample: a shared machine only ever adds time to a sample, never removes it.
     wall, cpu = min(result["times"]), min(result["cpu_times"])

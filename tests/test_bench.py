@@ -387,7 +387,7 @@ def test_callgrind_counts_each_sample_of_the_main_thread_alone(tmp_path):
     import subprocess
     import sys
 
-    from fastattach.bench.instructions import callgrind_prefix, remove_dumps, sample_counts
+    from fastattach.bench.instructions import callgrind_prefix, estimated_cycles, remove_dumps, sample_events
 
     program = tmp_path / "counted.py"
     program.write_text(COUNTED_PROGRAM)
@@ -395,11 +395,15 @@ def test_callgrind_counts_each_sample_of_the_main_thread_alone(tmp_path):
     process = subprocess.run([*callgrind_prefix(str(dumps), sys.executable), sys.executable, str(program)],
                              capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, process.stderr
-    first, second, double = sample_counts(str(dumps), _pid_of_dumps(dumps))
+    samples = sample_events(str(dumps), _pid_of_dumps(dumps))
+    first, second, double = (sample["Ir"] for sample in samples)
     assert first > 100_000
     # The same work counts the same to well under 1%; twice the work about twice as much.
     assert abs(second - first) / first < 0.01
     assert 1.8 < double / first < 2.2
+    # The caches and the branch predictor are simulated, and their misses cost cycles.
+    assert all({"D1mr", "DLmr", "Bcm", "Bim"} <= set(sample) for sample in samples)
+    assert all(estimated_cycles(sample) > sample["Ir"] for sample in samples)
     remove_dumps(str(dumps), _pid_of_dumps(dumps))
     assert not list(dumps.iterdir())
 

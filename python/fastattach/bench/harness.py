@@ -11,7 +11,7 @@ import os
 import time
 
 from .._dapclient import DAPClient, DAPError
-from .instructions import callgrind_prefix, remove_dumps, sample_counts
+from .instructions import callgrind_prefix, estimated_cycles, remove_dumps, sample_events
 from .lines import BreakpointPlan, choose_lines, inner_repeats
 from .process import TargetError, TargetProcess
 from .scenarios import (DEBUGGERS, FALSE_CONDITION, LOGPOINT_MESSAGE, NEVER_RUN_LINES, REFERENCE_SCENARIO,
@@ -203,13 +203,15 @@ def run_scenario(python: str, workload: str, profile: dict, scenario, mode: str,
             if client is not None:
                 client.close()
     if settings.clock == "instructions":
-        details["sample_instructions"] = sample_counts(settings.callgrind_dir, target.pid)
+        events = sample_events(settings.callgrind_dir, target.pid)
         remove_dumps(settings.callgrind_dir, target.pid)
-        if len(details["sample_instructions"]) != len(result["times"]):
-            raise TargetError(f"callgrind wrote {len(details['sample_instructions'])} dumps "
-                              f"for {len(result['times'])} samples")
+        if len(events) != len(result["times"]):
+            raise TargetError(f"callgrind wrote {len(events)} dumps for {len(result['times'])} samples")
+        details["sample_events"] = events
+        details["sample_instructions"] = [sample["Ir"] for sample in events]
         # The samples of one run agree to ~0.05%: the fewest is as good as any.
         details["instructions"] = min(details["sample_instructions"])
+        details["estimated_cycles"] = min(estimated_cycles(sample) for sample in events)
     # The fastest sample: a shared machine only ever adds time to a sample, never removes it.
     wall, cpu = min(result["times"]), min(result["cpu_times"])
     return {"times": result["times"], "cpu_times": result["cpu_times"], "wall_seconds": wall, "cpu_seconds": cpu,

@@ -34,7 +34,17 @@ typedef struct {
     uint64_t last_generation;       /* shared by every Tracer, so a new tracer never
                                        matches a table cached by an old one */
     Py_ssize_t extra_index;         /* code-extra slot: one per interpreter, never released */
+    /* 3.12 only, set by set_superinstruction_table(); see ft_reform_superinstructions. */
+    int reform_ready;
+    uint8_t reform_caches[256];     /* inline cache entries per opcode; FT_UNTOUCHABLE: leave the code */
+    uint8_t reform_bases[256];      /* the base opcode of each specialized or instrumented one */
+    uint8_t reform_ops[8];          /* see FT_REFORM_OPS */
 } fasttrace_state;
+
+#define FT_UNTOUCHABLE 255
+/* The order of set_superinstruction_table()'s third argument. */
+enum { FT_LOAD_FAST, FT_LOAD_CONST, FT_STORE_FAST, FT_LOAD_FAST__LOAD_FAST, FT_LOAD_FAST__LOAD_CONST,
+       FT_STORE_FAST__LOAD_FAST, FT_STORE_FAST__STORE_FAST, FT_LOAD_CONST__LOAD_FAST, FT_REFORM_OPS };
 
 static inline fasttrace_state *
 get_fasttrace_state(PyObject *module)
@@ -355,14 +365,14 @@ enum ft_stat {
     ST_LINE_DISABLE, ST_LINE_FORWARD, ST_CONDITION_FALSE, ST_CONDITION_FORWARD,
     ST_START_DISABLE, ST_START_FORWARD, ST_JUMP_DISABLE, ST_JUMP_FORWARD,
     ST_SLOW_FORWARD, ST_COMPUTE, ST_SLOW_CHECKS, ST_ERRORS,
-    ST_BUDGET_PAUSED, ST_BUDGET_DROPPED, ST_PROBE, ST_TRIPS, ST_COUNT
+    ST_BUDGET_PAUSED, ST_BUDGET_DROPPED, ST_PROBE, ST_TRIPS, ST_SUPERINSTRUCTIONS, ST_COUNT
 };
 
 static const char *const ft_stat_names[ST_COUNT] = {
     "line_disable", "line_forward", "condition_false", "condition_forward",
     "start_disable", "start_forward", "jump_disable", "jump_forward",
     "slow_forward", "compute", "slow_checks", "errors",
-    "budget_paused", "budget_dropped", "probe", "trips",
+    "budget_paused", "budget_dropped", "probe", "trips", "superinstructions_formed",
 };
 
 typedef struct {
@@ -501,6 +511,86 @@ ft_condition_holds(PyObject *condition)
     return result;
 }
 
+/* ------------------------------------------------------------------ 3.12 superinstructions */
+
+/* CPython 3.12's _Py_Instrument rewrites every superinstruction of a code object to its
+   first half when it inserts any event there, and only code creation makes them.  So
+   every code object that runs under pydevd's global PY_START loses them for as long as
+   it lives: 1-2% more instructions on pyperformance workloads
+   (benchmarks/results/issue2-instructions.md).  When PY_START answers DISABLE, nothing
+   of ours stays in the code, so the pairs are formed again here, exactly as
+   _PyCode_Quicken forms them.
+
+   Safe because: the code is left alone if anything but RESUME is instrumented (a line
+   event, say, must see both halves); the second half of a pair is never changed, so a
+   frame of another thread paused between the two runs on correctly; and the next time
+   CPython instruments this code it undoes them first, as it did before. */
+static uint8_t
+ft_superinstruction(const fasttrace_state *st, int first, int second)
+{
+    const uint8_t *op = st->reform_ops;
+    if (first == op[FT_LOAD_FAST] && second == op[FT_LOAD_FAST]) {
+        return op[FT_LOAD_FAST__LOAD_FAST];
+    }
+    if (first == op[FT_LOAD_FAST] && second == op[FT_LOAD_CONST]) {
+        return op[FT_LOAD_FAST__LOAD_CONST];
+    }
+    if (first == op[FT_STORE_FAST] && second == op[FT_LOAD_FAST]) {
+        return op[FT_STORE_FAST__LOAD_FAST];
+    }
+    if (first == op[FT_STORE_FAST] && second == op[FT_STORE_FAST]) {
+        return op[FT_STORE_FAST__STORE_FAST];
+    }
+    if (first == op[FT_LOAD_CONST] && second == op[FT_LOAD_FAST]) {
+        return op[FT_LOAD_CONST__LOAD_FAST];
+    }
+    return 0;
+}
+
+/* Returns how many superinstructions it formed; 0 when the code was left alone. */
+static Py_ssize_t
+ft_reform_superinstructions(const fasttrace_state *st, PyCodeObject *code)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    /* 3.13 makes superinstructions in the compiler, and instrumentation keeps them. */
+    (void)st;
+    (void)code;
+    return 0;
+#else
+    if (!st->reform_ready) {
+        return 0;
+    }
+    _Py_CODEUNIT *instructions = (_Py_CODEUNIT *)code->co_code_adaptive;
+    Py_ssize_t length = Py_SIZE(code);
+    for (Py_ssize_t i = 0; i < length; i++) {
+        uint8_t caches = st->reform_caches[instructions[i].op.code];
+        if (caches == FT_UNTOUCHABLE) {
+            return 0;
+        }
+        i += caches;
+    }
+    Py_ssize_t formed = 0;
+    int current = 0;
+    for (Py_ssize_t i = 0; i < length; i++) {
+        int previous = current;
+        uint8_t opcode = instructions[i].op.code;
+        current = st->reform_bases[opcode];
+        uint8_t caches = st->reform_caches[opcode];
+        if (caches) {
+            current = 0;   /* an instruction with caches pairs with nothing */
+            i += caches;
+            continue;
+        }
+        uint8_t pair = ft_superinstruction(st, previous, current);
+        if (pair && instructions[i - 1].op.code != pair) {
+            instructions[i - 1].op.code = pair;
+            formed++;
+        }
+    }
+    return formed;
+#endif
+}
+
 /* ------------------------------------------------------------------ Trampoline */
 
 static PyObject *
@@ -525,6 +615,7 @@ ft_on_py_start(TrampolineObject *self, TracerObject *tracer, ft_codeinfo *info,
         return ft_forward(self, args, nargsf, NULL);
     }
     tracer->stats[ST_START_DISABLE]++;
+    tracer->stats[ST_SUPERINSTRUCTIONS] += ft_reform_superinstructions(tracer->state, (PyCodeObject *)args[0]);
     return Py_NewRef(tracer->disable);
 }
 
@@ -1288,7 +1379,60 @@ fasttrace_seen_by_filter(PyObject *module, PyObject *code)
     return PyBool_FromLong(extra != NULL);
 }
 
+static PyObject *
+fasttrace_set_superinstruction_table(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer caches, bases, ops;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "set_superinstruction_table(caches, bases, ops)");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &caches, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[1], &bases, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&caches);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &ops, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&caches);
+        PyBuffer_Release(&bases);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    fasttrace_state *st = get_fasttrace_state(module);
+    if (caches.len != 256 || bases.len != 256 || ops.len != FT_REFORM_OPS) {
+        PyErr_Format(PyExc_ValueError, "set_superinstruction_table: expected 256, 256 and %d bytes",
+                     (int)FT_REFORM_OPS);
+    }
+    else {
+        memcpy(st->reform_caches, caches.buf, 256);
+        memcpy(st->reform_bases, bases.buf, 256);
+        memcpy(st->reform_ops, ops.buf, FT_REFORM_OPS);
+        st->reform_ready = 1;
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&caches);
+    PyBuffer_Release(&bases);
+    PyBuffer_Release(&ops);
+    return result;
+}
+
+static PyObject *
+fasttrace_reform_superinstructions(PyObject *module, PyObject *code)
+{
+    if (!PyCode_Check(code)) {
+        PyErr_SetString(PyExc_TypeError, "reform_superinstructions() takes a code object");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(ft_reform_superinstructions(get_fasttrace_state(module), (PyCodeObject *)code));
+}
+
 static PyMethodDef fasttrace_methods[] = {
+    {"set_superinstruction_table", (PyCFunction)(void (*)(void))fasttrace_set_superinstruction_table,
+     METH_FASTCALL, "3.12: opcode tables for forming superinstructions again where PY_START answers DISABLE"},
+    {"reform_superinstructions", (PyCFunction)fasttrace_reform_superinstructions, METH_O,
+     "form code's superinstructions again if nothing but RESUME is instrumented; returns how many"},
     {"seen_by_filter", (PyCFunction)fasttrace_seen_by_filter, METH_O,
      "whether an event of this code object reached the filter (its code-extra slot holds a table), "
      "which means sys.monitoring instrumented it"},

@@ -435,3 +435,60 @@ class TestModule:
         tracer = _fasttrace.Tracer(M.DISABLE, Breakpoints().compute, lambda: False)
         tramp = tracer.trampoline(_fasttrace.LINE, print)
         assert tramp.target is print and tramp.kind == _fasttrace.LINE
+
+
+# -- 3.12: superinstructions formed again in place ----------------------------------------
+
+def _pairs_of_locals(a, b):
+    x = a
+    y = b
+    return x + y + a * b
+
+
+def _superinstructions(code) -> list[str]:
+    import dis
+
+    return [i.opname for i in dis.get_instructions(code, adaptive=True) if "__" in i.opname]
+
+
+@contextlib.contextmanager
+def _tool_on_py_start():
+    """Another tool whose PY_START answers DISABLE: on 3.12 that alone undoes superinstructions."""
+    monitoring = sys.monitoring
+    monitoring.use_tool_id(4, "test")
+    monitoring.register_callback(4, monitoring.events.PY_START, lambda code, offset: monitoring.DISABLE)
+    monitoring.set_events(4, monitoring.events.PY_START)
+    try:
+        yield monitoring
+    finally:
+        monitoring.set_events(4, 0)
+        monitoring.set_local_events(4, _pairs_of_locals.__code__, 0)
+        monitoring.register_callback(4, monitoring.events.PY_START, None)
+        monitoring.free_tool_id(4)
+
+
+def test_superinstructions_are_formed_again_exactly_as_at_creation():
+    from fastattach import _requicken
+
+    if not _requicken.NEEDED:
+        assert _fasttrace.reform_superinstructions(_pairs_of_locals.__code__) == 0
+        return
+    _fasttrace.set_superinstruction_table(*_requicken.superinstruction_table())
+    code = _pairs_of_locals.__code__
+    fresh = _superinstructions(code)
+    assert fresh, "the pairs of this function make superinstructions on 3.12"
+    with _tool_on_py_start() as monitoring:
+        assert _pairs_of_locals(2, 3) == 11 and _superinstructions(code) == []
+        assert _fasttrace.reform_superinstructions(code) == len(fresh)
+        assert _superinstructions(code) == fresh and _pairs_of_locals(2, 3) == 11
+        # Where an event besides PY_START is armed, CPython undoes them and they stay undone.
+        monitoring.set_local_events(4, code, monitoring.events.LINE)
+        assert _superinstructions(code) == [] and _fasttrace.reform_superinstructions(code) == 0
+        assert _pairs_of_locals(2, 3) == 11
+
+
+def test_superinstruction_table_is_checked():
+    with pytest.raises(ValueError, match="256, 256 and 8 bytes"):
+        _fasttrace.set_superinstruction_table(b"", b"", b"")
+    with pytest.raises(TypeError):
+        _fasttrace.reform_superinstructions("not code")

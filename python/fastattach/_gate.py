@@ -102,6 +102,10 @@ class Gate:
     def __init__(self, py_db):
         self.py_db = py_db
         self.tracer = _fasttrace.Tracer(_monitoring.DISABLE, self._compute, self._need_slow)
+        from . import _requicken
+
+        if _requicken.NEEDED:
+            _fasttrace.set_superinstruction_table(*_requicken.superinstruction_table())
         self._proxy = _MonitorProxy(self)
         # Events pydevd arms while no callback of its own listens for them (see
         # _ARMED_WITHOUT_CALLBACK); the proxy leaves them out.

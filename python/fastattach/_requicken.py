@@ -1,4 +1,4 @@
-"""After stop() on CPython 3.12: give instrumented functions their superinstructions back.
+"""CPython 3.12 only: keep the superinstructions that sys.monitoring takes away.
 
 The first time 3.12 inserts any sys.monitoring event into a code object, ``_Py_Instrument``
 rewrites its superinstructions (LOAD_FAST__LOAD_FAST and four others) to their first
@@ -8,11 +8,14 @@ by 1.3% of instructions on pyperformance's richards (benchmarks/results/
 issue2-instructions.md).  3.13 makes them in the compiler, and instrumentation keeps
 them.
 
-The fix here gives each function whose code the filter saw a fresh copy of that code
-(``code.replace()`` builds and quickens a new code object), nested code objects
-included, so closures made later get them too.  Frames already running keep the old
-code, which stays correct.  Nothing is done while another tracer or monitoring tool is
-active: it would take them away again.
+Two remedies:
+- While attached, where PY_START answers DISABLE, the C filter forms them again in place
+  (``_fasttrace.reform_superinstructions``), with the opcode tables built here.
+- After stop(), each function whose code the filter saw gets a fresh copy of that code
+  (``code.replace()`` builds and quickens a new code object), nested code objects
+  included, so closures made later get them too; this also covers code that had line
+  events.  Frames already running keep the old code, which stays correct.  Nothing is
+  done while another tracer or monitoring tool is active: it would take them away again.
 """
 
 from __future__ import annotations
@@ -27,6 +30,37 @@ from ._log import logger as log
 NEEDED = sys.version_info[:2] == (3, 12)
 # sys.monitoring tool ids a program can use (6 and 7 are sys.settrace and sys.setprofile).
 _PUBLIC_TOOL_IDS = range(6)
+
+
+SUPERINSTRUCTION_OPS = ("LOAD_FAST", "LOAD_CONST", "STORE_FAST", "LOAD_FAST__LOAD_FAST", "LOAD_FAST__LOAD_CONST",
+                        "STORE_FAST__LOAD_FAST", "STORE_FAST__STORE_FAST", "LOAD_CONST__LOAD_FAST")
+UNTOUCHABLE = 255
+
+
+def superinstruction_table() -> tuple[bytes, bytes, bytes]:
+    """(caches, bases, ops) for _fasttrace.set_superinstruction_table, from this
+    interpreter's own opcode tables (what dis uses to read adaptive bytecode).
+
+    caches[op] is op's inline cache entries, or UNTOUCHABLE for any instrumented opcode
+    but INSTRUMENTED_RESUME and for unknown ones; bases[op] is its unspecialized form."""
+    import dis
+    import opcode
+
+    caches = bytearray([UNTOUCHABLE]) * 256
+    bases = bytearray(256)
+    for name, op in dis._all_opmap.items():
+        if op > 255:   # pseudo-instructions never reach bytecode
+            continue
+        if op >= opcode.MIN_INSTRUMENTED_OPCODE:
+            if name != "INSTRUMENTED_RESUME":
+                continue
+            base = opcode.opmap["RESUME"]
+        else:
+            base = dis.deoptmap.get(op, op)
+        caches[op] = opcode._inline_cache_entries[base]
+        bases[op] = base
+    ops = bytes(dis._all_opmap[name] for name in SUPERINSTRUCTION_OPS)
+    return bytes(caches), bytes(bases), ops
 
 
 def other_instrumentation_active() -> bool:

@@ -525,6 +525,7 @@ ft_condition_holds(PyObject *condition)
    event, say, must see both halves); the second half of a pair is never changed, so a
    frame of another thread paused between the two runs on correctly; and the next time
    CPython instruments this code it undoes them first, as it did before. */
+#if PY_VERSION_HEX < 0x030D0000
 static uint8_t
 ft_superinstruction(const fasttrace_state *st, int first, int second)
 {
@@ -546,6 +547,7 @@ ft_superinstruction(const fasttrace_state *st, int first, int second)
     }
     return 0;
 }
+#endif
 
 /* Returns how many superinstructions it formed; 0 when the code was left alone. */
 static Py_ssize_t

@@ -492,3 +492,48 @@ def test_superinstruction_table_is_checked():
         _fasttrace.set_superinstruction_table(b"", b"", b"")
     with pytest.raises(TypeError):
         _fasttrace.reform_superinstructions("not code")
+
+
+def test_superinstructions_formed_again_match_a_fresh_quickening_everywhere():
+    """Every function of a few stdlib modules, instrumented and then formed again: the
+    same superinstructions at the same offsets as a freshly created copy, and no other
+    opcode changed.  A wrong walk over inline caches would show here (and under ASan)."""
+    import ast
+    import dis
+    import email.message
+    import json.decoder
+    import types
+
+    from fastattach import _requicken
+
+    def opnames(code):
+        return [(i.offset, i.opname) for i in dis.get_instructions(code, adaptive=True)]
+
+    def supers(listing):
+        return [entry for entry in listing if "__" in entry[1]]
+
+    modules = (ast, email.message, json.decoder, textwrap, contextlib)
+    codes = {id(f.__code__): f.__code__ for module in modules for f in vars(module).values()
+             if type(f) is types.FunctionType}
+    codes.update({id(f.__code__): f.__code__ for module in modules for cls in vars(module).values()
+                  if isinstance(cls, type) for f in vars(cls).values() if type(f) is types.FunctionType})
+    if not _requicken.NEEDED:
+        assert all(_fasttrace.reform_superinstructions(code) == 0 for code in codes.values())
+        return
+    _fasttrace.set_superinstruction_table(*_requicken.superinstruction_table())
+    monitoring = sys.monitoring
+    monitoring.use_tool_id(4, "test")
+    formed = 0
+    try:
+        for code in codes.values():
+            wanted = supers(opnames(code.replace()))
+            monitoring.set_local_events(4, code, monitoring.events.PY_START)   # CPython undoes them
+            monitoring.set_local_events(4, code, 0)
+            before = opnames(code)
+            formed += _fasttrace.reform_superinstructions(code)
+            after = opnames(code)
+            assert supers(after) == wanted, code.co_qualname
+            assert [a for a, b in zip(before, after) if a != b and "__" not in b[1]] == [], code.co_qualname
+    finally:
+        monitoring.free_tool_id(4)
+    assert len(codes) > 200 and formed > 500

@@ -56,7 +56,7 @@ def superinstruction_table() -> tuple[bytes, bytes, bytes]:
                 continue
             base = opcode.opmap["RESUME"]
         else:
-            base = dis.deoptmap.get(op, op)
+            base = dis._deoptop(op)
         caches[op] = opcode._inline_cache_entries[base]
         bases[op] = base
     ops = bytes(dis._all_opmap[name] for name in SUPERINSTRUCTION_OPS)

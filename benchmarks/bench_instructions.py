@@ -77,8 +77,8 @@ def sample_spread(results: dict) -> float:
 
 
 def baseline_spread(results: dict) -> float:
-    """The largest difference between the no-debugger runs of one repetition (scenario 3's,
-    scenario 7's, which runs one more unit before timing, and the debugpy contrast's)."""
+    """The largest difference between the no-debugger runs of one repetition of one job
+    (scenario 3's and scenario 7's, which runs one more unit before timing)."""
     groups: dict[tuple, list[int]] = {}
     for r in results["runs"]:
         if r.get("ok") and r["mode"] == "none" and r.get("instructions"):
@@ -119,7 +119,7 @@ def fragment(results: list[dict], command: str, elapsed: float) -> str:
                     lines.append(f"| {python} | {workload} | {scenario_label(scenario)} | {ratio_cell(fast)} | "
                                  f"{ratio_cell(cycles)} | {ratio_cell(slow)} | <= {TARGETS[scenario]}x | {met} |")
     spread = max(sample_spread(result) for result in results)
-    between = max(baseline_spread(result) for result in results)
+    between = max(result["baseline_spread"] for result in results)
     lines += ["", f"Counting noise: the samples of any one run differ by at most {spread * 100:.3f}%. Between "
               "processes, counts move with string hashes and memory layout (dict probing, collisions in "
               "CPython's type attribute cache): with random hash seeds, one configuration moved by up to 2%. "
@@ -165,13 +165,16 @@ def main(argv: list[str]) -> int:
             continue
         with open(os.path.join(out, "results.json")) as source:
             result = json.load(source)
-        result["cycle_ratios"] = cycle_ratios(result)   # paired within this job, before any merge
+        # Paired within this job, before any merge: each job profiled its own unit size.
+        result["cycle_ratios"] = cycle_ratios(result)
+        result["baseline_spread"] = baseline_spread(result)
         if index not in results:
             results[index] = result
         else:   # the contrast's ratios and runs join the Python's results
             merged = results[index]
             merged["ratios"].update(result["ratios"])
             merged["cycle_ratios"].update(result["cycle_ratios"])
+            merged["baseline_spread"] = max(merged["baseline_spread"], result["baseline_spread"])
             merged["runs"] += result["runs"]
             merged["failures"] += result["failures"]
             merged["elapsed_seconds"] = max(merged["elapsed_seconds"], result["elapsed_seconds"])

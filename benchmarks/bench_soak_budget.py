@@ -88,6 +88,15 @@ main()
 '''
 
 
+def name_machine_paths_generically(trace: Path, tmp: Path) -> None:
+    """The tracemalloc report names files as this machine has them: the checkout, the
+    interpreter's library and the temporary folder become relative, <python> and <tmp>."""
+    from fastattach.bench.cli import REPO_ROOT, relative_paths
+
+    text = trace.read_text().replace(str(tmp) + os.sep, "<tmp>/")
+    trace.write_text(relative_paths(text, REPO_ROOT))
+
+
 def marker(name: str) -> int:
     return next(n for n, text in enumerate(TARGET.splitlines(), 1) if text.rstrip().endswith(f"# {name}"))
 
@@ -173,6 +182,10 @@ def main(argv=None) -> int:
                 client.close()
             process.kill()
             process.wait(10)
+
+        trace = os.environ.get("SOAK_TRACEMALLOC")
+        if trace and os.path.exists(trace):
+            name_machine_paths_generically(Path(trace), Path(tmp))
 
     base = [s for s in samples if s["t"] >= options.warmup] or samples
     ts = [s["t"] for s in base]

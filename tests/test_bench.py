@@ -335,6 +335,18 @@ def test_stored_results_name_paths_relative_to_the_checkout():
         "stdlib": "<python>/lib/python3.12/json/encoder.py"}
 
 
+def test_paths_inside_captured_text_are_named_generically():
+    from fastattach.bench.cli import relative_paths
+
+    # GIVEN captured output (a tracemalloc report) naming files inside and outside the checkout
+    text = ('File "/root/.pyenv/versions/3.12.1/lib/python3.12/linecache.py", line 30\n'
+            "/repo/python/x.py:184: size=3 KiB /x/repo/y /repository/z .venv/3.12/lib/python3.12/os.py")
+    # THEN the same rules hold inside text as for whole values
+    assert relative_paths(text, "/repo") == (
+        'File "<python>/lib/python3.12/linecache.py", line 30\n'
+        "python/x.py:184: size=3 KiB /x/repo/y /repository/z .venv/3.12/lib/python3.12/os.py")
+
+
 def test_soak_iterations_leave_nothing_of_the_workload_behind():
     import gc
 

@@ -37,21 +37,24 @@ SECTIONS = ("ratios", "latency", "startup", "soak")
 
 
 # An interpreter's own library (a workload's hot file may be in the standard library):
-# everything up to lib/pythonX.Y/ is where this machine installed that Python.
-_INTERPRETER_LIBRARY = re.compile(r"^/.*?/(lib/python3\.\d+/.*)$")
+# everything up to lib/pythonX.Y/ is where this machine installed that Python.  A path
+# starts where no other path character comes before its slash.
+_INTERPRETER_LIBRARY = re.compile(r"(?<![\w.-])/[^\s\"']*?/(lib/python3\.\d+/)")
+
+
+def relative_paths(text: str, root: str) -> str:
+    """``text`` with every path inside ``root`` made relative to it, and every path inside
+    an interpreter's library written as ``<python>/lib/pythonX.Y/...``, so stored results
+    name no directory of the machine they ran on."""
+    inside_root = re.compile(r"(?<![\w.-])" + re.escape(root.rstrip(os.sep) + os.sep))
+    return _INTERPRETER_LIBRARY.sub(r"<python>/\1", inside_root.sub("", text))
 
 
 def relative_to(value, root: str):
-    """``value`` (results, recursively: keys too) with every path inside ``root`` made
-    relative to it, and every path inside an interpreter's library written as
-    ``<python>/lib/pythonX.Y/...``, so stored results name no directory of the machine they
-    ran on."""
-    prefix = root.rstrip(os.sep) + os.sep
+    """``value`` (results, recursively: keys too) with relative_paths() applied to every
+    string."""
     if isinstance(value, str):
-        if value.startswith(prefix):
-            return value[len(prefix):]
-        library = _INTERPRETER_LIBRARY.match(value)
-        return f"<python>/{library.group(1)}" if library else value
+        return relative_paths(value, root)
     if isinstance(value, dict):
         return {relative_to(key, root): relative_to(item, root) for key, item in value.items()}
     if isinstance(value, list):

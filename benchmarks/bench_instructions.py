@@ -34,11 +34,6 @@ SCENARIOS = (3, 7)
 TARGETS = {3: 1.02, 7: 1.01}
 
 
-def default_pythons() -> list[str]:
-    return [p for p in (os.path.join(ROOT, ".venv", v, "bin", "python") for v in ("3.12", "3.13"))
-            if os.path.exists(p)]
-
-
 def run_one(python: str, out: str, scenarios, modes: str, args) -> subprocess.Popen:
     os.makedirs(out, exist_ok=True)
     command = [sys.executable, "-m", "fastattach.bench", "--clock", "instructions",
@@ -49,14 +44,6 @@ def run_one(python: str, out: str, scenarios, modes: str, args) -> subprocess.Po
     log = open(os.path.join(out, "log.txt"), "w")
     print("$", shlex.join(command), flush=True)
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-
-
-def cycle_ratios(result: dict) -> dict:
-    """Like the harness's instruction ratios, for callgrind's estimated cycles."""
-    from fastattach.bench.stats import paired_ratios, summarize
-
-    return {"|".join(str(part) for part in key): summarize(values).to_json()
-            for key, values in paired_ratios(result["runs"], measure="estimated_cycles").items()}
 
 
 def ratio_cell(entry: dict | None) -> str:
@@ -134,6 +121,9 @@ def fragment(results: list[dict], command: str, elapsed: float) -> str:
 
 
 def main(argv: list[str]) -> int:
+    from fastattach.bench import cli
+    from fastattach.bench.stats import ratio_summaries
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python", action="append", help="interpreter (repeatable; default: .venv/3.12, .venv/3.13)")
     parser.add_argument("--repeat", type=int, default=3)
@@ -146,7 +136,7 @@ def main(argv: list[str]) -> int:
                         help="measure nothing: rewrite the fragment from --out's results, naming COMMAND")
     args = parser.parse_args(argv)
     args.workload = args.workload or ["richards", "chaos"]
-    pythons = args.python or default_pythons()
+    pythons = args.python or cli.default_pythons()
     started = time.monotonic()
     # Per Python: fastattach in both scenarios, and debugpy's contrast in scenario 3, each
     # job with its own baselines; all at once, since counts do not change with load.
@@ -166,7 +156,7 @@ def main(argv: list[str]) -> int:
         with open(os.path.join(out, "results.json")) as source:
             result = json.load(source)
         # Paired within this job, before any merge: each job profiled its own unit size.
-        result["cycle_ratios"] = cycle_ratios(result)
+        result["cycle_ratios"] = ratio_summaries(result["runs"], measure="estimated_cycles")
         result["baseline_spread"] = baseline_spread(result)
         if index not in results:
             results[index] = result
@@ -184,8 +174,6 @@ def main(argv: list[str]) -> int:
                else time.monotonic() - started)
     text = fragment(results, command, elapsed)
     print(text)
-    from fastattach.bench import cli
-
     cli.write_fragment_and_republish(FRAGMENT, text)
     return status
 

@@ -30,8 +30,6 @@ from ._log import logger as log
 NEEDED = sys.version_info[:2] == (3, 12)
 # sys.monitoring tool ids a program can use (6 and 7 are sys.settrace and sys.setprofile).
 _PUBLIC_TOOL_IDS = range(6)
-
-
 SUPERINSTRUCTION_OPS = ("LOAD_FAST", "LOAD_CONST", "STORE_FAST", "LOAD_FAST__LOAD_FAST", "LOAD_FAST__LOAD_CONST",
                         "STORE_FAST__LOAD_FAST", "STORE_FAST__STORE_FAST", "LOAD_CONST__LOAD_FAST")
 UNTOUCHABLE = 255

@@ -24,7 +24,7 @@ from .report import (figures_table, headline_table, interpreter_versions, machin
                      noise_floor_line, ratio_table, results_md, targets_summary, write_chart)
 from .scenarios import BASELINE, DEBUGGERS, REFERENCES, SCENARIOS, NotApplicable, write_support_files
 from .schedule import interleave
-from .stats import linear_slope, paired_differences, paired_ratios, summarize
+from .stats import linear_slope, paired_differences, ratio_summaries, summarize
 from .target import DEFAULT_WORKLOADS
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -286,8 +286,7 @@ def run_ratios(run: Run, settings, profiles: dict, never_run_file: str) -> None:
 
 def aggregate_ratios(run: Run, profiles: dict) -> tuple[dict, dict]:
     counted = run.args.clock == "instructions"
-    ratios = {"|".join(str(k) for k in key): summarize(values).to_json()
-              for key, values in paired_ratios(run.runs, measure="instructions" if counted else "seconds").items()}
+    ratios = ratio_summaries(run.runs, measure="instructions" if counted else "seconds")
     for record in run.runs:
         key = f"{record['python']}|{record['workload']}|{record['scenario']}|{record['mode']}"
         if record["mode"] == BASELINE:

@@ -72,7 +72,7 @@ class ScenarioSetup:
     detach_before_timing: bool = False
     # Run the workload once before timing (every mode, the baseline too): with a client
     # attached, its code is then instrumented by the time the client detaches, as in a
-    # server that was being debugged.  On 3.12 that instrumentation is not fully undone.
+    # server that was being debugged (on 3.12 that takes superinstructions away: _requicken).
     run_before_timing: bool = False
     expect_logpoint_output: bool = False
     # After timing, a plain breakpoint here must stop the debuggee: proof that the

@@ -60,6 +60,13 @@ def paired_ratios(runs: list[dict], baseline_mode: str = "none", measure: str = 
     return _paired(runs, lambda run, base: run[measure] / base if base else None, baseline_mode, measure)
 
 
+def ratio_summaries(runs: list[dict], measure: str = "seconds") -> dict[str, dict]:
+    """paired_ratios summarized for results.json: "python|workload|scenario|mode" ->
+    median, min, max and count."""
+    return {"|".join(str(part) for part in key): summarize(values).to_json()
+            for key, values in paired_ratios(runs, measure=measure).items()}
+
+
 def paired_differences(runs: list[dict], per_run_divisor, baseline_mode: str = "none") -> dict[tuple, list[float]]:
     """Like paired_ratios, but (seconds - baseline) / per_run_divisor(run): a cost per event."""
     def cost(run, base):

@@ -154,6 +154,23 @@ ft_codeinfo_get(PyObject *code, Py_ssize_t extra_index)
     return info;
 }
 
+/* The table in code's co_extra slot, without making one: 0 with *info set (NULL when no
+   event of this code reached the filter), -1 with an exception set. */
+static int
+ft_codeinfo_peek(PyObject *code, Py_ssize_t extra_index, const char *caller, ft_codeinfo **info)
+{
+    if (!PyCode_Check(code)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes a code object", caller);
+        return -1;
+    }
+    void *extra = NULL;
+    if (PyUnstable_Code_GetExtra(code, extra_index, &extra) < 0) {
+        return -1;
+    }
+    *info = (ft_codeinfo *)extra;
+    return 0;
+}
+
 static const ft_bpline *
 ft_codeinfo_find(const ft_codeinfo *info, long line)
 {
@@ -1033,15 +1050,10 @@ static PyObject *
 Tracer_cached_lines(TracerObject *self, PyObject *code)
 {
     /* For tests: the cached breakpoint lines of code, or None if its table is stale or absent. */
-    if (!PyCode_Check(code)) {
-        PyErr_SetString(PyExc_TypeError, "cached_lines(code)");
+    ft_codeinfo *info;
+    if (ft_codeinfo_peek(code, self->extra_index, "cached_lines", &info) < 0) {
         return NULL;
     }
-    void *extra = NULL;
-    if (PyUnstable_Code_GetExtra(code, self->extra_index, &extra) < 0) {
-        return NULL;
-    }
-    ft_codeinfo *info = (ft_codeinfo *)extra;
     if (info == NULL || info->generation != self->generation) {
         Py_RETURN_NONE;
     }
@@ -1370,15 +1382,11 @@ static PyType_Spec Budget_spec = {
 static PyObject *
 fasttrace_seen_by_filter(PyObject *module, PyObject *code)
 {
-    if (!PyCode_Check(code)) {
-        PyErr_SetString(PyExc_TypeError, "seen_by_filter() takes a code object");
+    ft_codeinfo *info;
+    if (ft_codeinfo_peek(code, get_fasttrace_state(module)->extra_index, "seen_by_filter", &info) < 0) {
         return NULL;
     }
-    void *extra = NULL;
-    if (PyUnstable_Code_GetExtra(code, get_fasttrace_state(module)->extra_index, &extra) < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(extra != NULL);
+    return PyBool_FromLong(info != NULL);
 }
 
 static PyObject *

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Make .venv/3.12 and .venv/3.13 with fastattach built and every test and benchmark dependency.
-# Idempotent: a second run only rebuilds the C extension. Only PyPI and Debian are reached.
+# Make .venv/3.12 and .venv/3.13 (or the FASTATTACH_PYTHONS given) with fastattach built and every
+# test and benchmark dependency. Inside the sid chroot it makes .venv/3.14 and .venv/3.15 the same
+# way (the chroot brings its own Debian packages: FASTATTACH_SKIP_APT=1). Idempotent: a second
+# run only rebuilds the C extension. Only PyPI and Debian are reached.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYENV_VERSION="${PYENV_VERSION:-3.12.1:3.13.0}"
 PYTHONS="${FASTATTACH_PYTHONS:-3.12 3.13}"
 
-# The real editor client for the end-to-end tests (Debian's Emacs and dap-mode), and
-# valgrind for the benchmark's instruction counts (benchmarks/bench_instructions.py).
-DEBIAN_PACKAGES="emacs-nox elpa-dap-mode valgrind"
+# The real editor client for the end-to-end tests (Debian's Emacs and dap-mode), valgrind for
+# the benchmark's instruction counts (benchmarks/bench_instructions.py), and debootstrap for the
+# sid chroot that holds CPython 3.14 and 3.15 (scripts/sid-chroot.sh).
+DEBIAN_PACKAGES="emacs-nox elpa-dap-mode valgrind debootstrap"
 if ! dpkg -s $DEBIAN_PACKAGES >/dev/null 2>&1 && [ "${FASTATTACH_SKIP_APT:-0}" != 1 ]; then
     echo "bootstrap: apt-get install $DEBIAN_PACKAGES"
     apt-get update -qq

@@ -126,7 +126,12 @@ case "${1:-}" in
         shift
         [ $# -gt 0 ] || die "usage: $0 run CMD..."
         ensure_chroot
-        trap unmount_all EXIT
+        # A private mount namespace: the mounts vanish with it, and runs side by side do
+        # not unmount each other's. The trap covers the machine where unshare is refused.
+        if [ -z "${FASTATTACH_CHROOT_NS:-}" ] && unshare -m --propagation private true 2>/dev/null; then
+            FASTATTACH_CHROOT_NS=1 exec unshare -m --propagation private "$0" run "$@"
+        fi
+        [ -n "${FASTATTACH_CHROOT_NS:-}" ] || trap unmount_all EXIT
         mount_for_run
         status=0
         chroot "$root" /usr/bin/env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \

@@ -374,6 +374,7 @@ def test_soak_iterations_leave_nothing_of_the_workload_behind():
 
 COUNTED_PROGRAM = textwrap.dedent("""
     import sys, threading
+    from fastattach.bench.target import counted_call
 
     def work(n):
         total = 0
@@ -389,7 +390,7 @@ COUNTED_PROGRAM = textwrap.dedent("""
     spinner = threading.Thread(target=spin)
     spinner.start()
     for n in (20_000, 20_000, 40_000):
-        sys.call_tracing(work, (n,))
+        counted_call(lambda: work(n))
     stop = True
     spinner.join()
 """)

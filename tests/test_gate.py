@@ -188,11 +188,12 @@ def test_stop_removes_every_callback_and_event_and_listen_works_again(unlimited_
             M.free_tool_id(0)
 
 
-# 3.12 makes these when it creates a code object (and instrumentation undoes them); 3.13's
-# compiler emits the last three as ordinary opcodes.
+# 3.12 makes these when it creates a code object (and instrumentation undoes them); from 3.13
+# the compiler emits the pairs as ordinary opcodes, and 3.14 adds the borrowing load pair.
 SUPERINSTRUCTIONS = frozenset({"LOAD_FAST__LOAD_FAST", "LOAD_FAST__LOAD_CONST", "STORE_FAST__LOAD_FAST",
                                "STORE_FAST__STORE_FAST", "LOAD_CONST__LOAD_FAST",
-                               "LOAD_FAST_LOAD_FAST", "STORE_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST"})
+                               "LOAD_FAST_LOAD_FAST", "STORE_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST",
+                               "LOAD_FAST_BORROW_LOAD_FAST_BORROW"})
 PY312 = sys.version_info[:2] == (3, 12)
 
 
@@ -223,7 +224,7 @@ def test_code_that_ran_attached_has_its_superinstructions_again_after_stop(unlim
         attached_code = hot.__code__
         while_attached = superinstructions(hot.__code__), superinstructions(make_adder(1).__code__)
         # 3.12 undid them in hot, which has line events for its breakpoint; the filter formed
-        # them again in make_adder, which has no breakpoint; 3.13 never loses them.
+        # them again in make_adder, which has no breakpoint; 3.13 and later never lose them.
         assert while_attached == ((0, fresh[1]) if PY312 else fresh)
         if PY312:
             assert _pydevd_host.gate().tracer.stats()["superinstructions_formed"] > 0

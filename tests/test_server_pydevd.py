@@ -255,10 +255,15 @@ def test_atomic_default_dict_gives_every_thread_the_same_new_value(switch_interv
             worker.join()
         return len({id(value) for value in seen})
 
-    # THEN a defaultdict hands out several objects (the race), ours exactly one
+    # THEN ours hands out exactly one object; a defaultdict hands out several (the race)
+    # before 3.14. From 3.14 on a defaultdict keeps the first value stored, as ours does, so
+    # the two agree there (the patch stays: it costs nothing and pydevd runs on 3.12 too)
     from collections import defaultdict
-    assert race(defaultdict(slow_factory)) > 1
     assert race(AtomicDefaultDict(slow_factory)) == 1
+    if sys.version_info < (3, 14):
+        assert race(defaultdict(slow_factory)) > 1
+    else:
+        assert race(defaultdict(slow_factory)) == 1
 
 
 def test_pydevd_no_longer_keeps_finished_threads_alive():

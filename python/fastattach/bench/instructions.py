@@ -7,11 +7,13 @@ the caches and the branch predictor, and ``estimated_cycles`` weighs their misse
 way KCachegrind's cycle estimate does: Ir + 10 x (L1 misses + branch mispredictions) +
 100 x last-level misses.
 
-The target runs each timed sample inside ``sys.call_tracing(sample, ())``, whose C
-function, ``_PyEval_CallTracing``, nothing else calls on the main thread.  callgrind
-starts with collection off, toggles it on entering that function and off on leaving it
-(the collection state is per thread, so a debugger's own threads are not counted), and
-writes one dump per sample, numbered in order.
+The target runs each timed sample through ``target.counted_call``, inside libffi's
+``ffi_call``, which nothing else calls on the main thread while samples run and which
+keeps its name in stripped interpreters (Debian's 3.14 and 3.15 have no
+``_PyEval_CallTracing`` symbol).  callgrind starts with collection off, toggles it on
+entering that function and off on leaving it (the collection state is per thread, so a
+debugger's own threads are not counted), and writes one dump per sample, numbered in
+order.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import re
 import shutil
 
-SAMPLE_FUNCTION = "_PyEval_CallTracing"
+SAMPLE_FUNCTION = "ffi_call"
 _EVENTS = re.compile(r"^events:\s*(.+)$", re.MULTILINE)
 _SUMMARY = re.compile(r"^(?:summary|totals):\s*([\d ]+)$", re.MULTILINE)
 L1_MISSES = ("I1mr", "D1mr", "D1mw")

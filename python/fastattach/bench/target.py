@@ -322,19 +322,34 @@ def read_command(expected: tuple[str, ...]) -> str:
     return command
 
 
+def counted_call(function):
+    """``function()``, called from inside libffi's ``ffi_call`` (through ctypes), where the
+    harness's callgrind counts instructions (fastattach.bench.instructions.SAMPLE_FUNCTION).
+
+    libffi is a shared library, so its ``ffi_call`` keeps its name in every interpreter
+    build, stripped ones included (Debian's 3.14 and 3.15 export no ``_PyEval_CallTracing``),
+    and nothing else on this thread calls it while samples run. ctypes.pythonapi keeps the
+    GIL and raises what ``function`` raised."""
+    import ctypes
+
+    call = ctypes.pythonapi.PyObject_CallNoArgs
+    call.argtypes = (ctypes.py_object,)
+    call.restype = ctypes.py_object
+    return call(function)
+
+
 def time_samples(sample, samples: int, max_seconds: float, warmup, min_samples: int = 2,
                  count_instructions: bool = False):
     """Times ``sample`` ``samples`` times, fewer once ``max_seconds`` of wall time is spent
     (at least ``min_samples``).  Returns (wall times, process CPU times) per sample.
 
-    count_instructions: run each sample inside sys.call_tracing, the function the
-    harness's callgrind counts in (fastattach.bench.instructions); it changes nothing
-    else, as no tracing or monitoring callback is running here."""
+    count_instructions: run each sample through counted_call, inside the function the
+    harness's callgrind counts in (fastattach.bench.instructions)."""
     if warmup is not None:
         warmup()
     if count_instructions:
         timed = sample
-        sample = lambda: sys.call_tracing(timed, ())  # noqa: E731
+        sample = lambda: counted_call(timed)  # noqa: E731
     wall, cpu = [], []
     started = time.perf_counter()
     for _ in range(samples):

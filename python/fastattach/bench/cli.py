@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from . import harness
+from . import dependencies, harness
 from .lines import NoSuitableLine
 from .report import (figures_table, headline_table, interpreter_versions, machine_info, markdown_report,
                      noise_floor_line, ratio_table, results_md, targets_summary, write_chart)
@@ -122,6 +122,14 @@ def update_headline(doc: str, results: dict) -> None:
         out.write(text[:start + len(HEADLINE_START)] + "\n" + body + "\n" + text[end:])
 
 
+def default_out_parent() -> str:
+    """benchmarks/out in a checkout; installed from a wheel, the package's folder is no place
+    for results, so fastattach-bench/ under the current directory."""
+    if os.path.isdir(BENCHMARKS_DIR):
+        return os.path.join(BENCHMARKS_DIR, "out")
+    return os.path.abspath("fastattach-bench")
+
+
 def default_pythons() -> list[str]:
     found = [os.path.join(REPO_ROOT, ".venv", v, "bin", "python") for v in ("3.12", "3.13")]
     found = [p for p in found if os.path.exists(p)]
@@ -138,7 +146,7 @@ def parse_args(argv):
     parser.add_argument("--python", action="append", metavar="PY", help="interpreter to measure (repeatable); "
                         "default: .venv/3.12 and .venv/3.13 of the checkout")
     parser.add_argument("--out", metavar="DIR", help="where results.json, results.md and chart.png go "
-                        "(default: benchmarks/out/<date>)")
+                        "(default: benchmarks/out/<date> in a checkout, else fastattach-bench/<date>)")
     parser.add_argument("--repeat", type=int, help="interleaved repetitions (default 3; --quick 1)")
     parser.add_argument("--clock", choices=("cpu", "wall", "instructions"), default="cpu",
                         help="what a sample's cost is: the debuggee's process CPU time (default; robust on a "
@@ -421,12 +429,16 @@ def run_soak_section(run: Run, files) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    missing = dependencies.missing_line(args)
+    if missing:
+        print(missing, file=sys.stderr)
+        return dependencies.MISSING_STATUS
     if args.report_only:
         return republish(args.report_only, args.results_md or os.path.join(BENCHMARKS_DIR, "RESULTS.md"))
     started = time.monotonic()
     revision_at_start = git_revision()
     stamp = datetime.datetime.now(datetime.timezone.utc)
-    out = args.out or os.path.join(BENCHMARKS_DIR, "out", stamp.strftime("%Y%m%d-%H%M%S"))
+    out = args.out or os.path.join(default_out_parent(), stamp.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out, exist_ok=True)
     versions = {python: interpreter_versions(python) for python in args.pythons}
     labels = {python: versions[python]["python"] for python in args.pythons}

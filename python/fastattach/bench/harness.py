@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import time
 
+# The test client: the harness's only import of it, so that its move (to fastattach.net)
+# changes this line alone.
 from .._dapclient import DAPClient, DAPError
 from .instructions import callgrind_prefix, estimated_cycles, remove_dumps, sample_events
 from .lines import BreakpointPlan, choose_lines, inner_repeats
@@ -119,10 +121,10 @@ def check_stop_at(client: DAPClient, path: str, line: int, timeout: float) -> in
 
 def debugpy_adapter_rss(port: int) -> int | None:
     """RSS of debugpy's separate adapter process serving ``port``, if it can be found."""
-    try:
-        import psutil
-    except ImportError:
-        return None
+    # Imported here, not at the top, so that importing the harness needs none of the
+    # fastattach[bench] extra: the command checks for it first (dependencies.py).
+    import psutil
+
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info.get("cmdline") or []
         if "--for-server" not in cmdline or not any("adapter" in part for part in cmdline):
@@ -309,7 +311,7 @@ def run_soak(python: str, modes: tuple[str, ...], workload: str, files: SupportF
     hot function would slow debugpy so much that it would churn far less code, and
     hide the growth this run is looking for.
     """
-    import psutil
+    import psutil   # here, not at the top: see debugpy_adapter_rss()
 
     curves: dict[str, dict] = {}
     targets: dict[str, TargetProcess] = {}

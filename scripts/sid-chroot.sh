@@ -9,7 +9,8 @@
 #   scripts/sid-chroot.sh path         print where the chroot is cached
 #
 # The mirror is the Debian archive the machine's own apt sources name; no host is written here.
-# FASTATTACH_CHROOT overrides the cache location.
+# FASTATTACH_CHROOT overrides the cache location; FASTATTACH_CHROOT_BINDS names more host folders
+# to bind-mount (colon-separated).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 checkout="$PWD"
@@ -111,6 +112,14 @@ mount_for_run() {
     mount --make-rslave "$root/dev"
     mount -t sysfs sysfs "$root/sys" 2>/dev/null || true
     mount --bind "$checkout" "$root$checkout"
+    # More host folders at the same path, e.g. FASTATTACH_CHROOT_BINDS="$(pyenv root)" so that the
+    # host's 3.12 and 3.13 venvs run inside too (a benchmark of all four Pythons in one run).
+    local extra
+    for extra in $(echo "${FASTATTACH_CHROOT_BINDS:-}" | tr ':' ' '); do
+        [ -d "$extra" ] || die "FASTATTACH_CHROOT_BINDS: $extra is not a folder"
+        mkdir -p "$root$extra"
+        mount --bind "$extra" "$root$extra"
+    done
     # pip inside reaches PyPI the way the host's pip does: same CA bundle and settings.
     cp /etc/resolv.conf "$root/etc/resolv.conf"
     if [ -f /etc/ssl/certs/ca-certificates.crt ]; then

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "src"
-FASTTRACE = (SOURCE_DIR / "_fasttrace.c").read_text()
+FASTTRACE = (SOURCE_DIR / "fasttrace" / "trampoline.c").read_text()
 
 
 def _functions(source: str) -> dict[str, str]:

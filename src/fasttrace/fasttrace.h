@@ -63,8 +63,8 @@ typedef struct {
     PyTypeObject *tracer_type;      /* owned */
     PyTypeObject *trampoline_type;  /* owned */
     PyTypeObject *budget_type;      /* owned */
-    uint64_t last_generation;       /* shared by every Tracer, so a new tracer never
-                                       matches a table cached by an old one */
+    uint64_t last_stamp;            /* hands out Tracer ids and breakpoint generations alike,
+                                       so a new tracer never matches a table cached by an old one */
     Py_ssize_t extra_index;         /* code-extra slot: one per interpreter, never released */
     /* 3.12 only, set by set_superinstruction_table(); see superinstructions.c. */
     int reform_ready;

@@ -18,7 +18,6 @@
 
 /* ------------------------------------------------------------------ Tracer and Trampoline */
 
-
 typedef struct {
     PyObject_HEAD
     /* Owned references, cleared in Tracer_clear. */
@@ -30,9 +29,9 @@ typedef struct {
     PyObject *on_trip;        /* on_trip(budget): a budget just paused itself on the hit path; or NULL */
     /* Plain state. */
     fasttrace_state *state;   /* borrowed: the module outlives its types' instances */
-    Py_ssize_t extra_index;
+    Py_ssize_t extra_index;   /* state->extra_index, copied so events need not look it up */
     uint64_t id;              /* unique among Tracers: stamps per-code state they own */
-    uint64_t generation;
+    uint64_t generation;      /* of the breakpoints; a table of another generation is stale */
     int slow;                 /* forward every event to pydevd */
     uint64_t slow_epoch;      /* bumped by enter_slow, so a recheck racing with it loses */
     int64_t slow_recheck_at;  /* ft_coarse_monotonic_ns() */
@@ -44,8 +43,8 @@ typedef struct {
     PyObject_HEAD
     TracerObject *tracer;     /* owned */
     PyObject *target;         /* owned: pydevd's callback */
-    int kind;
-    vectorcallfunc vectorcall;
+    int kind;                 /* enum ft_kind: which of pydevd's callbacks target is */
+    vectorcallfunc vectorcall;   /* Trampoline_vectorcall (__vectorcalloffset__) */
 } TrampolineObject;
 
 /* ------------------------------------------------------------------ callbacks */
@@ -450,8 +449,8 @@ Tracer_init(TracerObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->disable, Py_NewRef(disable));
     Py_XSETREF(self->compute, Py_NewRef(compute));
     Py_XSETREF(self->need_slow, Py_NewRef(need_slow));
-    self->id = ++self->state->last_generation;
-    self->generation = ++self->state->last_generation;
+    self->id = ++self->state->last_stamp;
+    self->generation = ++self->state->last_stamp;
     self->slow = 1;   /* until Python has looked at the threads once */
     return 0;
 }
@@ -526,7 +525,7 @@ Tracer_trampoline(TracerObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Tracer_breakpoints_changed(TracerObject *self, PyObject *Py_UNUSED(ignored))
 {
-    self->generation = ++self->state->last_generation;
+    self->generation = ++self->state->last_stamp;
     Py_RETURN_NONE;
 }
 

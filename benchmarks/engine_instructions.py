@@ -7,7 +7,8 @@ event is filtered in C and stays armed, so every iteration goes through the whol
 Trampoline_vectorcall, slow-mode check, the per-code table, the breakpoint's budget, the
 condition).  The other lines of the loop answer DISABLE once.  Each interpreter runs the
 loop N1 and N2 times in fresh processes with the same hash seed; the difference of their
-instruction counts over N2 - N1 is the cost of one event, start-up cancelled out.
+instruction counts over N2 - N1 is the cost of one event, start-up cancelled out (each
+interpreter first runs once outside valgrind, so no counted run writes .pyc files).
 
     python benchmarks/engine_instructions.py [--n1 N] [--n2 N] PYTHON [PYTHON ...]
 
@@ -58,9 +59,17 @@ M.free_tool_id(TOOL)
 """
 
 
+ENV = {"PYTHONHASHSEED": "0", "PATH": "/usr/bin:/bin"}
+
+
+def warm_up(python: str) -> None:
+    """One run outside valgrind, so that no counted run also writes .pyc files."""
+    subprocess.run([python, "-c", PROGRAM, "budget", "10"], check=True, env=ENV)
+
+
 def instructions(python: str, mode: str, n: int) -> int:
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, "-c", PROGRAM, mode, str(n)]
-    done = subprocess.run(command, capture_output=True, text=True, env={"PYTHONHASHSEED": "0", "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(command, capture_output=True, text=True, env=ENV)
     if done.returncode != 0:
         raise RuntimeError(f"{python} {mode} {n}: {done.stderr[-2000:]}")
     return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
@@ -75,6 +84,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     print("| interpreter | mode | instructions at n1 | at n2 | per event |")
     print("|---|---|---|---|---|")
+    for python in args.python:
+        warm_up(python)
     for python in args.python:
         for mode in args.mode or ("budget", "plain"):
             low, high = instructions(python, mode, args.n1), instructions(python, mode, args.n2)

@@ -1,0 +1,82 @@
+/* codeinfo.h: the per-code table kept in a code object's co_extra slot.
+
+   Each code object the filter has seen owns one ft_codeinfo through our code-extra
+   slot.  It is made on the code's first event, never replaced, and freed by
+   ft_codeinfo_free (the slot's freefunc) together with the code object, so nothing
+   outlives its code and the slot has exactly one owner.  A table is invalidated by a
+   generation number, never swept: the Tracer recomputes it on its next event.
+
+   The two lookups the event path makes (ft_codeinfo_get, ft_codeinfo_find) are
+   static inline here; making, loading and freeing tables is in codeinfo.c. */
+#ifndef FASTTRACE_CODEINFO_H
+#define FASTTRACE_CODEINFO_H
+
+#include "fasttrace.h"
+
+typedef struct {
+    int line;
+    PyObject *condition;   /* owned: compiled condition of a condition-only breakpoint, or NULL */
+    BudgetObject *budget;  /* owned: the breakpoint's budget (see budget.h), or NULL */
+} ft_bpline;
+
+typedef struct {
+    uint64_t generation;   /* tracer generation the table was computed for; 0 = never */
+    uint64_t tool0_line_tracer;  /* id of the Tracer whose pydevd has LINE enabled locally on
+                                    this code; a later pydevd starts with none armed */
+    int function_bp;       /* a function breakpoint names this code */
+    Py_ssize_t n_lines;
+    ft_bpline *lines;      /* owned, sorted by line; NULL when n_lines == 0 */
+} ft_codeinfo;
+
+/* The code-extra slot index of this interpreter, requested once and kept in the
+   interpreter dict; -1 with an exception set. */
+Py_ssize_t ft_code_extra_index(void);
+
+/* Make code's table and store it in its empty slot.  Borrowed: owned by the code
+   object.  NULL with an exception set. */
+ft_codeinfo *ft_codeinfo_new(PyObject *code, Py_ssize_t extra_index);
+
+/* The table in code's co_extra slot, without making one: 0 with *info set (NULL when no
+   event of this code reached the filter), -1 with an exception set.  caller names the
+   Python function in the TypeError for a non-code argument. */
+int ft_codeinfo_peek(PyObject *code, Py_ssize_t extra_index, const char *caller, ft_codeinfo **info);
+
+/* Fill info from compute(code)'s answer: None, or
+   (function_bp, ((line, condition|None[, budget|None]), ...)).  0, or -1 with an
+   exception set and info left empty. */
+int ft_codeinfo_load(ft_codeinfo *info, PyObject *answer, PyTypeObject *budget_type);
+
+/* code's table, made on its first event.  Borrowed: owned by the code object.  NULL
+   with an exception set on failure. */
+static inline ft_codeinfo *
+ft_codeinfo_get(PyObject *code, Py_ssize_t extra_index)
+{
+    void *extra = NULL;
+    if (PyUnstable_Code_GetExtra(code, extra_index, &extra) < 0) {
+        return NULL;
+    }
+    if (extra != NULL) {
+        return (ft_codeinfo *)extra;
+    }
+    return ft_codeinfo_new(code, extra_index);
+}
+
+/* The breakpoint on line, or NULL.  Borrowed: points into info->lines, which the next
+   reload of info frees. */
+static inline const ft_bpline *
+ft_codeinfo_find(const ft_codeinfo *info, long line)
+{
+    Py_ssize_t lo = 0, hi = info->n_lines;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (info->lines[mid].line < line) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    return (lo < info->n_lines && info->lines[lo].line == line) ? &info->lines[lo] : NULL;
+}
+
+#endif /* FASTTRACE_CODEINFO_H */

@@ -42,16 +42,16 @@ import textwrap
 import threading
 import time
 
-from fastattach._dap import encode_message
-from fastattach._dapclient import DAPClient
+from fastattach.net.wire import encode_message
+from fastattach.net.client import DAPClient
 
 SECRET = "bench-secret-0123456789"
 
 DEBUGGEE = textwrap.dedent("""
     import json, os, sys, threading, time
     import psutil
-    from fastattach._security import FailureThrottle, server_ssl_context
-    from fastattach._server import Listener
+    from fastattach.net.security import FailureThrottle, server_ssl_context
+    from fastattach.net.listener import Listener
 
     if os.environ.get("BENCH_LOG"):
         import logging
@@ -188,7 +188,7 @@ def run_handshake(reps: int) -> None:
                 rss_after = d.probe()["rss"]
                 print(f"{name:<14}{cells[0]}{cells[1]}{mb(d.rss_before):>12}{mb(d.rss_listening):>11}"
                       f"{mb(rss_after):>8}")
-            from fastattach._security import secrets_match
+            from fastattach.net.security import secrets_match
             loops = 100_000
             start = time.perf_counter()
             for _ in range(loops):

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from fastattach._dapclient import DAPClient
+from fastattach.net.client import DAPClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP = os.path.join(HERE, "demo_app.py")
@@ -73,7 +73,7 @@ def main():
         frame = second.top_frame(again["threadId"])
         print(f"9. a second client attached later and stopped at line {frame['line']}: "
               f"order id {second.evaluate('order[\"id\"]', frame['id'])}")
-        stats = second.evaluate("__import__('fastattach._pydevd_host', fromlist=['gate']).gate().tracer.stats()",
+        stats = second.evaluate("__import__('fastattach._api', fromlist=['session']).session().gate.tracer.stats()",
                                 frame["id"])
         counts = {k: int(v) for k, v in re.findall(r"'(\w+)': (\d+)", stats)}
         print(f"   the C filter answered {counts['line_disable'] + counts['start_disable'] + counts['condition_false']} "

@@ -1,11 +1,12 @@
 """Print fastattach's internal import graph: levels, edges, cycles (standard library only).
 
-    python scripts/import_graph.py [PACKAGE_DIR] [--edges]
+    python scripts/import_graph.py [PACKAGE_DIR] [--edges] [--files]
 
-A node is a module of the package, except that a subpackage of helpers that stand apart
-(``attach/``, ``bench/``) counts as one node, as in the architecture review. An edge is
-"module A imports something of module B", counted once per pair whether the import is at
-module level or inside a function. The level of a module is 1 plus the highest level of
+A node is a module of the package, except that each subpackage (``net/``, ``engine/``,
+``attach/``, ``bench/``) counts as one node, as in the architecture review; with ``--files``
+every module is a node. An edge is "module A imports something of module B", counted once
+per pair whether the import is at module level or inside a function; imports under
+``if TYPE_CHECKING:`` never run and are left out. The level of a module is 1 plus the highest level of
 what it imports (a module that imports nothing of ours is level 1); the n modules of a
 cycle count as n levels, all printed at the top one. tests/test_layers.py reads the same graph through ``build_graph``.
 """
@@ -17,7 +18,7 @@ import pathlib
 import sys
 
 # Folders whose files count as one node: each is one subsystem seen from outside.
-COLLAPSED = ("attach", "bench")
+COLLAPSED = ("attach", "bench", "engine", "net")
 # Modules of ours with no .py file (C extensions), found in imports by name.
 EXTENSION_MODULES = ("_fasttrace",)
 
@@ -29,9 +30,9 @@ def module_name(path: pathlib.Path, root: pathlib.Path) -> str:
     return ".".join([root.name, *parts])
 
 
-def node_of(module: str, package: str) -> str:
+def node_of(module: str, collapsed=COLLAPSED) -> str:
     parts = module.split(".")
-    if len(parts) > 2 and parts[1] in COLLAPSED:
+    if len(parts) > 2 and parts[1] in collapsed:
         return ".".join(parts[:2])
     return module
 
@@ -39,13 +40,17 @@ def node_of(module: str, package: str) -> str:
 def imports_of(path: pathlib.Path, module: str, is_package: bool, known: set[str]):
     """(imported module, line, inside a function) for every import of ours in one file."""
     tree = ast.parse(path.read_text(), str(path))
-    inside = set()
-    for function in ast.walk(tree):
-        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            inside.update(id(node) for node in ast.walk(function))
+    inside, type_only = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            inside.update(id(child) for child in ast.walk(node))
+        elif isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            type_only.update(id(child) for statement in node.body for child in ast.walk(statement))
     package = module if is_package else module.rpartition(".")[0]
     for node in ast.walk(tree):
         targets = []
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -65,18 +70,18 @@ def imports_of(path: pathlib.Path, module: str, is_package: bool, known: set[str
                 yield target, node.lineno, id(node) in inside
 
 
-def build_graph(root: pathlib.Path):
+def build_graph(root: pathlib.Path, collapsed=COLLAPSED):
     """({node: {imported node: [(file, line, lazy), ...]}}, {node: [files]})."""
     files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
     known = set(files) | {f"{root.name}.{name}" for name in EXTENSION_MODULES}
     graph: dict[str, dict[str, list]] = {f"{root.name}.{name}": {} for name in EXTENSION_MODULES}
     members: dict[str, list] = {}
     for module, path in files.items():
-        source = node_of(module, root.name)
+        source = node_of(module, collapsed)
         graph.setdefault(source, {})
         members.setdefault(source, []).append(path)
         for target, line, lazy in imports_of(path, module, path.name == "__init__.py", known):
-            target = node_of(target, root.name)
+            target = node_of(target, collapsed)
             if target == source or target == root.name:
                 continue   # inside one node; the package's __init__ is its public face, not a layer
             graph[source].setdefault(target, []).append((path, line, lazy))
@@ -138,9 +143,10 @@ def levels(graph) -> dict[str, int]:
 
 def main(argv: list[str]) -> int:
     show_edges = "--edges" in argv
-    args = [a for a in argv if a != "--edges"]
+    collapsed = () if "--files" in argv else COLLAPSED
+    args = [a for a in argv if not a.startswith("--")]
     root = pathlib.Path(args[0] if args else pathlib.Path(__file__).resolve().parent.parent / "python/fastattach")
-    graph, _ = build_graph(root)
+    graph, _ = build_graph(root, collapsed)
     edges = sum(len(targets) for targets in graph.values())
     sites = sum(len(sites) for targets in graph.values() for sites in targets.values())
     lazy = sum(1 for targets in graph.values() for sites in targets.values() for _, _, is_lazy in sites if is_lazy)

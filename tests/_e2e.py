@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from fastattach._dapclient import DAPClient
+from fastattach.net.client import DAPClient
 
 SERVER = os.environ.get("FASTATTACH_E2E_SERVER", "fastattach")
 
@@ -204,7 +204,7 @@ def outputs(client: DAPClient, category: str | None = None) -> list[str]:
 # when the filter is not installed (pydevd then runs unmodified, so a session still
 # works and only this check can tell).
 _FILTER_STATS = ("(lambda gate: gate and gate.tracer.stats())"
-                 "(__import__('fastattach._pydevd_host', fromlist=['gate']).gate())")
+                 "(__import__('fastattach._api', fromlist=['session']).session().gate)")
 
 
 def breakpoint_filter_stats(client: DAPClient, frame_id: int) -> dict[str, int] | None:

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from fastattach._dap import FrameDecoder, ProtocolError, decode_message, encode_message
+from fastattach.net.wire import FrameDecoder, ProtocolError, decode_message, encode_message
 
 # Returns the message to forward, or None to drop it.
 MessageRewrite = Callable[[dict], "dict | None"]

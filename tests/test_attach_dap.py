@@ -107,7 +107,7 @@ def test_cli_pid_error_goes_to_stderr_with_status_1(tmp_path):
 
 
 def _session_stops_in_application(host, port, expected_path):
-    from fastattach._dapclient import DAPClient
+    from fastattach.net.client import DAPClient
 
     client = DAPClient.connect(host, port, timeout=30)
     try:
@@ -194,7 +194,7 @@ def test_insecure_address_is_refused_in_the_target(cleanup, tmp_path):
 
 
 def test_secret_reaches_the_target(cleanup, tmp_path):
-    from fastattach._dapclient import DAPClient, DAPError
+    from fastattach.net.client import DAPClient, DAPError
     # GIVEN a target attached with a secret
     target, controller = start_controlled("sleep", tmp_path)
     cleanup.append(target)

@@ -14,7 +14,7 @@ import pytest
 import dap_schema
 from _e2e import SERVER, DebugServer, marker_line, target, wait_stop
 from _tap import DAPTap
-from fastattach._dapclient import DAPClient
+from fastattach.net.client import DAPClient
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,8 +12,8 @@ import threading
 import pytest
 
 from fastattach import _api, _ptvsd
-from fastattach._dapclient import DAPClient
-from fastattach._security import InsecureBindError
+from fastattach.net.client import DAPClient
+from fastattach.net.security import InsecureBindError
 
 # Written the way ptvsd 3 code was, with fastattach's module in ptvsd's place.
 OLD_CODE = textwrap.dedent("""

@@ -11,13 +11,14 @@ import subprocess
 
 import pytest
 
-from fastattach._dap import encode_message
-from fastattach._dapclient import DAPClient
-from fastattach._security import (SECRET_ENV_VAR, FailureThrottle, InsecureBindError, certificate_fingerprint,
+from fastattach.net.wire import encode_message
+from fastattach.net.client import DAPClient
+from fastattach.net.security import (SECRET_ENV_VAR, FailureThrottle, InsecureBindError, certificate_fingerprint,
                                   check_bind_allowed, is_loopback_host, normalize_fingerprint, resolve_secret,
                                   secrets_match, server_ssl_context)
-from fastattach._server import Listener
-from test_server import clients, fake, make_listener, wait_until  # noqa: F401  (fixtures)
+from fastattach.net.listener import Listener
+from conftest import wait_until
+from test_server import clients, fake, make_listener  # noqa: F401  (fixtures)
 
 SECRET = "correct horse battery staple"
 

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from _e2e import DebugServer, marker_line, target, wait_stop
-from fastattach._dapclient import DAPClient
-from fastattach.safe_attach_loader import STARTUP_SWITCH_INTERVAL, prompt_gil_handoffs
+from fastattach.net.client import DAPClient
+from fastattach._handoff import STARTUP_SWITCH_INTERVAL, prompt_gil_handoffs
 
 
 def test_handoffs_shorten_the_interval_only_inside_the_block(switch_interval):

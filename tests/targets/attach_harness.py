@@ -172,7 +172,7 @@ def start_controlled(state: str, control_dir: Path, python: str = sys.executable
 def debug_session(host: str, port: int, controller: Controller, timeout: float = 30.0, **attach_args) -> str:
     """A full DAP session: breakpoint at ATTACH-HIT, wait for the stop, evaluate, continue,
     disconnect. Returns the evaluated token ("<source>-<pid>")."""
-    from fastattach._dapclient import DAPClient
+    from fastattach.net.client import DAPClient
 
     client = DAPClient.connect(host, port, timeout=timeout)
     try:

@@ -23,7 +23,7 @@ import struct
 from typing import Callable
 
 from ._errors import AttachError
-from ._runtime import DEBUG_OFFSETS_COOKIE, format_version
+from ._runtime import DEBUG_OFFSETS_COOKIE, format_version, read_memory, write_memory
 
 PLEASE_STOP_BIT = 1 << 5
 DEBUG_OFFSETS_READ_SIZE = 4096
@@ -179,8 +179,6 @@ def plan(read: Callable[[int, int], bytes], runtime_address: int, script_path: s
 
 def send(pid: int, runtime_address: int, script_path: str, tid: int = 0) -> WritePlan:
     """Carry out the plan against a live target."""
-    from ._runtime import read_memory, write_memory
-
     write_plan = plan(lambda address, size: read_memory(pid, address, size), runtime_address, script_path, pid, tid)
     (path_address, path_bytes), (pending_address, pending_bytes), _ = write_plan.writes()
     write_memory(pid, path_address, path_bytes)
@@ -196,6 +194,4 @@ def retract(pid: int, write_plan: WritePlan) -> None:
     """Withdraw a request the target has not taken yet (we are falling back to ptrace, and the
     script file goes away): clear ``debugger_pending_call``. If the target took it meanwhile,
     the flag is already 0 and this changes nothing."""
-    from ._runtime import write_memory
-
     write_memory(pid, write_plan.pending_call_address, struct.pack("<i", 0))

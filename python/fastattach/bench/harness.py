@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from .._dapclient import DAPClient, DAPError
+from ..net.client import DAPClient, DAPError
 from .instructions import callgrind_prefix, estimated_cycles, remove_dumps, sample_events
 from .lines import BreakpointPlan, choose_lines, inner_repeats
 from .process import TargetError, TargetProcess

@@ -257,8 +257,8 @@ class Debugger:
         or None when the filter is not installed: then pydevd runs unfiltered."""
         if self.mode != "fastattach":
             return None
-        from fastattach import _pydevd_host
-        gate = _pydevd_host.gate()
+        from fastattach import _api
+        gate = _api.session().gate
         return dict(gate.tracer.stats()) if gate is not None else None
 
 

@@ -1,7 +1,8 @@
 """A small blocking DAP client over a socket, for tests, benchmarks and health checks.
 
-Every message in both directions is kept in ``transcript`` (direction, message, time),
-so callers can validate a whole session against the DAP schema afterwards.
+Not used at run time: the debuggee never imports it. Every message in both directions is
+kept in ``transcript`` (direction, message, time), so callers can validate a whole session
+against the DAP schema afterwards. A DAPClient is a context manager that closes itself.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import ssl
 import threading
 import time
 
-from ._dap import FrameDecoder, decode_message, encode_message
+from .sockets import close_quietly
+from .wire import FrameDecoder, decode_message, encode_message
 
 
 class DAPError(RuntimeError):
@@ -198,9 +200,11 @@ class DAPClient:
         self.close()
 
     def close(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
+        close_quietly(self._sock)
         self._reader.join(5)
+
+    def __enter__(self) -> "DAPClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -42,8 +42,8 @@ import textwrap
 import threading
 import time
 
-from fastattach.net.wire import encode_message
 from fastattach.net.client import DAPClient
+from fastattach.net.wire import encode_message
 
 SECRET = "bench-secret-0123456789"
 
@@ -333,7 +333,8 @@ def run_relay(requests: int) -> None:
     with tempfile.TemporaryDirectory() as directory:
         tls = make_certificate(directory)
         script = os.path.join(directory, "bench_debuggee.py")
-        line = DEBUGGEE.splitlines().index(next(l for l in DEBUGGEE.splitlines() if "RELAY-BREAKPOINT" in l)) + 1
+        lines = DEBUGGEE.splitlines()
+        line = lines.index(next(text for text in lines if "RELAY-BREAKPOINT" in text)) + 1
         print(f"{requests} sequential requests per kind while stopped, Python {sys.version.split()[0]}; "
               f"ms: median (min-max)")
         for name, options in (("plain", dict(secret=False, tls=None)), ("TLS + secret", dict(secret=True, tls=tls))):

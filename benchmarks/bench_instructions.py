@@ -76,7 +76,7 @@ def baseline_spread(results: dict) -> float:
 def fragment(results: list[dict], command: str, elapsed: float) -> str:
     from fastattach.bench.report import scenario_label
 
-    lines = [f"## Issue 2: breakpoints in other files and after stop(), in instructions",
+    lines = ["## Issue 2: breakpoints in other files and after stop(), in instructions",
              "",
              f"Command: `{command}` ({datetime.date.today().isoformat()}, {elapsed / 60:.0f} min; "
              f"{results[0]['repeat']} interleaved repetitions per Python).",
@@ -141,7 +141,7 @@ def main(argv: list[str]) -> int:
     # Per Python: fastattach in both scenarios, and debugpy's contrast in scenario 3, each
     # job with its own baselines; all at once, since counts do not change with load.
     jobs = []
-    for index, python in enumerate(pythons):
+    for index, _python in enumerate(pythons):
         jobs.append((index, os.path.join(args.out, str(index)), SCENARIOS, "fastattach"))
         if not args.no_debugpy:
             jobs.append((index, os.path.join(args.out, f"{index}-debugpy"), (3,), "debugpy"))

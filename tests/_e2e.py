@@ -157,7 +157,7 @@ class DebugServer:
             except (psutil.NoSuchProcess, psutil.TimeoutExpired):
                 pass
 
-    def __enter__(self) -> "DebugServer":
+    def __enter__(self) -> DebugServer:
         return self
 
     def __exit__(self, *exc) -> None:

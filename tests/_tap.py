@@ -44,7 +44,7 @@ class DAPTap:
         self._acceptor = threading.Thread(target=self._accept_loop, name="dap-tap-accept", daemon=True)
         self._acceptor.start()
 
-    def __enter__(self) -> "DAPTap":
+    def __enter__(self) -> DAPTap:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,14 +11,13 @@ import sys
 import sysconfig
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from fastattach.attach import AttachError, _elf, _mailbox, _offsets, _pep768, _runtime
-from fastattach.attach import _orchestrator
 from fastattach._address import parse_address
-from fastattach.attach._orchestrator import bootstrap_code
 from fastattach._handoff import STARTUP_SWITCH_INTERVAL
-
+from fastattach.attach import AttachError, _elf, _mailbox, _offsets, _orchestrator, _pep768, _runtime
+from fastattach.attach._orchestrator import bootstrap_code
 
 # -- offset tables ------------------------------------------------------------------
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from _e2e import SERVER, DebugServer, breakpoint_filter_stats, marker_line, outputs, target, variables, wait_stop
 from dap_schema import assert_valid
+
 from fastattach.net.client import DAPClient
 
 pytestmark = pytest.mark.timeout(120)

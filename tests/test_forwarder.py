@@ -11,14 +11,14 @@ import threading
 import time
 
 import pytest
-
-from fastattach.net.client import DAPClient
-from fastattach._address import parse_address
-from fastattach.net.security import certificate_fingerprint, server_ssl_context
-from fastattach.net.listener import Listener
-from test_security import SECRET, tls_files  # noqa: F401  (a fixture)
 from conftest import wait_until
+from test_security import SECRET, tls_files  # noqa: F401  (a fixture)
 from test_server import fake  # noqa: F401  (a fixture)
+
+from fastattach._address import parse_address
+from fastattach.net.client import DAPClient
+from fastattach.net.listener import Listener
+from fastattach.net.security import certificate_fingerprint, server_ssl_context
 
 
 class ForwarderProcess:
@@ -90,7 +90,7 @@ def forwarder():
 
 
 def server_arg(listener) -> str:
-    return "%s:%d" % listener.address
+    return "{}:{}".format(*listener.address)
 
 
 def fingerprint_of(certfile: str) -> str:
@@ -182,7 +182,7 @@ def test_unreachable_server_is_reported(forwarder, tls_files):  # noqa: F811
     client = DAPClient.connect("127.0.0.1", proxy.port)
     try:
         response = client.request("initialize", {}, check=False)
-        assert not response["success"] and "cannot connect to 127.0.0.1:%d" % port in response["message"]
+        assert not response["success"] and f"cannot connect to 127.0.0.1:{port}" in response["message"]
     finally:
         client.close()
 

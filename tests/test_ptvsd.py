@@ -66,7 +66,7 @@ class Program:
 def test_old_ptvsd_code_attaches_and_breaks_in_the_callers_frame(tmp_path):
     path = tmp_path / "old.py"
     path.write_text(OLD_CODE)
-    break_line = OLD_CODE.splitlines().index(next(l for l in OLD_CODE.splitlines() if "BREAK-HERE" in l)) + 1
+    break_line = OLD_CODE.splitlines().index(next(text for text in OLD_CODE.splitlines() if "BREAK-HERE" in text)) + 1
     program = Program(path)
     client = None
     try:

@@ -15,10 +15,10 @@ import time
 import pytest
 from conftest import wait_until
 
-from fastattach.net.wire import FrameDecoder, decode_message, encode_message
 from fastattach.net.client import DAPClient
 from fastattach.net.handshake import initialize_response_body
-from fastattach.net.listener import BUSY_MESSAGE, ListenError, Listener
+from fastattach.net.listener import BUSY_MESSAGE, Listener, ListenError
+from fastattach.net.wire import FrameDecoder, decode_message, encode_message
 
 
 class FakePydevd:

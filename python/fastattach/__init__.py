@@ -8,8 +8,6 @@ from ._api import breakpoint, configure, is_client_connected, listen, stop, wait
 from ._ptvsd import break_into_debugger, enable_attach, is_attached, wait_for_attach
 
 
-
-
 def __getattr__(name):
     # fastattach.attach is a callable subpackage (attach(pid, address, ...)), loaded on
     # first use so that importing fastattach does not load cffi.

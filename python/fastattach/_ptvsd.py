@@ -44,4 +44,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["enable_attach", "wait_for_attach", "break_into_debugger", "is_attached"]
+__all__ = ["enable_attach", "wait_for_attach", "break_into_debugger", "is_attached"]  # noqa: F822 (__getattr__)

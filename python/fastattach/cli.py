@@ -69,9 +69,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="allow a non-loopback bind without a secret (anyone who can reach the port can run code)")
     budgets = parser.add_argument_group("budgets and production mode (see docs/production.md)")
     budgets.add_argument("--production", action="store_true",
-                         help="breakpoints never suspend: a hit takes a bounded snapshot; pause and stepping are refused")
+                         help="breakpoints never suspend: a hit takes a bounded snapshot; "
+                              "pause and stepping are refused")
     for flag, option, kind, text in _BUDGET_FLAGS:
-        budgets.add_argument(flag, dest=option, type=kind, metavar="N", help=text.format(default=f"{DEFAULTS[option]:g}"))
+        budgets.add_argument(flag, dest=option, type=kind, metavar="N",
+                             help=text.format(default=f"{DEFAULTS[option]:g}"))
     target = parser.add_mutually_exclusive_group()
     target.add_argument("-m", dest="module", metavar="MODULE")
     target.add_argument("-c", dest="code", metavar="CODE")

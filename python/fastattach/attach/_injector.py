@@ -27,7 +27,7 @@ import os
 import signal
 import struct
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .. import _libc
 from . import _elf
@@ -199,8 +199,8 @@ def inject(pid: int, agent_path: str, *, code_for_thread: Callable[[int], str], 
         python_code = code_for_thread(saved_regs["fs_base"])
         report["agent_result"] = _run_agent(tracee, saved_regs, libc_functions, agent_path, python_code)
         if report["agent_result"]:
-            raise AttachError("injection_failed", f"the agent could not start in PID {pid}: "
-                                                  f"{AGENT_RESULTS.get(report['agent_result'], report['agent_result'])}")
+            reason = AGENT_RESULTS.get(report["agent_result"], report["agent_result"])
+            raise AttachError("injection_failed", f"the agent could not start in PID {pid}: {reason}")
         return report
     finally:
         _release(tracee, saved_regs, saved_xstate)

@@ -30,8 +30,14 @@ import time
 
 from .._address import parse_address
 from .._handoff import STARTUP_SWITCH_INTERVAL
-from .._loader_contract import (LOADER_NAME, MAIN_IDENT_GLOBAL, SETTINGS_GLOBAL, SWITCH_INTERVAL_GLOBAL,
-                                decode_fields, encode_fields)
+from .._loader_contract import (
+    LOADER_NAME,
+    MAIN_IDENT_GLOBAL,
+    SETTINGS_GLOBAL,
+    SWITCH_INTERVAL_GLOBAL,
+    decode_fields,
+    encode_fields,
+)
 from . import _injector, _mailbox, _pep768, _runtime
 from ._errors import AttachError, process_state, target_uid
 
@@ -110,7 +116,8 @@ def file_bootstrap(path: str) -> str:
     does not. The file is read with os (not whatever ``open`` means in __main__) and closed
     before it runs: an unclosed file would warn, and the warning would leave
     __warningregistry__ in __main__."""
-    return (f"try:(lambda o,d:exec((o.read(d,65536),o.close(d))[0]))(__import__('os'),__import__('os').open({path!r},0))"
+    return (f"try:(lambda o,d:exec((o.read(d,65536),o.close(d))[0]))"
+            f"(__import__('os'),__import__('os').open({path!r},0))"
             f"\nexcept BaseException:pass\n")
 
 

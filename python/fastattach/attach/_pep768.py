@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from ._errors import AttachError
 from ._runtime import DEBUG_OFFSETS_COOKIE, format_version, read_memory, write_memory
@@ -76,7 +76,8 @@ def _debugger_support_at(raw: bytes, offset: int) -> bool:
     if offset < 24 or offset + 48 > len(raw):
         return False
     eb, rds, enabled, pending, path, size = struct.unpack_from("<6Q", raw, offset)
-    return pending == 0 and path == 4 and size == 512 and 0 < eb < 0x10000 and 0 < rds < 0x10000 and 0 < enabled < 0x100000
+    return (pending == 0 and path == 4 and size == 512 and 0 < eb < 0x10000 and 0 < rds < 0x10000
+            and 0 < enabled < 0x100000)
 
 
 def _thread_state_at(raw: bytes, offset: int) -> bool:
@@ -92,7 +93,8 @@ def _find(raw: bytes, expected: int, check: Callable[[bytes, int], bool], what: 
     for offset in range(24, min(len(raw), DEBUG_OFFSETS_READ_SIZE) - 8, 8):
         if check(raw, offset):
             return offset
-    raise AttachError("unsupported", f"unsupported CPython build: _Py_DebugOffsets layout not recognised ({what} not found)")
+    raise AttachError("unsupported",
+                      f"unsupported CPython build: _Py_DebugOffsets layout not recognised ({what} not found)")
 
 
 def parse_debug_offsets(raw: bytes) -> DebugOffsets:

@@ -14,9 +14,19 @@ from ..net.client import DAPClient, DAPError
 from .instructions import callgrind_prefix, estimated_cycles, remove_dumps, sample_events
 from .lines import BreakpointPlan, choose_lines, inner_repeats
 from .process import TargetError, TargetProcess
-from .scenarios import (DEBUGGERS, FALSE_CONDITION, LOGPOINT_MESSAGE, NEVER_RUN_LINES, REFERENCE_SCENARIO,
-                        NotApplicable, ScenarioSetup, SupportFiles, probe_line, reference_breakpoint,
-                        scenario_setup)
+from .scenarios import (
+    DEBUGGERS,
+    FALSE_CONDITION,
+    LOGPOINT_MESSAGE,
+    NEVER_RUN_LINES,
+    REFERENCE_SCENARIO,
+    NotApplicable,
+    ScenarioSetup,
+    SupportFiles,
+    probe_line,
+    reference_breakpoint,
+    scenario_setup,
+)
 
 
 class SetupNotEffective(RuntimeError):

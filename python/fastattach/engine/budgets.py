@@ -32,7 +32,7 @@ log = logging.getLogger("fastattach")
 probe_log = production.probe_log
 
 
-def _where(spec: "ProbeSpec") -> str:
+def _where(spec: ProbeSpec) -> str:
     return f"{spec.file}:{spec.line}"
 
 

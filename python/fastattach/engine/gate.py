@@ -46,7 +46,7 @@ _ARMED_WITHOUT_CALLBACK = _events.JUMP | _events.PY_RESUME
 class _MonitorProxy:
     """Stands in for sys.monitoring inside pydevd's monitoring module."""
 
-    def __init__(self, gate: "Gate"):
+    def __init__(self, gate: Gate):
         self._gate = gate
 
     def __getattr__(self, name):

@@ -38,7 +38,7 @@ class DAPClient:
 
     @classmethod
     def connect(cls, host: str, port: int, timeout: float = 10.0, *, ssl_context: ssl.SSLContext | None = None,
-                server_hostname: str | None = None) -> "DAPClient":
+                server_hostname: str | None = None) -> DAPClient:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -184,7 +184,8 @@ class DAPClient:
         return self.wait_event("stopped", timeout)["body"]
 
     def top_frame(self, thread_id: int) -> dict:
-        return self.request("stackTrace", {"threadId": thread_id, "startFrame": 0, "levels": 20})["body"]["stackFrames"][0]
+        body = self.request("stackTrace", {"threadId": thread_id, "startFrame": 0, "levels": 20})["body"]
+        return body["stackFrames"][0]
 
     def evaluate(self, expression: str, frame_id: int | None = None, context: str = "repl") -> str:
         args = {"expression": expression, "context": context}
@@ -203,7 +204,7 @@ class DAPClient:
         close_quietly(self._sock)
         self._reader.join(5)
 
-    def __enter__(self) -> "DAPClient":
+    def __enter__(self) -> DAPClient:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -19,8 +19,14 @@ import threading
 
 from .._address import DEFAULT_HOST, parse_address
 from .relay import refuse_connection
-from .security import (SECRET_ENV_VAR, check_fingerprint, client_ssl_context, is_loopback_host,
-                       normalize_fingerprint, resolve_secret)
+from .security import (
+    SECRET_ENV_VAR,
+    check_fingerprint,
+    client_ssl_context,
+    is_loopback_host,
+    normalize_fingerprint,
+    resolve_secret,
+)
 from .sockets import close_quietly, would_block
 from .wire import FrameDecoder, ProtocolError, decode_message, encode_message, frame
 

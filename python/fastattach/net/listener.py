@@ -28,7 +28,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB wi
 if TYPE_CHECKING:
     import socket
     import ssl
-    from typing import Callable
+    from collections.abc import Callable
 
     from .relay import ClientSession
 

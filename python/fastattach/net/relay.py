@@ -17,14 +17,23 @@ import selectors
 import socket
 import threading
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from .._handoff import prompt_gil_handoffs
 from .._log import logger
 from .handshake import MAX_BODY_BYTES_BEFORE_ATTACH, Handshake
 from .security import FailureThrottle
 from .sockets import WOULD_BLOCK, Waker, close_quietly, format_peer, would_block
-from .wire import DEFAULT_MAX_BODY_BYTES, FrameDecoder, ProtocolError, decode_message, encode_message, error_response, frame
+from .wire import (
+    DEFAULT_MAX_BODY_BYTES,
+    FrameDecoder,
+    ProtocolError,
+    decode_message,
+    encode_message,
+    error_response,
+    frame,
+)
 
 # pydevd's answers (variables of a large object, a long stack) can be far bigger than requests.
 MAX_BACKEND_BODY_BYTES = 64 * 1024 * 1024

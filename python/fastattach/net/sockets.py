@@ -9,7 +9,7 @@ import threading
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB with its imports)
 if TYPE_CHECKING:
     import socket
-    from typing import Callable
+    from collections.abc import Callable
 
 # What a non-blocking plain socket raises when it has nothing for us.
 WOULD_BLOCK = (BlockingIOError, InterruptedError)

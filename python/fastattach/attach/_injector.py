@@ -5,7 +5,7 @@ where a pending call would never run. What the borrowed thread executes is C onl
 dlopen, fastattach_agent_start (which starts a pthread), munmap. Python code runs later on
 that new thread, which takes the GIL like any other (see src/attach_agent.c).
 
-Safety rules, each one a crash or hang seen with other injectors (research/attach.md §2):
+Safety rules, each one a crash or hang seen with other injectors (docs/attach.md):
 - Save and restore the general registers and the whole XSAVE area (NT_X86_XSTATE): an
   injector that keeps only the general registers corrupted SIMD state and crashed targets.
 - Borrow the thread only at a safe point: blocked in a syscall from SAFE_SYSCALLS, or with

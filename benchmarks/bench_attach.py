@@ -28,8 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from fastattach.attach import AttachError, attach  # noqa: E402
 from targets.attach_harness import STATES, debug_session, start_controlled, stress  # noqa: E402
+
+from fastattach.attach import AttachError, attach  # noqa: E402
 
 
 def rss_kib(pid: int) -> int:

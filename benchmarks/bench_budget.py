@@ -40,7 +40,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "python"))
 
-from fastattach._dapclient import DAPClient  # noqa: E402
+from fastattach.net.client import DAPClient  # noqa: E402
 
 TARGET = '''
 import json, os, sys, time
@@ -175,11 +175,12 @@ def _result(stdout: str, stderr: str) -> list[float]:
 
 
 def capture_cost(batches: int = 5, per_batch: int = 500) -> list[float]:
-    """In this process: µs per _production.capture() of a frame like the target's, default limits,
+    """In this process: µs per engine.production.capture() of a frame like the target's, default limits,
     without any DAP or logging (the rest of a snapshot's cost is sending it)."""
-    from fastattach import _budget, _production
+    from fastattach import _options
+    from fastattach.engine import production as _production
 
-    o = _budget.DEFAULTS
+    o = _options.DEFAULTS
 
     def hot(n, payload):
         request = {"id": 7, "user": "alice", "items": list(range(20))}

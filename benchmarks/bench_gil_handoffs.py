@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "python"))
 
-from fastattach.safe_attach_loader import STARTUP_SWITCH_INTERVAL  # noqa: E402
+from fastattach._handoff import STARTUP_SWITCH_INTERVAL  # noqa: E402
 
 DEFAULT_INTERVAL = 0.005
 

@@ -42,16 +42,16 @@ import textwrap
 import threading
 import time
 
-from fastattach._dap import encode_message
-from fastattach._dapclient import DAPClient
+from fastattach.net.client import DAPClient
+from fastattach.net.wire import encode_message
 
 SECRET = "bench-secret-0123456789"
 
 DEBUGGEE = textwrap.dedent("""
     import json, os, sys, threading, time
     import psutil
-    from fastattach._security import FailureThrottle, server_ssl_context
-    from fastattach._server import Listener
+    from fastattach.net.security import FailureThrottle, server_ssl_context
+    from fastattach.net.listener import Listener
 
     if os.environ.get("BENCH_LOG"):
         import logging
@@ -188,7 +188,7 @@ def run_handshake(reps: int) -> None:
                 rss_after = d.probe()["rss"]
                 print(f"{name:<14}{cells[0]}{cells[1]}{mb(d.rss_before):>12}{mb(d.rss_listening):>11}"
                       f"{mb(rss_after):>8}")
-            from fastattach._security import secrets_match
+            from fastattach.net.security import secrets_match
             loops = 100_000
             start = time.perf_counter()
             for _ in range(loops):
@@ -333,7 +333,8 @@ def run_relay(requests: int) -> None:
     with tempfile.TemporaryDirectory() as directory:
         tls = make_certificate(directory)
         script = os.path.join(directory, "bench_debuggee.py")
-        line = DEBUGGEE.splitlines().index(next(l for l in DEBUGGEE.splitlines() if "RELAY-BREAKPOINT" in l)) + 1
+        lines = DEBUGGEE.splitlines()
+        line = lines.index(next(text for text in lines if "RELAY-BREAKPOINT" in text)) + 1
         print(f"{requests} sequential requests per kind while stopped, Python {sys.version.split()[0]}; "
               f"ms: median (min-max)")
         for name, options in (("plain", dict(secret=False, tls=None)), ("TLS + secret", dict(secret=True, tls=tls))):

@@ -153,7 +153,7 @@ def main(argv: list[str]) -> int:
     # Per Python: fastattach in both scenarios, and debugpy's contrast in scenario 3, each
     # job with its own baselines; all at once, since counts do not change with load.
     jobs = []
-    for index, python in enumerate(pythons):
+    for index, _python in enumerate(pythons):
         jobs.append((index, os.path.join(args.out, str(index)), scenarios, "fastattach"))
         if not args.no_debugpy:
             jobs.append((index, os.path.join(args.out, f"{index}-debugpy"), (3,), "debugpy"))

@@ -30,7 +30,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "python"))
 
-from fastattach._dapclient import DAPClient  # noqa: E402
+from fastattach.net.client import DAPClient  # noqa: E402
 
 TARGET = '''
 import os, sys, threading, time

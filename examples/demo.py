@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from fastattach._dapclient import DAPClient
+from fastattach.net.client import DAPClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP = os.path.join(HERE, "demo_app.py")
@@ -49,8 +49,10 @@ def main():
             say(f"{frame['name']} at line {frame['line']}")
         top = frames[0]
         scopes = client.request("scopes", {"frameId": top["id"]})["body"]["scopes"]
-        local_vars = client.request("variables", {"variablesReference": scopes[0]["variablesReference"]})["body"]["variables"]
-        print("4. locals: " + ", ".join(f"{v['name']}={v['value']}" for v in local_vars if not v["name"].startswith("(")))
+        local_vars = client.request("variables", {"variablesReference": scopes[0]["variablesReference"]}
+                                    )["body"]["variables"]
+        print("4. locals: " + ", ".join(f"{v['name']}={v['value']}" for v in local_vars
+                                        if not v["name"].startswith("(")))
         print(f"5. evaluate subtotal * 2 -> {client.evaluate('subtotal * 2', top['id'])}")
 
         client.request("next", {"threadId": stopped["threadId"]})
@@ -68,16 +70,18 @@ def main():
         print("8. disconnected: the breakpoints are gone and the app runs on at full speed")
 
         second = DAPClient.connect("127.0.0.1", port)
-        second.attach(breakpoints={APP: [{"line": discount_line, "condition": "order['item'] == 'plum' and order['quantity'] == 11"}]})
+        condition = "order['item'] == 'plum' and order['quantity'] == 11"
+        second.attach(breakpoints={APP: [{"line": discount_line, "condition": condition}]})
         again = second.wait_stopped(30)
         frame = second.top_frame(again["threadId"])
         print(f"9. a second client attached later and stopped at line {frame['line']}: "
               f"order id {second.evaluate('order[\"id\"]', frame['id'])}")
-        stats = second.evaluate("__import__('fastattach._pydevd_host', fromlist=['gate']).gate().tracer.stats()",
+        stats = second.evaluate("__import__('fastattach._api', fromlist=['session']).session().gate.tracer.stats()",
                                 frame["id"])
         counts = {k: int(v) for k, v in re.findall(r"'(\w+)': (\d+)", stats)}
-        print(f"   the C filter answered {counts['line_disable'] + counts['start_disable'] + counts['condition_false']} "
-              f"events itself and passed {counts['line_forward'] + counts['condition_forward'] + counts['start_forward']} to pydevd")
+        answered = counts["line_disable"] + counts["start_disable"] + counts["condition_false"]
+        forwarded = counts["line_forward"] + counts["condition_forward"] + counts["start_forward"]
+        print(f"   the C filter answered {answered} events itself and passed {forwarded} to pydevd")
         second.disconnect()
 
         out, err = app.communicate(timeout=60)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from fastattach._dapclient import DAPClient
+from fastattach.net.client import DAPClient
 
 SERVER = os.environ.get("FASTATTACH_E2E_SERVER", "fastattach")
 
@@ -157,7 +157,7 @@ class DebugServer:
             except (psutil.NoSuchProcess, psutil.TimeoutExpired):
                 pass
 
-    def __enter__(self) -> "DebugServer":
+    def __enter__(self) -> DebugServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -203,8 +203,7 @@ def outputs(client: DAPClient, category: str | None = None) -> list[str]:
 # Evaluated in the stopped debuggee through DAP: the C filter's event counters, or None
 # when the filter is not installed (pydevd then runs unmodified, so a session still
 # works and only this check can tell).
-_FILTER_STATS = ("(lambda gate: gate and gate.tracer.stats())"
-                 "(__import__('fastattach._pydevd_host', fromlist=['gate']).gate())")
+_FILTER_STATS = "__import__('fastattach').breakpoint_filter_stats()"
 
 
 def breakpoint_filter_stats(client: DAPClient, frame_id: int) -> dict[str, int] | None:

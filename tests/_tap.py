@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from fastattach._dap import FrameDecoder, ProtocolError, decode_message, encode_message
+from fastattach.net.wire import FrameDecoder, ProtocolError, decode_message, encode_message
 
 # Returns the message to forward, or None to drop it.
 MessageRewrite = Callable[[dict], "dict | None"]
@@ -44,7 +44,7 @@ class DAPTap:
         self._acceptor = threading.Thread(target=self._accept_loop, name="dap-tap-accept", daemon=True)
         self._acceptor.start()
 
-    def __enter__(self) -> "DAPTap":
+    def __enter__(self) -> DAPTap:
         return self
 
     def __exit__(self, *exc) -> None:

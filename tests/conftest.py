@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 from hypothesis import Phase, settings
@@ -49,6 +50,33 @@ def _monitoring_left_clean():
     sys.path[:] = saved_path
     os.environ.clear()
     os.environ.update(saved_env)
+
+
+def wait_until(predicate, timeout=20.0, what="condition"):
+    """Poll `predicate` until it is true; fail naming `what` after `timeout` seconds (a bound
+    on a wait, never a measurement)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def closing():
+    """closing(thing) -> thing; every thing is closed after the test, the last one first.
+
+    What the test made (listeners, clients, servers) goes away even when an assertion fails.
+    """
+    things = []
+
+    def close_after(thing):
+        things.append(thing)
+        return thing
+
+    yield close_after
+    for thing in reversed(things):
+        thing.close()
 
 
 @pytest.fixture(autouse=True)

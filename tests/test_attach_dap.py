@@ -11,9 +11,19 @@ import subprocess
 import sys
 
 import pytest
+from targets.attach_harness import (  # noqa: F401 (cleanup is a fixture)
+    LINUX_X86_64_ONLY,
+    NOTHING_LEFT,
+    REPO,
+    STATES,
+    cleanup,
+    debug_session,
+    start_controlled,
+    start_program,
+    start_state,
+)
 
 from fastattach.attach import AttachError, attach
-from targets.attach_harness import LINUX_X86_64_ONLY, NOTHING_LEFT, REPO, STATES, cleanup, debug_session, start_controlled, start_program, start_state  # noqa: F401 (cleanup is a fixture)
 
 pytestmark = LINUX_X86_64_ONLY
 
@@ -71,7 +81,8 @@ def test_port_bind_failure_is_reported(cleanup, tmp_path):
         attach(target.pid, ("127.0.0.1", target.accept_port), timeout=20)
     # THEN the failure inside the target comes back with the reason, and the target runs on
     assert caught.value.reason == "bind_failed"
-    assert str(caught.value).startswith(f"port bind failed in the target: cannot listen on 127.0.0.1:{target.accept_port}")
+    expected = f"port bind failed in the target: cannot listen on 127.0.0.1:{target.accept_port}"
+    assert str(caught.value).startswith(expected)
     target.assert_healthy()
 
 
@@ -107,7 +118,7 @@ def test_cli_pid_error_goes_to_stderr_with_status_1(tmp_path):
 
 
 def _session_stops_in_application(host, port, expected_path):
-    from fastattach._dapclient import DAPClient
+    from fastattach.net.client import DAPClient
 
     client = DAPClient.connect(host, port, timeout=30)
     try:
@@ -194,7 +205,7 @@ def test_insecure_address_is_refused_in_the_target(cleanup, tmp_path):
 
 
 def test_secret_reaches_the_target(cleanup, tmp_path):
-    from fastattach._dapclient import DAPClient, DAPError
+    from fastattach.net.client import DAPClient, DAPError
     # GIVEN a target attached with a secret
     target, controller = start_controlled("sleep", tmp_path)
     cleanup.append(target)

@@ -14,10 +14,9 @@ import subprocess
 import time
 
 import pytest
-
-from fastattach.attach import AttachError, attach
-from fastattach.attach import _injector
 from targets.attach_harness import LINUX_X86_64_ONLY, PROBE_LOADER, STATES, cleanup, start_program, start_state  # noqa: F401 (cleanup is a fixture)
+
+from fastattach.attach import AttachError, _injector, attach
 
 pytestmark = LINUX_X86_64_ONLY
 

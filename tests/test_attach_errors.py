@@ -11,9 +11,17 @@ import textwrap
 import time
 
 import pytest
+from targets.attach_harness import (  # noqa: F401 (cleanup is a fixture)
+    LINUX_X86_64_ONLY,
+    PROBE_LOADER,
+    REPO,
+    cleanup,
+    process_state,
+    start_program,
+    start_state,
+)
 
 from fastattach.attach import AttachError, attach
-from targets.attach_harness import LINUX_X86_64_ONLY, PROBE_LOADER, REPO, cleanup, process_state, start_program, start_state  # noqa: F401 (cleanup is a fixture)
 
 pytestmark = LINUX_X86_64_ONLY
 
@@ -224,7 +232,8 @@ def test_target_exiting_during_the_attach():
     for i in range(20):
         delay = rng.uniform(0, 0.15)
         wait = f"time.sleep({delay})" if i % 2 else f"t = time.time()\nwhile time.time() - t < {delay}: pass"
-        proc = subprocess.Popen([sys.executable, "-c", f"import os, time\nprint('ready', flush=True)\n{wait}\nos._exit(0)\n"],
+        program = f"import os, time\nprint('ready', flush=True)\n{wait}\nos._exit(0)\n"
+        proc = subprocess.Popen([sys.executable, "-c", program],
                                 stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout.readline().strip() == "ready"

@@ -11,13 +11,13 @@ import sys
 import sysconfig
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from fastattach.attach import AttachError, _elf, _mailbox, _offsets, _pep768, _runtime
-from fastattach.attach import _orchestrator
-from fastattach.attach._orchestrator import bootstrap_code, parse_address
-from fastattach.safe_attach_loader import STARTUP_SWITCH_INTERVAL
-
+from fastattach._address import parse_address
+from fastattach._handoff import STARTUP_SWITCH_INTERVAL
+from fastattach.attach import AttachError, _elf, _mailbox, _offsets, _orchestrator, _pep768, _runtime
+from fastattach.attach._orchestrator import bootstrap_code
 
 # -- offset tables ------------------------------------------------------------------
 
@@ -232,10 +232,9 @@ def test_pep768_on_this_interpreter_is_refused_clearly():
 
 
 def test_pep768_retract_clears_only_the_pending_flag(monkeypatch):
-    from fastattach.attach import _runtime as runtime_module
     plan = _pep768.plan(target_image().read, RUNTIME, "/b.py", pid=99)
     writes = []
-    monkeypatch.setattr(runtime_module, "write_memory", lambda pid, address, data: writes.append((pid, address, data)))
+    monkeypatch.setattr(_pep768, "write_memory", lambda pid, address, data: writes.append((pid, address, data)))
     _pep768.retract(99, plan)
     assert writes == [(99, MAIN_TSTATE + REMOTE_SUPPORT, struct.pack("<i", 0))]
 
@@ -269,7 +268,7 @@ def test_main_thread_bootstrap_hands_the_loader_to_a_new_thread(tmp_path, switch
 
 
 def test_the_loader_puts_back_the_interval_the_bootstrap_replaced(tmp_path, switch_interval):
-    from fastattach.safe_attach_loader import prompt_gil_handoffs
+    from fastattach._handoff import prompt_gil_handoffs
 
     # GIVEN a bootstrap that shortened the interval from 0.004
     sys.setswitchinterval(STARTUP_SWITCH_INTERVAL)
@@ -310,5 +309,5 @@ def test_file_bootstrap_of_a_missing_file_does_nothing(tmp_path):
 @given(st.dictionaries(st.text(min_size=1).filter(lambda t: "\0" not in t),
                        st.text().filter(lambda t: "\0" not in t)))
 def test_settings_file_format_round_trips(fields):
-    from fastattach.safe_attach_loader import decode_fields, encode_fields
+    from fastattach._loader_contract import decode_fields, encode_fields
     assert decode_fields(encode_fields(fields)) == fields

@@ -62,7 +62,7 @@ def test_bind_failure_is_written_next_to_the_port_file(tmp_path):
     # The program the loader ran in carried on (nothing was raised into it)
     assert result.returncode == 0 and "loaded" in result.stdout
     assert not port_file.exists()
-    from fastattach.safe_attach_loader import decode_fields
+    from fastattach._loader_contract import decode_fields
     error = decode_fields((tmp_path / "port.error").read_text())
     assert error["reason"] == "bind_failed"
     assert error["message"].startswith(f"port bind failed in the target: cannot listen on 127.0.0.1:{busy_port}: ")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from targets.attach_harness import LINUX_X86_64_ONLY, STATES, stress
 
 COUNT = int(os.environ.get("FASTATTACH_ATTACH_STRESS", "5"))

@@ -14,11 +14,18 @@ from fastattach.bench import target
 from fastattach.bench.harness import SetupNotEffective, check_breakpoints_verified, check_setup_held
 from fastattach.bench.lines import LOGPOINT_HITS_PER_UNIT, NoSuitableLine, choose_lines, inner_repeats
 from fastattach.bench.report import ratio_table
-from fastattach.bench.scenarios import (BASELINE, REFERENCE_SCENARIO, SCENARIOS, NotApplicable, ScenarioSetup,
-                                        probe_line, scenario_setup, write_support_files)
+from fastattach.bench.scenarios import (
+    BASELINE,
+    REFERENCE_SCENARIO,
+    SCENARIOS,
+    NotApplicable,
+    ScenarioSetup,
+    probe_line,
+    scenario_setup,
+    write_support_files,
+)
 from fastattach.bench.schedule import interleave
-from fastattach.bench.stats import (geometric_mean, linear_slope, paired_differences, paired_ratios, rotated,
-                                    summarize)
+from fastattach.bench.stats import geometric_mean, linear_slope, paired_differences, paired_ratios, rotated, summarize
 
 
 def run(mode, seconds, rep=0, scenario=4, ok=True, workload="w", python="3.12"):
@@ -94,7 +101,7 @@ class TestInterleaving:
         for key in order:
             groups.setdefault((key.rep, key.python, key.workload, key.scenario), []).append(key.mode)
         assert len(groups) == 2 * 2 * 2
-        for (rep, python, workload, scenario), modes in groups.items():
+        for (_rep, _python, _workload, scenario), modes in groups.items():
             expected = {"none", "bdb", "coverage"} if scenario == REFERENCE_SCENARIO else {"none", "fastattach"}
             assert sorted(modes) == sorted(expected)
             assert BASELINE in modes

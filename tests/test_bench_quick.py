@@ -16,8 +16,15 @@ import textwrap
 import pytest
 
 from fastattach.bench import cli, harness
-from fastattach.bench.scenarios import (DEBUGGERS, LOGPOINT_MESSAGE, NEVER_RUN_LINES, REFERENCES, SCENARIOS,
-                                        ScenarioSetup, write_support_files)
+from fastattach.bench.scenarios import (
+    DEBUGGERS,
+    LOGPOINT_MESSAGE,
+    NEVER_RUN_LINES,
+    REFERENCES,
+    SCENARIOS,
+    ScenarioSetup,
+    write_support_files,
+)
 
 
 def run_bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from dap_schema import assert_valid
 
-from fastattach._dapclient import DAPClient
+from fastattach.net.client import DAPClient
 
 TARGET = textwrap.dedent("""
     import os, sys, time

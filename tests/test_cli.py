@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from fastattach._dapclient import DAPClient
+from fastattach.net.client import DAPClient
 
 
 def run_cli(*args, cwd=None, timeout=60):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from _e2e import SERVER, DebugServer, breakpoint_filter_stats, marker_line, outputs, target, variables, wait_stop
 from dap_schema import assert_valid
-from fastattach._dapclient import DAPClient
+
+from fastattach.net.client import DAPClient
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,18 +37,12 @@ def start_server(tmp_path):
 
 
 @pytest.fixture
-def connect():
+def connect(closing):
     """connect(server) -> DAPClient, closed after the test."""
-    clients = []
-
     def open_client(server):
-        client = DAPClient.connect(*server.address, timeout=20)
-        clients.append(client)
-        return client
+        return closing(DAPClient.connect(*server.address, timeout=20))
 
-    yield open_client
-    for client in clients:
-        client.close()
+    return open_client
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ itself accepts malformed messages (research/dap-clients.md section 6).
 from __future__ import annotations
 
 import pytest
-
 from _e2e import SERVER, DebugServer, target
 from _tap import DAPTap
 from dap_schema import assert_valid

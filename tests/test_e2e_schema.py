@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dap_schema
 import debugpy
 import pytest
-
-import dap_schema
 from _e2e import SERVER, DebugServer, marker_line, target, wait_stop
 from _tap import DAPTap
-from fastattach._dapclient import DAPClient
+
+from fastattach.net.client import DAPClient
 
 pytestmark = pytest.mark.timeout(120)
 

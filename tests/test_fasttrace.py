@@ -38,7 +38,7 @@ class RecordingTarget:
 
 
 class Breakpoints:
-    """The decision side (what _gate.Gate computes from pydevd's breakpoints)."""
+    """The decision side (what engine.gate.Gate computes from pydevd's breakpoints)."""
 
     def __init__(self):
         self.lines: dict[str, dict[int, object]] = {}   # co_name -> {line: compiled condition | None}
@@ -468,7 +468,7 @@ def _tool_on_py_start():
 
 
 def test_superinstructions_are_formed_again_exactly_as_at_creation():
-    from fastattach import _requicken
+    from fastattach.engine import superinstructions as _requicken
 
     if not _requicken.NEEDED:
         assert _fasttrace.reform_superinstructions(_pairs_of_locals.__code__) == 0
@@ -504,7 +504,7 @@ def test_superinstructions_formed_again_match_a_fresh_quickening_everywhere():
     import json.decoder
     import types
 
-    from fastattach import _requicken
+    from fastattach.engine import superinstructions as _requicken
 
     def opnames(code):
         return [(i.offset, i.opname) for i in dis.get_instructions(code, adaptive=True)]

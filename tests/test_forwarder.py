@@ -11,13 +11,14 @@ import threading
 import time
 
 import pytest
-
-from fastattach._dapclient import DAPClient
-from fastattach._forwarder import parse_address
-from fastattach._security import certificate_fingerprint, server_ssl_context
-from fastattach._server import Listener
+from conftest import wait_until
 from test_security import SECRET, tls_files  # noqa: F401  (a fixture)
-from test_server import fake, wait_until  # noqa: F401  (a fixture)
+from test_server import fake  # noqa: F401  (a fixture)
+
+from fastattach._address import parse_address
+from fastattach.net.client import DAPClient
+from fastattach.net.listener import Listener
+from fastattach.net.security import certificate_fingerprint, server_ssl_context
 
 
 class ForwarderProcess:
@@ -89,7 +90,7 @@ def forwarder():
 
 
 def server_arg(listener) -> str:
-    return "%s:%d" % listener.address
+    return "{}:{}".format(*listener.address)
 
 
 def fingerprint_of(certfile: str) -> str:
@@ -181,7 +182,7 @@ def test_unreachable_server_is_reported(forwarder, tls_files):  # noqa: F811
     client = DAPClient.connect("127.0.0.1", proxy.port)
     try:
         response = client.request("initialize", {}, check=False)
-        assert not response["success"] and "cannot connect to 127.0.0.1:%d" % port in response["message"]
+        assert not response["success"] and f"cannot connect to 127.0.0.1:{port}" in response["message"]
     finally:
         client.close()
 
@@ -194,7 +195,7 @@ def test_non_loopback_listen_is_refused():
 
 
 def test_bad_arguments_are_clear_errors():
-    for args, message in ([["nohost"], "not a [HOST:]PORT"], [["h:1", "--fingerprint", "zz"], "SHA-256"],
+    for args, message in ([["nohost"], "expected HOST:PORT"], [["h:1", "--fingerprint", "zz"], "SHA-256"],
                           [["h:1", "--no-tls", "--insecure"], "--no-tls cannot"]):
         result = subprocess.run([sys.executable, "-m", "fastattach", "connect", *args],
                                 capture_output=True, text=True, timeout=60)

@@ -18,8 +18,9 @@ import threading
 import pytest
 
 import fastattach
-from fastattach import _fasttrace, _gate, _pydevd_host
-from fastattach._dapclient import DAPClient
+from fastattach import _api, _fasttrace
+from fastattach.engine import gate as _gate
+from fastattach.net.client import DAPClient
 
 M = sys.monitoring
 E = M.events
@@ -50,8 +51,6 @@ THIS_FILE = os.path.abspath(__file__)
 @pytest.fixture
 def unlimited_condition_budget():
     """These tests are about the filter, not the budgets (tests/test_budget*.py): lift them."""
-    from fastattach import _api
-
     saved = {name: _api.get_option(name) for name in ("condition_evaluations_per_second", "condition_cpu_fraction")}
     fastattach.configure(condition_evaluations_per_second=0, condition_cpu_fraction=0)
     yield
@@ -116,7 +115,7 @@ def test_jump_is_armed_only_where_pydevd_listens_for_it(session):
 
 def test_breakpoint_in_a_hot_function_costs_pydevd_nothing(session):
     attach(session, [{"line": NEVER_LINE}])
-    tracer = _pydevd_host.gate().tracer
+    tracer = _api.session().gate.tracer
     thread, result = run_in_thread(hot, 100_000)
     thread.join(30)
     assert result["value"] == sum(range(100_000))
@@ -129,7 +128,7 @@ def test_false_condition_never_reaches_pydevd_and_a_true_one_stops(session):
     # Long enough that the few milliseconds of slow mode after pydevd's own calls
     # (thread start, configuration) cannot cover the whole loop.
     attach(session, [{"line": HOT_LINE, "condition": "i == 150_000"}])
-    tracer = _pydevd_host.gate().tracer
+    tracer = _api.session().gate.tracer
     thread, result = run_in_thread(hot, 200_000)
     stopped = session.wait_stopped(20)
     frame = session.top_frame(stopped["threadId"])
@@ -140,26 +139,46 @@ def test_false_condition_never_reaches_pydevd_and_a_true_one_stops(session):
     assert tracer.stats()["condition_false"] >= 100_000
 
 
-def test_untested_debugpy_version_warns_once_and_pydevd_runs_unmodified(monkeypatch, caplog,
-                                                                         unlimited_condition_budget):
-    monkeypatch.setattr(_gate, "TESTED_DEBUGPY_VERSIONS", frozenset({"0.0.0"}))
+class _WrappedMonitoring:
+    """Another tool's stand-in for sys.monitoring in pydevd's module: it forwards everything."""
+
+    def __getattr__(self, name):
+        return getattr(sys.monitoring, name)
+
+
+def test_seam_mismatch_warns_once_naming_it_and_pydevd_runs_unmodified(monkeypatch, caplog,
+                                                                      unlimited_condition_budget):
+    # GIVEN a pydevd whose monitoring module's `monitor` is not sys.monitoring (another tool
+    # wrapped it first), so the filter cannot be put in front of it
+    import debugpy.server.api  # noqa: F401  (loads the vendored pydevd and its monitoring module)
+    import pydevd  # noqa: F401
+
+    from fastattach.engine import seam
+
+    (module,) = [m for m in seam.monitoring_modules() if getattr(m, "start_monitoring", None)
+                 is sys.modules[seam.SELECTOR_MODULE_NAME].start_monitoring]
+    monkeypatch.setattr(module, "monitor", _WrappedMonitoring())
     caplog.set_level(logging.WARNING, logger="fastattach")
+    # WHEN a client attaches and sets a conditional breakpoint
     host, port = fastattach.listen(("127.0.0.1", 0))
-    client = DAPClient.connect(host, port)
-    try:
-        attach(client, [{"line": HOT_LINE, "condition": "i == 3"}])
-        assert _pydevd_host.gate() is None
-        assert type(registered_callback(E.LINE)) is not _fasttrace.Trampoline
-        thread, _ = run_in_thread(hot, 10)
-        stopped = client.wait_stopped(20)
-        assert stopped["reason"] == "breakpoint"
-        client.request("continue", {"threadId": stopped["threadId"]})
-        thread.join(30)
-    finally:
-        client.close()
-        fastattach.stop()
-    warnings = [r.getMessage() for r in caplog.records if "not a tested version" in r.getMessage()]
-    assert len(warnings) == 1 and "pydevd runs unmodified" in warnings[0]
+    with DAPClient.connect(host, port) as client:
+        try:
+            attach(client, [{"line": HOT_LINE, "condition": "i == 3"}])
+            # THEN pydevd is unmodified, and still stops there
+            assert _api.session().gate is None
+            assert _api.session().host.py_db.__dict__.keys().isdisjoint(seam.WRAPPED_PYDB_METHODS)
+            assert type(registered_callback(E.LINE)) is not _fasttrace.Trampoline
+            thread, _ = run_in_thread(hot, 10)
+            stopped = client.wait_stopped(20)
+            assert stopped["reason"] == "breakpoint"
+            client.request("continue", {"threadId": stopped["threadId"]})
+            thread.join(30)
+        finally:
+            fastattach.stop()
+    # AND one warning names what was missing
+    warnings = [r.getMessage() for r in caplog.records if "breakpoint filter not installed" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert f"{module.__name__}.monitor" in warnings[0] and "pydevd runs unmodified" in warnings[0]
 
 
 def test_stop_removes_every_callback_and_event_and_listen_works_again(unlimited_condition_budget):
@@ -227,7 +246,7 @@ def test_code_that_ran_attached_has_its_superinstructions_again_after_stop(unlim
         # them again in make_adder, which has no breakpoint; 3.13 and later never lose them.
         assert while_attached == ((0, fresh[1]) if PY312 else fresh)
         if PY312:
-            assert _pydevd_host.gate().tracer.stats()["superinstructions_formed"] > 0
+            assert _api.session().gate.tracer.stats()["superinstructions_formed"] > 0
         # A breakpoint set later in code whose superinstructions came back still stops.
         client.set_breakpoints(THIS_FILE, [{"line": NEVER_LINE}, {"line": ADDER_LINE}])
         thread, result = run_in_thread(lambda: make_adder(1)(2))
@@ -245,7 +264,7 @@ def test_code_that_ran_attached_has_its_superinstructions_again_after_stop(unlim
 
 
 def test_requicken_leaves_unseen_code_and_other_tools_alone():
-    from fastattach import _requicken
+    from fastattach.engine import superinstructions as _requicken
 
     if not PY312:   # 3.13 keeps superinstructions: there is nothing to give back
         code = hot.__code__

@@ -15,11 +15,12 @@ import threading
 import time
 
 import pytest
+from conftest import wait_until
 from dap_schema import assert_valid
 
 import fastattach
-from fastattach import _api, _budget, _pydevd_host
-from fastattach._dapclient import DAPClient, DAPError
+from fastattach import _api, _options
+from fastattach.net.client import DAPClient, DAPError
 
 MODULE = textwrap.dedent("""
     import threading
@@ -52,11 +53,9 @@ def marker(source: str, name: str) -> int:
 @pytest.fixture
 def options():
     """Restore every option a test changed, and turn production mode off again."""
-    _api.get_option("production")   # the budget options are in the table from here on
-    saved = dict(_api._OPTIONS)
+    saved = _api.session().options
     yield
-    _api._OPTIONS.clear()
-    _api._OPTIONS.update(saved)
+    fastattach.configure(**saved)
 
 
 @pytest.fixture
@@ -86,7 +85,7 @@ def session(options):
         client.close()
     # pydevd's end of the socketpair outlives an in-process stop() until GC finds it
     # unclosed (a ResourceWarning); close it here, this process keeps running.
-    gate = _pydevd_host.gate()
+    gate = _api.session().gate
     writer = getattr(gate.py_db, "writer", None) if gate is not None else None
     pydevd_socket = getattr(writer, "sock", None)
     fastattach.stop()
@@ -106,14 +105,6 @@ def run_in_thread(target, *args, timeout=60.0):
     thread.join(timeout)
     assert not thread.is_alive(), "the worker never finished: a thread was suspended"
     return box["result"]
-
-
-def wait_until(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def probe_records(caplog, kind):
@@ -189,7 +180,7 @@ def test_production_snapshots_are_rate_limited_and_the_breakpoint_pauses(session
     snapshots = client.events("fastattach.snapshot")
     assert 1 <= len(snapshots) <= 2   # the bucket holds one second's worth: 2
     assert len(probe_records(caplog, "snapshot")) == len(snapshots)
-    budget = _pydevd_host.gate().budgets.budgets()[0]
+    budget = _api.session().gate.budgets.budgets()[0]
     stats = budget.stats()
     assert budget.paused and stats["outputs"] == len(snapshots) and stats["hits"] < 5_000
 
@@ -222,7 +213,7 @@ def test_production_breakpoints_expire(session, module):
     expired = client.wait_event("breakpoint", predicate=lambda e: "expired" in e["body"]["breakpoint"]["message"])
     assert expired["body"]["breakpoint"]["verified"] is False
     client.events()
-    budget = _pydevd_host.gate().budgets.budgets()[0]
+    budget = _api.session().gate.budgets.budgets()[0]
     hits = budget.stats()["hits"]
     run_in_thread(mod.serve, 1_000, None)
     assert budget.paused and budget.stats()["hits"] == hits, "an expired breakpoint must not run"
@@ -241,23 +232,24 @@ def test_configure_validates_budget_options(options):
             fastattach.configure(**{name: bad})
     fastattach.configure(logpoint_messages_per_second=5, production=True)
     assert _api.get_option("logpoint_messages_per_second") == 5.0 and _api.get_option("production") is True
-    assert set(_budget.DEFAULTS) <= set(_api._OPTIONS)
+    assert set(_api.session().options) == set(_options.DEFAULTS)
 
 
 def test_breakpoint_api_is_a_no_op_in_production(session):
     session(production=True).attach()
-    fastattach.breakpoint()   # would suspend this thread in debug mode
+    # On a thread of its own: were it to suspend (as in debug mode), the join's bound fails the test.
+    returned = run_in_thread(lambda: fastattach.breakpoint() or True, timeout=30)
+    assert returned
 
 
 def test_production_guard_refuses_suspension_inside_pydevd(session, module):
     """Even a path that reaches pydevd's set_suspend / do_wait_suspend does not park the thread."""
-    from fastattach import _production
-
     mod, path = module
     client = session(production=True)
     client.attach()
-    py_db = _pydevd_host.gate().py_db
-    before = _production.refused_suspends
+    py_db = _api.session().gate.py_db
+    seam = _api.session().host.seam
+    before = seam.refused_suspends
     done = threading.Event()
 
     def stop_here():
@@ -269,24 +261,23 @@ def test_production_guard_refuses_suspension_inside_pydevd(session, module):
         done.set()
 
     run_in_thread(stop_here)
-    assert done.is_set() and _production.refused_suspends == before + 2
+    assert done.is_set() and seam.refused_suspends == before + 2
     assert not client.events("stopped")
     with pytest.raises(DAPError):
         client.wait_event("stopped", timeout=0.5)
 
 
 def test_request_filter_decisions(options):
-    from fastattach import _production
-
+    decide = _api.session().filter_request
     request = {"seq": 3, "type": "request", "command": "next", "arguments": {"threadId": 1}}
-    assert _production.filter_request(request) is None, "outside production mode everything is forwarded"
+    assert decide(request) is None, "outside production mode everything is forwarded"
     fastattach.configure(production=True)
-    assert "stepping is refused" in _production.filter_request(request)
-    assert _production.filter_request({"seq": 4, "type": "request", "command": "continue"}) is None
-    assert _production.filter_request({"seq": 5, "type": "request", "command": "setFunctionBreakpoints",
-                                       "arguments": {"breakpoints": []}}) is None
-    rewritten = _production.filter_request({"seq": 6, "type": "request", "command": "setExceptionBreakpoints",
-                                            "arguments": {"filters": ["uncaught", "raised"]}})
+    assert "stepping is refused" in decide(request)
+    assert decide({"seq": 4, "type": "request", "command": "continue"}) is None
+    assert decide({"seq": 5, "type": "request", "command": "setFunctionBreakpoints",
+                   "arguments": {"breakpoints": []}}) is None
+    rewritten = decide({"seq": 6, "type": "request", "command": "setExceptionBreakpoints",
+                        "arguments": {"filters": ["uncaught", "raised"]}})
     assert rewritten == {"seq": 6, "type": "request", "command": "setExceptionBreakpoints",
                          "arguments": {"filters": []}}
 

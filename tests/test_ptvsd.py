@@ -12,8 +12,8 @@ import threading
 import pytest
 
 from fastattach import _api, _ptvsd
-from fastattach._dapclient import DAPClient
-from fastattach._security import InsecureBindError
+from fastattach.net.client import DAPClient
+from fastattach.net.security import InsecureBindError
 
 # Written the way ptvsd 3 code was, with fastattach's module in ptvsd's place.
 OLD_CODE = textwrap.dedent("""
@@ -66,7 +66,7 @@ class Program:
 def test_old_ptvsd_code_attaches_and_breaks_in_the_callers_frame(tmp_path):
     path = tmp_path / "old.py"
     path.write_text(OLD_CODE)
-    break_line = OLD_CODE.splitlines().index(next(l for l in OLD_CODE.splitlines() if "BREAK-HERE" in l)) + 1
+    break_line = OLD_CODE.splitlines().index(next(text for text in OLD_CODE.splitlines() if "BREAK-HERE" in text)) + 1
     program = Program(path)
     client = None
     try:

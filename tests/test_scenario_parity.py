@@ -12,10 +12,10 @@ Lines are found by their MARK-* comments.
 from __future__ import annotations
 
 import pytest
-
 from _e2e import DebugServer, breakpoint_filter_stats, marker_line, outputs, target, wait_stop
 from dap_schema import assert_valid
-from fastattach._dapclient import DAPClient, DAPError
+
+from fastattach.net.client import DAPClient, DAPError
 
 SCENARIO = target("scenario.py")
 

@@ -10,14 +10,24 @@ import ssl
 import subprocess
 
 import pytest
+from conftest import wait_until
+from test_server import clients, fake, make_listener  # noqa: F401  (fixtures)
 
-from fastattach._dap import encode_message
-from fastattach._dapclient import DAPClient
-from fastattach._security import (SECRET_ENV_VAR, FailureThrottle, InsecureBindError, certificate_fingerprint,
-                                  check_bind_allowed, is_loopback_host, normalize_fingerprint, resolve_secret,
-                                  secrets_match, server_ssl_context)
-from fastattach._server import Listener
-from test_server import clients, fake, make_listener, wait_until  # noqa: F401  (fixtures)
+from fastattach.net.client import DAPClient
+from fastattach.net.listener import Listener
+from fastattach.net.security import (
+    SECRET_ENV_VAR,
+    FailureThrottle,
+    InsecureBindError,
+    certificate_fingerprint,
+    check_bind_allowed,
+    is_loopback_host,
+    normalize_fingerprint,
+    resolve_secret,
+    secrets_match,
+    server_ssl_context,
+)
+from fastattach.net.wire import encode_message
 
 SECRET = "correct horse battery staple"
 
@@ -109,7 +119,7 @@ class TestSecret:
         for attempt in (1, 2):
             client = clients(listener)
             assert "wrong secret" in attach_request(client, secret="guess")["message"]
-            wait_until(lambda: client.closed, what="the connection to close")
+            wait_until(lambda client=client: client.closed, what="the connection to close")
             assert throttle.failures("127.0.0.1") == attempt
         # WHEN the peer tries again during its lockout, even with the right secret
         locked = clients(listener)

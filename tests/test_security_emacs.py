@@ -14,7 +14,6 @@ import sys
 import time
 
 import pytest
-
 from _e2e import target
 from _tap import DAPTap
 from dap_schema import assert_valid
@@ -76,7 +75,7 @@ def test_dap_mode_through_forwarder_to_tls_listener_with_secret(tmp_path, tls_fi
     try:
         # and a forwarder that trusts its certificate and knows the secret (from the environment)
         monkeypatch.setenv("FASTATTACH_SECRET", SECRET)
-        forwarder = ForwarderProcess("%s:%d" % debuggee.address, "--cafile", tls_files["cert"])
+        forwarder = ForwarderProcess("{}:{}".format(*debuggee.address), "--cafile", tls_files["cert"])
         with DAPTap(("127.0.0.1", forwarder.port), tmp_path / "dap.jsonl") as tap:
             # WHEN dap-mode runs its whole scenario through the forwarder
             result = run_dap_mode(*tap.address, script, tmp_path, timeout=180)

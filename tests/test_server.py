@@ -13,11 +13,12 @@ import threading
 import time
 
 import pytest
+from conftest import wait_until
 
-from fastattach._dap import FrameDecoder, decode_message, encode_message
-from fastattach._dapclient import DAPClient
-from fastattach._handshake import initialize_response_body
-from fastattach._server import BUSY_MESSAGE, ListenError, Listener
+from fastattach.net.client import DAPClient
+from fastattach.net.handshake import initialize_response_body
+from fastattach.net.listener import BUSY_MESSAGE, Listener, ListenError
+from fastattach.net.wire import FrameDecoder, decode_message, encode_message
 
 
 class FakePydevd:
@@ -89,46 +90,26 @@ class FakePydevd:
         return [m["command"] for m in self.received]
 
 
-def wait_until(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def fake():
     return FakePydevd()
 
 
 @pytest.fixture
-def make_listener(fake):
-    listeners = []
-
+def make_listener(fake, closing):
     def make(host="127.0.0.1", **kwargs):
         kwargs.setdefault("open_backend", fake.open)
-        listener = Listener(host, 0, **kwargs)
-        listeners.append(listener)
-        return listener
+        return closing(Listener(host, 0, **kwargs))
 
-    yield make
-    for listener in listeners:
-        listener.close()
+    return make
 
 
 @pytest.fixture
-def clients():
-    opened = []
-
+def clients(closing):
     def connect(listener, **kwargs):
-        client = DAPClient.connect(*listener.address, **kwargs)
-        opened.append(client)
-        return client
+        return closing(DAPClient.connect(*listener.address, **kwargs))
 
-    yield connect
-    for client in opened:
-        client.close()
+    return connect
 
 
 def received_seqs(client) -> list[int]:
@@ -334,7 +315,7 @@ def test_flood_of_requests_after_attach_is_relayed_in_order(make_listener, clien
 
 
 def test_client_that_does_not_read_is_dropped(make_listener, fake, monkeypatch, caplog):
-    from fastattach import _relay
+    from fastattach.net import relay as _relay
     monkeypatch.setattr(_relay, "MAX_PENDING_TO_CLIENT", 256 * 1024)
     listener = make_listener()
     with socket.socket() as sock:

@@ -11,15 +11,15 @@ import time
 
 import pytest
 
-from fastattach._dapclient import DAPClient
-from fastattach._handshake import PYDEVD_CAPABILITIES
+from fastattach.net.client import DAPClient
+from fastattach.net.handshake import PYDEVD_CAPABILITIES
 
 # debugpy's own in-process DAP server, asked what it answers to initialize.
 CAPABILITIES_PROBE = textwrap.dedent("""
     import json, sys
     import debugpy
     host, port = debugpy.listen(("127.0.0.1", 0), in_process_debug_adapter=True)
-    from fastattach._dapclient import DAPClient
+    from fastattach.net.client import DAPClient
     client = DAPClient.connect(host, port)
     print(json.dumps(client.initialize()["body"]))
     client.close()
@@ -27,19 +27,19 @@ CAPABILITIES_PROBE = textwrap.dedent("""
 
 DEBUGGEE = textwrap.dedent("""
     import os, sys, threading, time
-    from fastattach._server import Listener
+    import fastattach
 
     def work(i):
         doubled = i * 2  # BREAK
         return doubled
 
-    listener = Listener("127.0.0.1", 0, secret=os.environ.get("TEST_SECRET"))
-    print(listener.address[1], flush=True)
+    host, port = fastattach.listen(("127.0.0.1", 0), secret=os.environ.get("TEST_SECRET"))
+    print(port, flush=True)
 
     def close_on_request():
         for line in sys.stdin:
             if line.strip() == "close":
-                listener.close()
+                fastattach._api.session().listener.close()
 
     # Untraced, like a management thread: with suspend-all at a breakpoint, a traced thread
     # would itself be held before it could call close().
@@ -150,10 +150,10 @@ def test_full_session_through_the_relay(debuggee):
                   ".get_global_debugger()._cmd_queue, __import__('_pydevd_bundle.pydevd_constants', fromlist=['x'])"
                   ".get_global_debugger()._thread_events)]")
         assert client.evaluate(tables, frame["id"]) == "['AtomicDefaultDict', 'AtomicDefaultDict']"
-        # and its thread ids come from our counter (see stop_pinning_threads)
+        # and its thread ids come from our counter (see Seam.install_thread_ids)
         ids = ("__import__('_pydevd_bundle.pydevd_constants', fromlist=['x'])"
                "._get_or_compute_thread_id_with_lock.__module__")
-        assert client.evaluate(ids, frame["id"]) == "'fastattach._pydevd_host'"
+        assert client.evaluate(ids, frame["id"]) == "'fastattach.engine.seam'"
         client.set_breakpoints(target.path, [])
         client.request("continue", {"threadId": thread_id})
         target.wait_ticking()
@@ -232,7 +232,7 @@ def test_listener_close_while_stopped_resumes_the_debuggee(debuggee):
 def test_atomic_default_dict_gives_every_thread_the_same_new_value(switch_interval):
     import threading
 
-    from fastattach._pydevd_host import AtomicDefaultDict
+    from fastattach.engine.seam import AtomicDefaultDict
 
     def slow_factory():
         time.sleep(0.001)  # what a factory written in Python allows: another thread runs here
@@ -274,20 +274,23 @@ def test_pydevd_no_longer_keeps_finished_threads_alive():
     import debugpy.server.api  # noqa: F401  (puts debugpy's vendored pydevd on sys.path)
     from _pydevd_bundle import pydevd_constants
 
-    from fastattach._pydevd_host import stop_pinning_threads
+    from fastattach.engine.seam import Seam
 
     # GIVEN pydevd's thread ids made by fastattach
-    stop_pinning_threads()
-    stop_pinning_threads()  # twice is the same as once
+    seam = Seam()
+    seam.install_thread_ids()
     # WHEN pydevd names short-lived threads, as it does for every thread it sees start
     finished, names = [], []
-    for _ in range(3):
-        thread = threading.Thread(target=lambda: None)
-        thread.start()
-        thread.join()
-        names.append(pydevd_constants.get_thread_id(thread))
-        finished.append(weakref.ref(thread))
-        del thread
+    try:
+        for _ in range(3):
+            thread = threading.Thread(target=lambda: None)
+            thread.start()
+            thread.join()
+            names.append(pydevd_constants.get_thread_id(thread))
+            finished.append(weakref.ref(thread))
+            del thread
+    finally:
+        seam.undo()
     gc.collect()
     # THEN the ids are distinct and stable, and the threads are freed once they are gone
     assert len(set(names)) == 3 and all("_fa_" in name for name in names)

@@ -13,10 +13,10 @@ import sys
 import time
 
 import pytest
-
 from _e2e import DebugServer, marker_line, target, wait_stop
-from fastattach._dapclient import DAPClient
-from fastattach.safe_attach_loader import STARTUP_SWITCH_INTERVAL, prompt_gil_handoffs
+
+from fastattach._handoff import STARTUP_SWITCH_INTERVAL, prompt_gil_handoffs
+from fastattach.net.client import DAPClient
 
 
 def test_handoffs_shorten_the_interval_only_inside_the_block(switch_interval):
@@ -57,7 +57,7 @@ def test_an_interval_already_shorter_is_left_alone(switch_interval):
 def test_the_interval_comes_back_when_the_block_raises(switch_interval):
     sys.setswitchinterval(0.005)
     with pytest.raises(ZeroDivisionError), prompt_gil_handoffs():
-        1 / 0
+        _ = 1 / 0
     assert sys.getswitchinterval() == 0.005
 
 

@@ -1,13 +1,12 @@
 """fastattach: a Python debugger you can leave on in production.
 
 debugpy's API (listen, wait_for_client, is_client_connected, breakpoint, configure),
-plus stop(), attach() to a running process, and ptvsd's API for old code.
+plus stop(), attach() to a running process, breakpoint_filter_stats() (what the C filter
+answered itself), and ptvsd's API for old code.
 """
 
-from ._api import breakpoint, configure, is_client_connected, listen, stop, wait_for_client
+from ._api import breakpoint, breakpoint_filter_stats, configure, is_client_connected, listen, stop, wait_for_client
 from ._ptvsd import break_into_debugger, enable_attach, is_attached, wait_for_attach
-
-
 
 
 def __getattr__(name):
@@ -20,6 +19,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["attach", "break_into_debugger", "breakpoint", "configure", "enable_attach", "is_attached",
+__all__ = ["attach", "break_into_debugger", "breakpoint", "breakpoint_filter_stats", "configure", "enable_attach", "is_attached",
            "is_client_connected", "listen", "stop", "wait_for_attach", "wait_for_client"]
 __version__ = "0.1.0"

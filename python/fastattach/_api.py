@@ -1,8 +1,13 @@
 """The public API, with debugpy's names: listen, wait_for_client, is_client_connected,
 breakpoint, configure, plus stop(), which debugpy lacks.
 
+One object, ``_Process``, owns this process's debugging session: the options, the
+listener (net/) and the pydevd host (engine/). It is the only mutable module global. It
+hands the listener an ``open_backend`` callable and the engine a ``notify`` callable, so
+neither imports the other nor this module (as coverage's Collector wires its tracers).
+
 Listening costs one idle thread and no sys.monitoring events: debugpy and pydevd are
-imported only when the first client has authenticated (see _pydevd_host).
+imported only when the first client has authenticated (see engine/host.py).
 """
 
 from __future__ import annotations
@@ -10,26 +15,124 @@ from __future__ import annotations
 import sys
 import threading
 
-DEFAULT_HOST = "127.0.0.1"
+from . import _options
+from ._address import parse_address
 
-_lock = threading.RLock()
-_listener = None
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB with its imports)
+if TYPE_CHECKING:
+    import socket
+
+    from .engine.host import PydevdHost
+    from .net.listener import Listener
 
 
-def _parse_address(address) -> tuple[str, int]:
-    if isinstance(address, tuple):
-        if len(address) != 2:
-            raise ValueError(f"address must be a port or (host, port), not {address!r}")
-        host, port = address
-    else:
-        host, port = DEFAULT_HOST, address
-    if not isinstance(host, str) or not host:
-        raise ValueError(f"host must be a non-empty string, not {host!r}")
-    if isinstance(port, bool) or not isinstance(port, int):
-        raise ValueError(f"port must be an integer, not {port!r}")
-    if not 0 <= port < 65536:
-        raise ValueError(f"port {port} is out of range (0-65535; 0 picks a free port)")
-    return host, port
+class _Process:
+    """This process's debugging session, from listen() to stop().
+
+    Locks: ``_lock`` guards the listener (listen, stop); ``_host_lock`` guards the host,
+    which the relay thread creates through ``open_backend`` while stop() may be closing
+    the listener under ``_lock`` and waiting for that very thread.
+    """
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._host_lock = threading.RLock()
+        self.options: dict = dict(_options.DEFAULTS)   # a snapshot: replaced, never changed
+        self.listener: Listener | None = None
+        self.host: PydevdHost | None = None             # made on the first authenticated attach
+
+    # -- the network's view ----------------------------------------------------------------
+    def listen(self, host: str, port: int, *, secret, certfile, keyfile, allow_unauthenticated) -> tuple[str, int]:
+        from .net import listener, security  # RSS: the listener is paid for only by a process that listens
+
+        with self._lock:
+            if self.listener is not None:
+                bound_host, bound_port = self.listener.address
+                raise RuntimeError(f"fastattach is already listening on {bound_host}:{bound_port}; call stop() first")
+            secret = security.resolve_secret(secret)
+            ssl_context = security.server_ssl_context(certfile, keyfile)
+            self.listener = listener.Listener(host, port, open_backend=self.open_backend,
+                                              request_filter=self.filter_request, secret=secret,
+                                              ssl_context=ssl_context, allow_unauthenticated=allow_unauthenticated)
+            return self.listener.address
+
+    def open_backend(self) -> socket.socket:
+        """Our end of a DAP connection to pydevd, for the relay thread of an authenticated client."""
+        from .engine.host import PydevdHost  # RSS: debugpy and pydevd only once a client has authenticated
+
+        with self._host_lock:
+            if self.host is None:
+                self.host = PydevdHost(self.options, notify=self.notify)
+            return self.host.open_session()
+
+    def filter_request(self, message: dict):
+        """Production mode's refusals (see engine/production.py); None outside production mode."""
+        if not self.options["production"]:
+            return None
+        from .engine import production  # RSS: json and reprlib only once production mode filters a request
+
+        return production.filter_request(message, self.notify)
+
+    # -- the engine's view -----------------------------------------------------------------
+    def notify(self, event: str, body: dict) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener.send_event(event, body)
+
+    @property
+    def gate(self):
+        """The breakpoint filter in front of pydevd (engine.gate.Gate), or None."""
+        host = self.host
+        return host.gate if host is not None else None
+
+    def break_at(self, frame) -> None:
+        """Stop at the next line `frame` runs, if a client is attached; never in production mode."""
+        host = self.host
+        if host is not None and self.client_connected:
+            host.break_at(frame)
+
+    @property
+    def client_connected(self) -> bool:
+        listener = self.listener
+        return listener is not None and listener.client_connected
+
+    # -- options ---------------------------------------------------------------------------
+    def configure(self, changes: dict) -> None:
+        with self._host_lock:
+            previous, self.options = self.options, _options.replace(self.options, changes)
+            host = self.host
+            if host is not None and any(previous[name] != self.options[name] for name in _options.BUDGET_OPTIONS):
+                host.options_changed(self.options)
+            elif host is not None:
+                host.options = self.options
+
+    # -- teardown --------------------------------------------------------------------------
+    def stop(self) -> None:
+        """The reverse of listen() and open_backend(): first the listener (the client is
+        disconnected, so pydevd gets a disconnect and suspended threads resume), then the
+        host (see PydevdHost.close for its order). Options stay as configured."""
+        with self._lock:
+            listener, self.listener = self.listener, None
+            if listener is not None:
+                listener.close()
+            with self._host_lock:
+                host, self.host = self.host, None
+            if host is not None:
+                host.close()
+
+
+_process = _Process()
+
+
+def session() -> _Process:
+    """This process's session object (for the loader, tests, benchmarks and the demo)."""
+    return _process
+
+
+def listening_address() -> tuple[str, int] | None:
+    """The (host, port) this process listens on, or None."""
+    listener = _process.listener
+    return None if listener is None else tuple(listener.address)
 
 
 def listen(address=5678, *, secret: str | None = None, certfile: str | None = None, keyfile: str | None = None,
@@ -41,26 +144,9 @@ def listen(address=5678, *, secret: str | None = None, certfile: str | None = No
     Binding to a non-loopback address without a secret is refused unless
     ``allow_unauthenticated=True``.
     """
-    global _listener
-    from . import _security, _server
-
-    host, port = _parse_address(address)
-    with _lock:
-        if _listener is not None:
-            bound_host, bound_port = _listener.address
-            raise RuntimeError(f"fastattach is already listening on {bound_host}:{bound_port}; call stop() first")
-        secret = _security.resolve_secret(secret)
-        ssl_context = _security.server_ssl_context(certfile, keyfile)
-        _listener = _server.Listener(host, port, secret=secret, ssl_context=ssl_context,
-                                     allow_unauthenticated=allow_unauthenticated)
-        return _listener.address
-
-
-def _require_listener():
-    listener = _listener
-    if listener is None:
-        raise RuntimeError("fastattach is not listening: call fastattach.listen() first")
-    return listener
+    host, port = parse_address(address)
+    return _process.listen(host, port, secret=secret, certfile=certfile, keyfile=keyfile,
+                           allow_unauthenticated=allow_unauthenticated)
 
 
 def wait_for_client(timeout: float | None = None) -> bool:
@@ -68,29 +154,32 @@ def wait_for_client(timeout: float | None = None) -> bool:
 
     Returns False if ``timeout`` (seconds) passed first.
     """
-    return _require_listener().wait_configured(timeout)
+    listener = _process.listener
+    if listener is None:
+        raise RuntimeError("fastattach is not listening: call fastattach.listen() first")
+    return listener.wait_configured(timeout)
 
 
 def is_client_connected() -> bool:
-    listener = _listener
-    return listener is not None and listener.client_connected
+    return _process.client_connected
 
 
 def breakpoint() -> None:
     """Stop in the caller, as if a breakpoint were set on its next line; no-op without a client."""
-    from . import _pydevd_host
+    _process.break_at(sys._getframe(1))
 
-    if not is_client_connected() or not _pydevd_host.is_started() or get_option("production"):
-        return   # production mode never suspends a thread
-    import pydevd
 
-    pydevd.settrace(
-        suspend=True,
-        trace_only_current_thread=True,
-        patch_multiprocessing=False,
-        stop_at_frame=sys._getframe(1),
-        notify_stdin=False,
-    )
+def break_at(frame) -> None:
+    """Stop at the next line `frame` runs (the loader aims below its own frames with this)."""
+    _process.break_at(frame)
+
+
+def breakpoint_filter_stats() -> dict[str, int] | None:
+    """The C breakpoint filter's event counters (events seen, answered in C, forwarded to
+    pydevd, ...), or None while no client session has installed it (no client yet, after
+    stop(), or a pydevd whose seam did not match, which then runs unmodified)."""
+    gate = _process.gate
+    return dict(gate.tracer.stats()) if gate is not None else None
 
 
 def stop() -> None:
@@ -101,58 +190,13 @@ def stop() -> None:
     Call it from a thread the debugger does not trace (or with no client holding the
     program at a breakpoint): with "stop all threads" on, a stop suspends the caller too.
     """
-    from . import _pydevd_host
-
-    global _listener
-    with _lock:
-        listener, _listener = _listener, None
-        if listener is not None:
-            listener.close()
-        _pydevd_host.shutdown()
-
-
-# Options and their defaults; configure() validates against this table.  Budget and
-# production options (validated by _budget.validate_option; see docs/production.md) join
-# it on first use, so that importing fastattach and listening does not load _budget.
-_OPTIONS: dict[str, object] = {
-    "log_dir": None,
-}
-_BUDGET_DEFAULTS: dict[str, object] = {}
-
-
-def _options() -> dict[str, object]:
-    if not _BUDGET_DEFAULTS:
-        from ._budget import DEFAULTS
-
-        _BUDGET_DEFAULTS.update(DEFAULTS)
-        for name, value in DEFAULTS.items():
-            _OPTIONS.setdefault(name, value)
-    return _OPTIONS
+    _process.stop()
 
 
 def configure(**options) -> None:
     """Set options for this process's debugger (see README for the list)."""
-    from . import _budget, _pydevd_host
-
-    known = _options()
-    for name, value in options.items():
-        if name not in known:
-            raise ValueError(f"unknown fastattach option {name!r}; known: {', '.join(sorted(known))}")
-    options = {name: _budget.validate_option(name, value) if name in _BUDGET_DEFAULTS else value
-               for name, value in options.items()}
-    budget_changed = False
-    for name, value in options.items():
-        budget_changed |= name in _BUDGET_DEFAULTS and _OPTIONS[name] != value
-        _OPTIONS[name] = value
-        if name == "log_dir":
-            _pydevd_host.set_log_dir(value)
-    if options.get("production"):
-        from . import _production, _server
-
-        _server.REQUEST_FILTER = _production.filter_request
-    if budget_changed:
-        _budget.options_changed()
+    _process.configure(options)
 
 
 def get_option(name: str):
-    return _options()[name]
+    return _process.options[name]

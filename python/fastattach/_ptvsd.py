@@ -13,29 +13,26 @@ defaults, with these differences:
 
 from __future__ import annotations
 
-DEFAULT_ADDRESS = ("127.0.0.1", 5678)
+from . import _api
+from ._address import DEFAULT_HOST
+
+DEFAULT_ADDRESS = (DEFAULT_HOST, 5678)
 
 
 def enable_attach(secret: str | None = None, address=DEFAULT_ADDRESS, certfile: str | None = None,
                   keyfile: str | None = None, redirect_output: bool = True, *,
                   allow_unauthenticated: bool = False) -> tuple[str, int]:
     """Lets a debugger attach to this process at `address`, checking `secret` if it is set."""
-    from . import _api  # at call time: importing this module stays free whatever _api grows to import
-
     return _api.listen(address, secret=secret, certfile=certfile, keyfile=keyfile,
                        allow_unauthenticated=allow_unauthenticated)
 
 
 def wait_for_attach(timeout: float | None = None) -> bool:
     """Blocks until a debugger has attached (and configured); False if `timeout` passed first."""
-    from . import _api
-
     return _api.wait_for_client(timeout)
 
 
 def is_attached() -> bool:
-    from . import _api
-
     return _api.is_client_connected()
 
 
@@ -43,10 +40,8 @@ def __getattr__(name: str):
     # break_into_debugger is fastattach.breakpoint itself, not a wrapper around it: breakpoint()
     # stops in the frame that called it, which must be the user's, not one of ours.
     if name == "break_into_debugger":
-        from ._api import breakpoint
-
-        return breakpoint
+        return _api.breakpoint
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["enable_attach", "wait_for_attach", "break_into_debugger", "is_attached"]
+__all__ = ["enable_attach", "wait_for_attach", "break_into_debugger", "is_attached"]  # noqa: F822 (__getattr__)

@@ -13,6 +13,9 @@ import os
 import runpy
 import sys
 
+from ._address import parse_address
+from ._options import DEFAULTS
+
 USAGE = (
     "python -m fastattach --listen [HOST:]PORT [--wait-for-client] [--log-to DIR] [--secret S]\n"
     "                     [--certfile F --keyfile F] [--allow-unauthenticated]\n"
@@ -24,38 +27,22 @@ USAGE = (
 )
 
 
-class UsageError(Exception):
-    pass
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    host, colon, port = text.rpartition(":")
-    if not colon:
-        host = "127.0.0.1"
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port_number = int(port)
-    except ValueError:
-        raise UsageError(f"invalid address {text!r}: expected [HOST:]PORT") from None
-    if not 0 <= port_number < 65536:
-        raise UsageError(f"invalid port in {text!r}: must be 0-65535")
-    return host or "127.0.0.1", port_number
-
-
-# (flag, configure() option, type, help); each is also in _split_target's takes_value.
+# (flag, configure() option, type, help); each is also in _split_target's takes_value. The
+# help ends with the option's default, from _options.DEFAULTS ("{default}").
 _BUDGET_FLAGS = (
-    ("--logpoint-rate", "logpoint_messages_per_second", float, "logpoint messages per second per logpoint (50)"),
-    ("--logpoint-bytes", "logpoint_bytes_per_second", float, "logpoint output bytes per second per logpoint (20000)"),
+    ("--logpoint-rate", "logpoint_messages_per_second", float, "logpoint messages per second per logpoint ({default})"),
+    ("--logpoint-bytes", "logpoint_bytes_per_second", float,
+     "logpoint output bytes per second per logpoint ({default})"),
     ("--condition-rate", "condition_evaluations_per_second", float,
-     "condition / hit-condition evaluations per second per breakpoint (5000)"),
+     "condition / hit-condition evaluations per second per breakpoint ({default})"),
     ("--condition-cpu", "condition_cpu_fraction", float,
-     "time a breakpoint's hits may take, as a fraction of one core (0.01 = 1%%)"),
-    ("--budget-cooldown", "budget_cooldown", float, "seconds a breakpoint stays paused after a budget trips (30)"),
-    ("--snapshot-rate", "snapshots_per_second", float, "production snapshots per second per breakpoint (1)"),
-    ("--snapshot-max-bytes", "snapshot_max_bytes", int, "size limit of one snapshot (32768)"),
+     "time a breakpoint's hits may take, as a fraction of one core ({default}; 0.01 = 1%%)"),
+    ("--budget-cooldown", "budget_cooldown", float,
+     "seconds a breakpoint stays paused after a budget trips ({default})"),
+    ("--snapshot-rate", "snapshots_per_second", float, "production snapshots per second per breakpoint ({default})"),
+    ("--snapshot-max-bytes", "snapshot_max_bytes", int, "size limit of one snapshot ({default})"),
     ("--probe-expiry", "production_expiry", float,
-     "seconds after which a production breakpoint expires (3600; 0 = never)"),
+     "seconds after which a production breakpoint expires ({default}; 0 = never)"),
 )
 
 
@@ -82,9 +69,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="allow a non-loopback bind without a secret (anyone who can reach the port can run code)")
     budgets = parser.add_argument_group("budgets and production mode (see docs/production.md)")
     budgets.add_argument("--production", action="store_true",
-                         help="breakpoints never suspend: a hit takes a bounded snapshot; pause and stepping are refused")
+                         help="breakpoints never suspend: a hit takes a bounded snapshot; "
+                              "pause and stepping are refused")
     for flag, option, kind, text in _BUDGET_FLAGS:
-        budgets.add_argument(flag, dest=option, type=kind, metavar="N", help=text)
+        budgets.add_argument(flag, dest=option, type=kind, metavar="N",
+                             help=text.format(default=f"{DEFAULTS[option]:g}"))
     target = parser.add_mutually_exclusive_group()
     target.add_argument("-m", dest="module", metavar="MODULE")
     target.add_argument("-c", dest="code", metavar="CODE")
@@ -94,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 def parse_address_arg(text: str) -> tuple[str, int]:
     try:
         return parse_address(text)
-    except UsageError as exc:
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -120,9 +109,9 @@ def _split_target(argv: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "connect":
-        from . import _forwarder
+        from .net import forwarder  # RSS: ssl and selectors only for the forwarder
 
-        return _forwarder.main(argv[1:])
+        return forwarder.main(argv[1:])
     ours, rest = _split_target(argv)
     options = _parser().parse_args(ours)
     host, port = options.listen
@@ -133,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         if budget_options(options):
             _parser().error("--production and the budget flags apply to a program started by this command; "
                             "in a running process call fastattach.configure() instead")
-        from . import attach
+        from . import attach  # RSS: cffi only for an attach
 
         return attach.cli_attach(host, port, options.pid, wait_for_client=options.wait_for_client,
                                  log_dir=options.log_to, secret=options.secret)

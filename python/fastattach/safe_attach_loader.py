@@ -29,83 +29,30 @@ import sys
 
 # Before any import that could pull in threading: on 3.12, a first import of threading
 # from a thread other than the main one makes that thread threading.main_thread()
-# (https://bugs.python.org/issue37416, research/attach.md §2).
+# (https://bugs.python.org/issue37416, docs/attach.md).
 _THREADING_WAS_IMPORTED = "threading" in sys.modules
 
 import os  # noqa: E402
 
-SETTING_NAMES = (
-    "PTVS_DEBUG_HOST", "PTVS_DEBUG_PORT", "PTVS_WAIT_FOR_CLIENT", "PTVS_DEBUG_BREAK", "PTVS_DEBUG_PORT_FILE",
-    "PTVS_SAFE_ATTACH_LOADER_VERBOSE", "PTVS_DEBUG_LOG_FILE", "FASTATTACH_SECRET", "FASTATTACH_LOG_DIR",
-)
+
+def _load_leaf(name):
+    """A module of the package that imports only the standard library, run from its file beside
+    this one: the loader needs it before the package is importable (see _import_debugger).
+    The copy is the loader's own; it is not put in sys.modules. (runpy, which runs the loader,
+    has imported importlib.util already.)"""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    spec = importlib.util.spec_from_file_location(f"_fastattach_loader_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def encode_fields(fields):
-    """The settings and error files: NUL-separated names and values. (Not JSON: importing json
-    costs the target about 1.4 MB of RSS, several times what the listener itself costs.)"""
-    return "".join(f"{name}\0{value}\0" for name, value in fields.items())
-
-
-def decode_fields(text):
-    parts = text.split("\0")
-    return dict(zip(parts[0:-1:2], parts[1:-1:2]))
-
-
-# While we start up, and while a client is attached, a thread waiting for the GIL asks for
-# it after this long (seconds); the process's own switch interval is 0.005 unless the
-# application changed it.
-STARTUP_SWITCH_INTERVAL = 0.00001
-
-
-class prompt_gil_handoffs:
-    """For the length of a ``with`` block, a thread waiting for the GIL asks for it after
-    STARTUP_SWITCH_INTERVAL instead of the process's switch interval. Used around the
-    loader's imports and around each authenticated client session (``_relay``).
-
-    Why: a waiting thread asks the holder to drop the GIL only after a whole switch interval
-    with no switch in between. Beside an application thread that runs Python without
-    pause, every blocking call of ours (each import makes several: stat, open, read, close;
-    pydevd's threads block on their sockets) costs 5 ms, and if that thread also releases
-    and retakes the GIL more often than every 5 ms (a loop that does a little I/O), we are
-    starved outright: importing pydevd beside such a loop took 160 s on 3.12 and over 60 s
-    on 3.13, and attaches got no "initialized" within 30 s. With 10 us the import takes
-    0.3-0.5 s on both while the loop runs at its fair share, and two CPU-bound application
-    threads run as fast as with 5 ms (python benchmarks/bench_gil_handoffs.py). The
-    application gets its own interval back when the block ends.
-
-    An attach's bootstrap shortens the interval before the loader's thread runs at all (it
-    runs on a thread that holds the GIL already) and passes the value it found; the loader
-    gives that as ``shortened_from`` and puts it back at the end.
-
-    Nested or overlapping uses are safe: one that finds the interval already this short
-    leaves it alone, and the saved value is put back only if nobody changed it meanwhile.
-    (Here, not in a module of the package: the loader needs it before the package is
-    importable.)"""
-
-    def __init__(self, shortened_from=None):
-        # The interval an attach's bootstrap found before it shortened it for us (it runs
-        # first, on a thread that already holds the GIL), or None.
-        self._shortened_from = shortened_from
-
-    def __enter__(self):
-        current = sys.getswitchinterval()
-        if self._shortened_from is not None and self._shortened_from > current:
-            self._saved, self._ours = self._shortened_from, current
-            return self
-        self._saved = current
-        self._ours = None
-        if self._saved > STARTUP_SWITCH_INTERVAL:
-            sys.setswitchinterval(STARTUP_SWITCH_INTERVAL)
-            # Read back: the interval is kept in whole microseconds, so it may not compare
-            # equal to the float we gave.
-            self._ours = sys.getswitchinterval()
-        return self
-
-    def __exit__(self, *exc_info):
-        if self._ours is not None and sys.getswitchinterval() == self._ours:
-            sys.setswitchinterval(self._saved)
-        return False
-
+_contract = _load_leaf("_loader_contract")
+_handoff = _load_leaf("_handoff")
+SETTING_NAMES = _contract.SETTING_NAMES
+prompt_gil_handoffs = _handoff.prompt_gil_handoffs
 
 class _Log:
     def __init__(self, settings):
@@ -138,7 +85,7 @@ def _report_error(settings, log, reason, message):
     port_file = settings.get("PTVS_DEBUG_PORT_FILE")
     if port_file:
         try:
-            _write_atomically(port_file + ".error", encode_fields({"reason": reason, "message": message}))
+            _write_atomically(port_file + ".error", _contract.encode_fields({"reason": reason, "message": message}))
         except Exception as exc:
             log(f"cannot write {port_file}.error: {exc}", always=True)
 
@@ -149,7 +96,7 @@ def _read_settings(namespace):
     Returns None when another delivery of the same attach already claimed the file, or the
     attach is over (its directory is gone): then there is nothing to do."""
     settings = {name: os.environ[name] for name in SETTING_NAMES if name in os.environ}
-    path = namespace.get("_fa_settings")
+    path = namespace.get(_contract.SETTINGS_GLOBAL)
     if path:
         claimed = f"{path}.claimed"
         try:
@@ -157,7 +104,7 @@ def _read_settings(namespace):
         except OSError:
             return None
         with open(claimed) as f:
-            settings.update(decode_fields(f.read()))
+            settings.update(_contract.decode_fields(f.read()))
     return settings
 
 
@@ -218,9 +165,8 @@ def _import_debugger(log):
 
 def _current_listener_address(fastattach):
     try:
-        listener = fastattach._api._listener
-        return None if listener is None else tuple(listener.address)
-    except AttributeError:
+        return fastattach._api.listening_address()
+    except AttributeError:   # a fastattach too old to say
         return None
 
 
@@ -267,10 +213,7 @@ def _break_at(fastattach, frame, log):
         return
     if not fastattach.is_client_connected():
         return
-    import pydevd
-
-    pydevd.settrace(suspend=True, trace_only_current_thread=True, patch_multiprocessing=False,
-                    stop_at_frame=frame, notify_stdin=False)
+    fastattach._api.break_at(frame)
     log(f"initial breakpoint set in {frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})")
 
 
@@ -318,7 +261,7 @@ def _wait_and_break(fastattach, main_ident, log):
 def main(namespace):
     # Around everything, even a run that finds nothing to do: the bootstrap that started us
     # may have shortened the interval already.
-    with prompt_gil_handoffs(namespace.get("_fa_switch_interval")):
+    with prompt_gil_handoffs(namespace.get(_contract.SWITCH_INTERVAL_GLOBAL)):
         _main(namespace)
 
 
@@ -331,7 +274,7 @@ def _main(namespace):
     if settings is None:
         return
     log = _Log(settings)
-    main_ident = namespace.get("_fa_main_ident", 0)
+    main_ident = namespace.get(_contract.MAIN_IDENT_GLOBAL, 0)
     try:
         _fix_main_thread(main_ident, log)
         fastattach = _import_debugger(log)

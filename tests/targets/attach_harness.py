@@ -39,7 +39,8 @@ def cleanup():
 class Target:
     """A target process with its stdout lines in a queue; ``close()`` kills it by PID."""
 
-    def __init__(self, argv: list[str], *, env: dict | None = None, cwd: str | None = None, ready_timeout: float = 30.0):
+    def __init__(self, argv: list[str], *, env: dict | None = None, cwd: str | None = None,
+                 ready_timeout: float = 30.0):
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, **(env or {})}, cwd=cwd)
         self.pid = self.proc.pid
@@ -127,7 +128,8 @@ def start_program(program: str, python: str = sys.executable, *, env: dict | Non
 
 def hit_line() -> int:
     """The line of attach_target.py marked with the ATTACH-HIT comment (exactly one)."""
-    found = [n for n, line in enumerate(ATTACH_TARGET.read_text().splitlines(), 1) if line.rstrip().endswith("# ATTACH-HIT")]
+    found = [n for n, line in enumerate(ATTACH_TARGET.read_text().splitlines(), 1)
+             if line.rstrip().endswith("# ATTACH-HIT")]
     if len(found) != 1:
         raise LookupError(f"{ATTACH_TARGET} has {len(found)} ATTACH-HIT lines, expected one")
     return found[0]
@@ -172,7 +174,7 @@ def start_controlled(state: str, control_dir: Path, python: str = sys.executable
 def debug_session(host: str, port: int, controller: Controller, timeout: float = 30.0, **attach_args) -> str:
     """A full DAP session: breakpoint at ATTACH-HIT, wait for the stop, evaluate, continue,
     disconnect. Returns the evaluated token ("<source>-<pid>")."""
-    from fastattach._dapclient import DAPClient
+    from fastattach.net.client import DAPClient
 
     client = DAPClient.connect(host, port, timeout=timeout)
     try:
@@ -215,7 +217,8 @@ def stress(state: str, count: int, control_dir: Path, python: str = sys.executab
                 target.assert_healthy()
             except BaseException as exc:
                 raise AssertionError(f"{state}: iteration {iteration + 1} of {count} failed: {exc!r}; "
-                                     f"target state {process_state(target.pid)}; stderr: {target.stderr_text()}") from exc
+                                     f"target state {process_state(target.pid)}; "
+                                     f"stderr: {target.stderr_text()}") from exc
             durations.append(time.monotonic() - started)
         return {"state": state, "count": count, "durations": durations}
     finally:

@@ -45,7 +45,8 @@ def _main(namespace):
         "main_thread_ident": threading.main_thread().ident,
         "given_main_ident": namespace.get("_fa_main_ident", 0),
         "threading_was_imported": _THREADING_WAS_IMPORTED,
-        "main_name_leak": [n for n in ("runpy", "_fa_settings", "_fa_main_ident", "_main", "probe_socket", "settings") if n in vars(sys.modules["__main__"])],
+        "main_name_leak": [n for n in ("runpy", "_fa_settings", "_fa_main_ident", "_main", "probe_socket", "settings")
+                           if n in vars(sys.modules["__main__"])],
         "port": probe_socket.getsockname()[1],
     }
     out = os.environ.get("ATTACH_PROBE_OUT")

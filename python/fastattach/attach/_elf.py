@@ -118,7 +118,8 @@ def _parse(path: str, data, wanted) -> ElfImage:
             strtab_offset = headers[h[6]][4]
             offset, size, entsize = h[4], h[5], h[9] or 24
             for j in range(size // entsize):
-                st_name, _info, _other, _shndx, st_value, st_size = struct.unpack_from("<IBBHQQ", data, offset + j * entsize)
+                st_name, _info, _other, _shndx, st_value, st_size = struct.unpack_from(
+                    "<IBBHQQ", data, offset + j * entsize)
                 if not st_name or not st_value:
                     continue
                 if versions is not None and j < len(versions) and versions[j] & VERSYM_HIDDEN:

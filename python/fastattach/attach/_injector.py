@@ -5,7 +5,7 @@ where a pending call would never run. What the borrowed thread executes is C onl
 dlopen, fastattach_agent_start (which starts a pthread), munmap. Python code runs later on
 that new thread, which takes the GIL like any other (see src/attach_agent.c).
 
-Safety rules, each one a crash or hang seen with other injectors (research/attach.md §2):
+Safety rules, each one a crash or hang seen with other injectors (docs/attach.md):
 - Save and restore the general registers and the whole XSAVE area (NT_X86_XSTATE): an
   injector that keeps only the general registers corrupted SIMD state and crashed targets.
 - Borrow the thread only at a safe point: blocked in a syscall from SAFE_SYSCALLS, or with
@@ -27,7 +27,7 @@ import os
 import signal
 import struct
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .. import _libc
 from . import _elf
@@ -199,8 +199,8 @@ def inject(pid: int, agent_path: str, *, code_for_thread: Callable[[int], str], 
         python_code = code_for_thread(saved_regs["fs_base"])
         report["agent_result"] = _run_agent(tracee, saved_regs, libc_functions, agent_path, python_code)
         if report["agent_result"]:
-            raise AttachError("injection_failed", f"the agent could not start in PID {pid}: "
-                                                  f"{AGENT_RESULTS.get(report['agent_result'], report['agent_result'])}")
+            reason = AGENT_RESULTS.get(report["agent_result"], report["agent_result"])
+            raise AttachError("injection_failed", f"the agent could not start in PID {pid}: {reason}")
         return report
     finally:
         _release(tracee, saved_regs, saved_xstate)

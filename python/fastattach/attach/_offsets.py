@@ -2,7 +2,7 @@
 
 3.12 has no ``_Py_DebugOffsets`` at all, and the 3.13 table does not cover the pending-call
 queue, so the mailbox needs these. They come from ``offsetof()`` compiled against each
-version's own ``include/python3.1x/internal`` headers; tests/test_attach_offsets.py recompiles
+version's own ``include/python3.1x/internal`` headers; tests/test_attach_layouts.py recompiles
 them against the running interpreter and checks this table. An exact version that is missing
 here is never guessed: the orchestrator uses the ptrace injector instead, which needs none.
 """

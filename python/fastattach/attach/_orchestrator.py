@@ -28,15 +28,23 @@ import sys
 import tempfile
 import time
 
+from .._address import parse_address
+from .._handoff import STARTUP_SWITCH_INTERVAL
+from .._loader_contract import (
+    LOADER_NAME,
+    MAIN_IDENT_GLOBAL,
+    SETTINGS_GLOBAL,
+    SWITCH_INTERVAL_GLOBAL,
+    decode_fields,
+    encode_fields,
+)
 from . import _injector, _mailbox, _pep768, _runtime
-from ..safe_attach_loader import STARTUP_SWITCH_INTERVAL, decode_fields, encode_fields
 from ._errors import AttachError, process_state, target_uid
 
 DEFAULT_TIMEOUT = 10.0
 # How long a busy main thread gets to pick up the mailbox before we fall back to ptrace.
 # A thread running bytecode checks its eval breaker every few microseconds to 5 ms.
 MAILBOX_GRACE = 0.3
-LOADER_NAME = "safe_attach_loader.py"
 AGENT_NAME = "_attach_agent.so"
 
 
@@ -73,25 +81,9 @@ def agent_path() -> str:
                                           f"{', '.join(package_dirs())}); reinstall fastattach")
 
 
-def parse_address(address) -> tuple[str, int]:
-    if isinstance(address, int) and not isinstance(address, bool):
-        return "127.0.0.1", address
-    if isinstance(address, str):
-        host, _, port = address.rpartition(":")
-        return host or "127.0.0.1", int(port)
-    host, port = address
-    return str(host), int(port)
-
-
-# The names the loader finds in its globals (see safe_attach_loader.py).
-SETTINGS_GLOBAL = "_fa_settings"
-MAIN_IDENT_GLOBAL = "_fa_main_ident"
-SWITCH_INTERVAL_GLOBAL = "_fa_switch_interval"  # the target's own, before the bootstrap shortened it
-
-
 def bootstrap_code(loader: str, settings: str, main_ident: int) -> str:
     """The code the agent's thread runs (ptrace path): shorten the switch interval (see
-    safe_attach_loader.prompt_gil_handoffs; the loader puts it back), then run the loader.
+    _handoff.prompt_gil_handoffs; the loader puts it back), then run the loader.
     It binds no name where it runs and swallows everything (SystemExit included, which would
     end the process)."""
     return (f"try:(lambda s,v:s.setswitchinterval(min(v,{STARTUP_SWITCH_INTERVAL!r}))or "
@@ -124,7 +116,8 @@ def file_bootstrap(path: str) -> str:
     does not. The file is read with os (not whatever ``open`` means in __main__) and closed
     before it runs: an unclosed file would warn, and the warning would leave
     __warningregistry__ in __main__."""
-    return (f"try:(lambda o,d:exec((o.read(d,65536),o.close(d))[0]))(__import__('os'),__import__('os').open({path!r},0))"
+    return (f"try:(lambda o,d:exec((o.read(d,65536),o.close(d))[0]))"
+            f"(__import__('os'),__import__('os').open({path!r},0))"
             f"\nexcept BaseException:pass\n")
 
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from ._errors import AttachError
-from ._runtime import DEBUG_OFFSETS_COOKIE, format_version
+from ._runtime import DEBUG_OFFSETS_COOKIE, format_version, read_memory, write_memory
 
 PLEASE_STOP_BIT = 1 << 5
 DEBUG_OFFSETS_READ_SIZE = 4096
@@ -76,7 +76,8 @@ def _debugger_support_at(raw: bytes, offset: int) -> bool:
     if offset < 24 or offset + 48 > len(raw):
         return False
     eb, rds, enabled, pending, path, size = struct.unpack_from("<6Q", raw, offset)
-    return pending == 0 and path == 4 and size == 512 and 0 < eb < 0x10000 and 0 < rds < 0x10000 and 0 < enabled < 0x100000
+    return (pending == 0 and path == 4 and size == 512 and 0 < eb < 0x10000 and 0 < rds < 0x10000
+            and 0 < enabled < 0x100000)
 
 
 def _thread_state_at(raw: bytes, offset: int) -> bool:
@@ -92,7 +93,8 @@ def _find(raw: bytes, expected: int, check: Callable[[bytes, int], bool], what: 
     for offset in range(24, min(len(raw), DEBUG_OFFSETS_READ_SIZE) - 8, 8):
         if check(raw, offset):
             return offset
-    raise AttachError("unsupported", f"unsupported CPython build: _Py_DebugOffsets layout not recognised ({what} not found)")
+    raise AttachError("unsupported",
+                      f"unsupported CPython build: _Py_DebugOffsets layout not recognised ({what} not found)")
 
 
 def parse_debug_offsets(raw: bytes) -> DebugOffsets:
@@ -179,8 +181,6 @@ def plan(read: Callable[[int, int], bytes], runtime_address: int, script_path: s
 
 def send(pid: int, runtime_address: int, script_path: str, tid: int = 0) -> WritePlan:
     """Carry out the plan against a live target."""
-    from ._runtime import read_memory, write_memory
-
     write_plan = plan(lambda address, size: read_memory(pid, address, size), runtime_address, script_path, pid, tid)
     (path_address, path_bytes), (pending_address, pending_bytes), _ = write_plan.writes()
     write_memory(pid, path_address, path_bytes)
@@ -196,6 +196,4 @@ def retract(pid: int, write_plan: WritePlan) -> None:
     """Withdraw a request the target has not taken yet (we are falling back to ptrace, and the
     script file goes away): clear ``debugger_pending_call``. If the target took it meanwhile,
     the flag is already 0 and this changes nothing."""
-    from ._runtime import write_memory
-
     write_memory(pid, write_plan.pending_call_address, struct.pack("<i", 0))

@@ -123,12 +123,14 @@ def locate(pid: int) -> PythonRuntime:
         version_hex = struct.unpack_from("<Q", head, 8)[0]
     else:
         # Py_Version exists since 3.11; without it and without debug offsets this is too old.
-        raise AttachError("unsupported", f"PID {pid} runs a CPython older than 3.11 ({path}); attach needs 3.12 or later")
+        raise AttachError("unsupported",
+                          f"PID {pid} runs a CPython older than 3.11 ({path}); attach needs 3.12 or later")
     simple = image.symbols.get("PyRun_SimpleString")
     return PythonRuntime(pid, path, runtime_address, version_hex, base + simple[0] if simple else 0, has_debug_offsets)
 
 
 def check_supported(runtime: PythonRuntime) -> None:
     if runtime.version[:2] < (3, 12):
-        raise AttachError("unsupported", f"PID {runtime.pid} runs Python {runtime.version_text}, which is not supported: "
+        raise AttachError("unsupported",
+                          f"PID {runtime.pid} runs Python {runtime.version_text}, which is not supported: "
                                          f"attach needs CPython 3.12 or later")

@@ -20,8 +20,18 @@ import time
 
 from . import dependencies, harness
 from .lines import NoSuitableLine
-from .report import (figures_table, headline_table, interpreter_versions, machine_info, markdown_report,
-                     noise_floor_line, ratio_table, results_md, targets_summary, write_chart)
+from .report import (
+    figures_table,
+    headline_table,
+    interpreter_versions,
+    machine_info,
+    markdown_report,
+    noise_floor_line,
+    ratio_table,
+    results_md,
+    targets_summary,
+    write_chart,
+)
 from .scenarios import BASELINE, DEBUGGERS, REFERENCES, SCENARIOS, NotApplicable, write_support_files
 from .schedule import interleave
 from .stats import linear_slope, paired_differences, ratio_summaries, summarize
@@ -437,7 +447,7 @@ def main(argv=None) -> int:
         return republish(args.report_only, args.results_md or os.path.join(BENCHMARKS_DIR, "RESULTS.md"))
     started = time.monotonic()
     revision_at_start = git_revision()
-    stamp = datetime.datetime.now(datetime.timezone.utc)
+    stamp = datetime.datetime.now(datetime.UTC)
     out = args.out or os.path.join(default_out_parent(), stamp.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out, exist_ok=True)
     versions = {python: interpreter_versions(python) for python in args.pythons}

@@ -10,15 +10,24 @@ from __future__ import annotations
 import os
 import time
 
-# The test client: the harness's only import of it, so that its move (to fastattach.net)
-# changes this line alone.
-from .._dapclient import DAPClient, DAPError
+# The test client: the harness's only import of it.
+from ..net.client import DAPClient, DAPError
 from .instructions import callgrind_prefix, estimated_cycles, remove_dumps, sample_events
 from .lines import BreakpointPlan, choose_lines, inner_repeats
 from .process import TargetError, TargetProcess
-from .scenarios import (DEBUGGERS, FALSE_CONDITION, LOGPOINT_MESSAGE, NEVER_RUN_LINES, REFERENCE_SCENARIO,
-                        NotApplicable, ScenarioSetup, SupportFiles, probe_line, reference_breakpoint,
-                        scenario_setup)
+from .scenarios import (
+    DEBUGGERS,
+    FALSE_CONDITION,
+    LOGPOINT_MESSAGE,
+    NEVER_RUN_LINES,
+    REFERENCE_SCENARIO,
+    NotApplicable,
+    ScenarioSetup,
+    SupportFiles,
+    probe_line,
+    reference_breakpoint,
+    scenario_setup,
+)
 
 
 class SetupNotEffective(RuntimeError):

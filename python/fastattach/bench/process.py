@@ -117,7 +117,7 @@ class TargetProcess:
             self.process.kill()
             self.process.wait(10)
 
-    def __enter__(self) -> "TargetProcess":
+    def __enter__(self) -> TargetProcess:
         return self
 
     def __exit__(self, *exc_info) -> None:

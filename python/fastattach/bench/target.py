@@ -269,15 +269,11 @@ def fastattach_filter_counters() -> dict | None:
     """The counters of fastattach's C breakpoint filter, or None when it is not installed.
 
     The harness needs them to check that the filter sits in front of pydevd and that no
-    budget paused a breakpoint during timing, and reports them; no public name and no
-    DAP message carries them.
+    budget paused a breakpoint during timing, and reports them.
     """
-    # ENGINE ACCESSOR: the harness's one read of fastattach's internals, until the
-    # package exposes the counters itself (proposed: fastattach.breakpoint_filter_stats()
-    # -> dict[str, int] | None). This body then becomes that one call.
-    from fastattach import _pydevd_host
-    gate = _pydevd_host.gate()
-    return dict(gate.tracer.stats()) if gate is not None else None
+    import fastattach
+
+    return fastattach.breakpoint_filter_stats()
 
 
 def monitoring_state() -> dict:

@@ -2,13 +2,14 @@
 
 One decoder serves the listener (client -> pydevd), the relay's pydevd side, the
 TLS forwarder and the test client, so every byte that crosses a socket of ours is
-parsed by the same bounded code.
+parsed by the same bounded code; ``frame`` is the only place a header is written, and
+``response`` the only place a response is built.
 """
 
 from __future__ import annotations
 
 # json is imported by the functions that use it: a listener with no client yet must not pay
-# its 1.5 MB (see the RSS budget in issue 2).
+# its 1.5 MB.
 
 # A header block longer than this is not DAP; refuse it before buffering more.
 MAX_HEADER_BYTES = 4096
@@ -122,21 +123,31 @@ def decode_message(body: bytes) -> dict:
     return message
 
 
-def encode_message(message: dict) -> bytes:
+def frame(body: bytes) -> bytes:
     """Header and body in one buffer, so a single sendall() sends a whole message."""
-    import json
-
-    body = json.dumps(message, separators=(",", ":")).encode("utf-8")
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
-def error_response(request: dict, seq: int, message: str) -> dict:
-    return {
-        "seq": seq,
-        "type": "response",
-        "request_seq": request.get("seq", 0),
-        "command": request.get("command", ""),
-        "success": False,
-        "message": message,
-        "body": {"error": {"id": 1, "format": message, "showUser": True}},
-    }
+def encode_message(message: dict) -> bytes:
+    import json
+
+    return frame(json.dumps(message, separators=(",", ":")).encode("utf-8"))
+
+
+def response(request: dict, *, body: dict | None = None, error: str | None = None) -> dict:
+    """The response to `request`: a success with `body`, or a failure showing `error` to the user.
+
+    It has no `seq`: whoever sends it numbers it in its own stream.
+    """
+    reply = {"type": "response", "request_seq": request.get("seq", 0), "command": request.get("command", ""),
+             "success": error is None}
+    if error is not None:
+        reply["message"] = error
+        reply["body"] = {"error": {"id": 1, "format": error, "showUser": True}}
+    elif body is not None:
+        reply["body"] = body
+    return reply
+
+
+def error_response(request: dict, message: str) -> dict:
+    return response(request, error=message)

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 
-from ._log import logger
+from .._log import logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

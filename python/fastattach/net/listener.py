@@ -3,9 +3,9 @@
 Listening costs one idle thread and this module, which imports only what a bare
 interpreter has or nearly has (_socket, select, threading; not socket, selectors, logging
 or typing, ~5 MB between them in a process that has not loaded them). Everything a
-connection needs (socket, the relay in _relay.py: the handshake, then pydevd, started
-through `open_backend`, by default _pydevd_host.open_session) is imported only when the
-first client connects, so a process that is never debugged never loads it.
+connection needs (socket, the relay in relay.py: the handshake, then the debugger, started
+through the `open_backend` callable the owner of the session gave us) is imported only when
+the first client connects, so a process that is never debugged never loads it.
 
 Nothing here may raise into, block or crash the debuggee: every failure ends the client's
 session with a log line on logging.getLogger("fastattach").
@@ -15,24 +15,23 @@ from __future__ import annotations
 
 import _socket
 import errno
-import os
 import select
 import sys
 import threading
 
-from ._log import logger
-from ._security import FailureThrottle, check_bind_allowed, resolvable, warn_if_plaintext_secret
-from .safe_attach_loader import prompt_gil_handoffs
+from .._handoff import prompt_gil_handoffs
+from .._log import logger
+from .security import FailureThrottle, check_bind_allowed, resolvable, warn_if_plaintext_secret
+from .sockets import WOULD_BLOCK, Waker, close_quietly, format_peer, start_service_thread
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB with its imports)
 if TYPE_CHECKING:
     import socket
     import ssl
-    from typing import Callable
+    from collections.abc import Callable
 
-    from ._relay import ClientSession
+    from .relay import ClientSession
 
-DEFAULT_HOST = "127.0.0.1"
 # From TCP accept to an accepted attach, TLS handshake included.
 DEFAULT_AUTH_TIMEOUT = 20.0
 # Second clients being told "busy" at once; more are just closed.
@@ -44,90 +43,24 @@ NOT_ATTACHED_GRACE = 2.0
 BUSY_MESSAGE = ("another debugger client is already attached to this process; fastattach serves one client "
                 "at a time: disconnect the other one first")
 
-# What a non-blocking plain socket raises when it has nothing for us; a TLS session adds ssl's
-# two (ssl itself is only imported by whoever made the context: see _tls_would_block).
-_WOULD_BLOCK = (BlockingIOError, InterruptedError)
-
-
-# Production mode's hook (fastattach._production.filter_request), set by configure():
-# REQUEST_FILTER(request) -> None (forward unchanged) | str (refuse with this message)
-# | dict (forward this rewritten request instead).  Kept apart from the relay's logic.
-REQUEST_FILTER: Callable[[dict], object] | None = None
-
-
-def _open_pydevd_session() -> socket.socket:
-    from . import _pydevd_host  # imports debugpy: only once a client has authenticated
-    return _pydevd_host.open_session()
-
 
 class ListenError(OSError):
     """The listening socket could not be opened; the message names host:port and the cause."""
 
 
-def _start_thread(target: Callable, name: str) -> threading.Thread:
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    # pydevd skips threads carrying these marks: our relay must never stop at a breakpoint.
-    thread.pydev_do_not_trace = True
-    thread.is_pydev_daemon_thread = True
-    thread.start()
-    return thread
-
-
-def _format_peer(peer) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer)
-
-
-def _close_quietly(sock: socket.socket | _socket.socket | None) -> None:
-    if sock is None:
-        return
-    try:
-        sock.shutdown(_socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
-
-
-
-
-class _Waker:
-    """Wakes a thread blocked in poll() or select() from another thread: ``reader`` is the
-    file descriptor to watch (a non-blocking pipe)."""
-
-    def __init__(self):
-        self.reader, self._writer = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._closed = False
-
-    def wake(self) -> None:
-        try:
-            os.write(self._writer, b"x")
-        except OSError:
-            pass  # already full (a wake-up is pending anyway) or closed
-
-    def drain(self) -> None:
-        try:
-            while os.read(self.reader, 4096):
-                pass
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            os.close(self.reader)
-            os.close(self._writer)
-
-
 class Listener:
-    """Listens for DAP clients on (host, port) and relays one at a time to pydevd."""
+    """Listens for DAP clients on (host, port) and relays one at a time to a backend.
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = 0, *, secret: str | None = None,
+    ``open_backend()`` returns our end of a new DAP connection to the debugger (pydevd, for
+    the public API); it is called on the relay thread once a client has authenticated.
+    ``request_filter(request)``, if given, sees each authenticated client request first and
+    returns None (forward it unchanged), a str (refuse it with that message) or a dict (forward
+    this rewritten request instead).
+    """
+
+    def __init__(self, host: str, port: int, *, open_backend: Callable[[], socket.socket],
+                 request_filter: Callable[[dict], object] | None = None, secret: str | None = None,
                  ssl_context: ssl.SSLContext | None = None, allow_unauthenticated: bool = False,
-                 open_backend: Callable[[], socket.socket] = _open_pydevd_session,
                  auth_timeout: float = DEFAULT_AUTH_TIMEOUT, throttle: FailureThrottle | None = None):
         if secret is not None and (not isinstance(secret, str) or not secret):
             raise ValueError("secret must be a non-empty string (or None for no secret)")
@@ -136,6 +69,7 @@ class Listener:
         self._secret = secret
         self._ssl_context = ssl_context
         self._open_backend = open_backend
+        self._request_filter = request_filter
         self._auth_timeout = auth_timeout
         self._throttle = throttle or FailureThrottle()
         self._sock = self._bind(host, port)
@@ -146,8 +80,8 @@ class Listener:
         self._session_thread: threading.Thread | None = None
         self._configured = threading.Event()
         self._rejections = 0
-        self._waker = _Waker()
-        self._accept_thread = _start_thread(self._accept_loop, "fastattach.listener")
+        self._waker = Waker()
+        self._accept_thread = start_service_thread(self._accept_loop, "fastattach.listener")
         logger.info("fastattach: listening on %s:%s%s%s", *self.address,
                     " (TLS)" if ssl_context else "", " (secret required)" if secret else "")
 
@@ -212,7 +146,7 @@ class Listener:
             # close() may come from code the client evaluates; never wait for ourselves.
             if worker is not None and worker is not threading.current_thread():
                 worker.join(timeout)
-        _close_quietly(self._sock)
+        close_quietly(self._sock)
         self._waker.close()
 
     @property
@@ -239,19 +173,19 @@ class Listener:
     def _accept_one(self) -> None:
         try:
             fd, peer = self._sock._accept()
-        except _WOULD_BLOCK:
+        except WOULD_BLOCK:
             return
         except OSError as error:
             # Out of file descriptors, typically: back off instead of spinning on the ready socket.
             logger.warning("fastattach: accept() failed: %s", error)
             self._closed.wait(0.1)
             return
-        if "fastattach._relay" not in sys.modules:
+        if f"{__package__}.relay" not in sys.modules:
             # The first connection loads what serving one needs (socket, selectors, the relay
             # and the handshake): a few hundred blocking calls that must not each wait a whole
             # switch interval behind an application thread that never waits.
             with prompt_gil_handoffs():
-                from . import _relay  # noqa: F401
+                from . import relay  # noqa: F401  (RSS: the relay, socket and selectors load with the first client)
         import socket
 
         conn = socket.socket(self._sock.family, _socket.SOCK_STREAM, fileno=fd)
@@ -268,25 +202,29 @@ class Listener:
         with self._lock:
             if self._rejections >= MAX_CONCURRENT_REJECTIONS:
                 logger.warning("fastattach: closed a connection from %s: a client is already attached",
-                               _format_peer(peer))
-                _close_quietly(conn)
+                               format_peer(peer))
+                close_quietly(conn)
                 return
             self._rejections += 1
         if refusal is not None:
-            _start_thread(lambda: self._reject(conn, peer, refusal), "fastattach.reject")
+            start_service_thread(lambda: self._reject(conn, peer, refusal), "fastattach.reject")
         else:
-            _start_thread(lambda: self._admit_later_or_reject(conn, peer), "fastattach.reject")
+            start_service_thread(lambda: self._admit_later_or_reject(conn, peer), "fastattach.reject")
 
     def _admit(self, conn: socket.socket, peer) -> bool:
         """Starts a session for this connection unless another one is still running."""
         with self._lock:
             if self._closed.is_set() or (self._session is not None and not self._session.finished):
                 return False
-            from ._relay import ClientSession
+            from .relay import ClientSession, SessionConfig  # RSS: loaded with the first client
 
             self._configured.clear()
-            self._session = ClientSession(self, conn, peer)
-            self._session_thread = _start_thread(self._session.run, "fastattach.relay")
+            config = SessionConfig(secret=self._secret, ssl_context=self._ssl_context,
+                                   auth_timeout=self._auth_timeout, throttle=self._throttle,
+                                   open_backend=self._open_backend, request_filter=self._request_filter,
+                                   on_configured=self._configured.set, on_ending=self._session_ending)
+            self._session = ClientSession(conn, peer, config)
+            self._session_thread = start_service_thread(self._session.run, "fastattach.relay")
             return True
 
     def _admit_later_or_reject(self, conn: socket.socket, peer) -> None:
@@ -294,11 +232,11 @@ class Listener:
         # the old session is still detaching, and any client can arrive just after a port
         # probe whose connection we have not seen close yet: wait for those instead of
         # calling the process busy.
-        from . import _relay
+        from . import relay  # RSS: loaded with the first client
 
         session = self._session
         if session is not None and (session.leaving or not session.attached):
-            session.done.wait(_relay.FLUSH_TIMEOUT + _relay.BACKEND_DISCONNECT_TIMEOUT if session.leaving
+            session.done.wait(relay.FLUSH_TIMEOUT + relay.BACKEND_DISCONNECT_TIMEOUT if session.leaving
                               else NOT_ATTACHED_GRACE)
             if self._admit(conn, peer):
                 with self._lock:
@@ -308,20 +246,20 @@ class Listener:
 
     def _reject(self, conn: socket.socket, peer, reason: str) -> None:
         """Answers the connection's first request with `reason`, without touching the current session."""
-        from . import _relay
+        from . import relay  # RSS: loaded with the first client
 
         try:
             if self._ssl_context is not None:
-                conn.settimeout(_relay.REFUSAL_TIMEOUT)
+                conn.settimeout(relay.REFUSAL_TIMEOUT)
                 conn = self._ssl_context.wrap_socket(conn, server_side=True)
-            _relay.refuse_connection(conn, reason)
-            logger.warning("fastattach: refused a connection from %s: %s", _format_peer(peer), reason)
+            relay.refuse_connection(conn, reason)
+            logger.warning("fastattach: refused a connection from %s: %s", format_peer(peer), reason)
         except (OSError, ValueError) as error:
-            logger.warning("fastattach: refused a connection from %s: %s (%s)", _format_peer(peer), reason, error)
-            _close_quietly(conn)
+            logger.warning("fastattach: refused a connection from %s: %s (%s)", format_peer(peer), reason, error)
+            close_quietly(conn)
         except Exception:
             logger.exception("fastattach: error while refusing a connection")
-            _close_quietly(conn)
+            close_quietly(conn)
         finally:
             with self._lock:
                 self._rejections -= 1

@@ -1,7 +1,8 @@
 """A small blocking DAP client over a socket, for tests, benchmarks and health checks.
 
-Every message in both directions is kept in ``transcript`` (direction, message, time),
-so callers can validate a whole session against the DAP schema afterwards.
+Not used at run time: the debuggee never imports it. Every message in both directions is
+kept in ``transcript`` (direction, message, time), so callers can validate a whole session
+against the DAP schema afterwards. A DAPClient is a context manager that closes itself.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import ssl
 import threading
 import time
 
-from ._dap import FrameDecoder, decode_message, encode_message
+from .sockets import close_quietly
+from .wire import FrameDecoder, decode_message, encode_message
 
 
 class DAPError(RuntimeError):
@@ -36,7 +38,7 @@ class DAPClient:
 
     @classmethod
     def connect(cls, host: str, port: int, timeout: float = 10.0, *, ssl_context: ssl.SSLContext | None = None,
-                server_hostname: str | None = None) -> "DAPClient":
+                server_hostname: str | None = None) -> DAPClient:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -182,7 +184,8 @@ class DAPClient:
         return self.wait_event("stopped", timeout)["body"]
 
     def top_frame(self, thread_id: int) -> dict:
-        return self.request("stackTrace", {"threadId": thread_id, "startFrame": 0, "levels": 20})["body"]["stackFrames"][0]
+        body = self.request("stackTrace", {"threadId": thread_id, "startFrame": 0, "levels": 20})["body"]
+        return body["stackFrames"][0]
 
     def evaluate(self, expression: str, frame_id: int | None = None, context: str = "repl") -> str:
         args = {"expression": expression, "context": context}
@@ -198,9 +201,11 @@ class DAPClient:
         self.close()
 
     def close(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
+        close_quietly(self._sock)
         self._reader.join(5)
+
+    def __enter__(self) -> DAPClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

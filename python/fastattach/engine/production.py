@@ -3,13 +3,15 @@
 With ``configure(production=True)`` (or ``--production``):
 
 * every line breakpoint becomes a snapshot probe: C checks its budget, then calls
-  ``Budgets.probe`` instead of pydevd, which captures the stack and the locals of the top
+  ``BudgetSupervisor.probe`` (budgets.py) instead of pydevd, which captures the stack and the locals of the top
   frames (repr- and size-limited, 32 KB in all by default) and sends them to the client
   as an ``output`` event and/or a ``fastattach.snapshot`` event, and to the
   ``fastattach.probe`` logger;
 * the relay refuses pause and stepping requests (and function, data and instruction
-  breakpoints), and drops exception-breakpoint filters, with a message saying why;
-* as a last line of defence, pydevd's ``set_suspend`` / ``do_wait_suspend`` do nothing;
+  breakpoints), and drops exception-breakpoint filters, with a message saying why
+  (``filter_request``, which the owner of the session hands the listener);
+* as a last line of defence, pydevd's ``set_suspend`` / ``do_wait_suspend`` do nothing
+  (seam.py, ``install_suspend_guard``);
 * breakpoints expire after ``production_expiry`` seconds (default one hour).
 """
 
@@ -21,14 +23,12 @@ import reprlib
 import threading
 import time
 
-from . import _budget
-
 log = logging.getLogger("fastattach")
+probe_log = logging.getLogger("fastattach.probe")
 
 _CO_OPTIMIZED = 0x0001   # inspect.CO_OPTIMIZED: a function frame, whose locals are not its globals
 # Room kept for the output event's prefix and the truncation markers.
 _SLACK_BYTES = 160
-_STATE_RUN = 1  # pydevd_constants.STATE_RUN
 
 REFUSED_REQUESTS = {
     "pause": "pausing",
@@ -48,12 +48,6 @@ _REFUSED_WHEN_NONEMPTY = {
 }
 WHY = ("fastattach is in production mode: {what} is refused because it would suspend threads of a live "
        "process. Line breakpoints take a snapshot (stack and locals) instead of stopping; logpoints log.")
-
-
-def enabled() -> bool:
-    from . import _api
-
-    return bool(_api.get_option("production"))
 
 
 def _dumps(value) -> str:
@@ -139,9 +133,8 @@ def capture(frame, *, breakpoint_id, file: str, line: int, max_bytes: int, frame
     return snap
 
 
-def snapshot_hit(budgets, spec, frame) -> int:
-    """Serve a production breakpoint's hit (called by Budgets.probe): bytes sent."""
-    o = budgets.options
+def snapshot_hit(spec, frame, o: dict, notify) -> int:
+    """Serve a production breakpoint's hit (called by BudgetSupervisor.probe) under options `o`: bytes sent."""
     max_bytes = o["snapshot_max_bytes"]
     snap = capture(frame, breakpoint_id=spec.breakpoint_id, file=spec.file, line=spec.line, max_bytes=max_bytes,
                    frames=o["snapshot_frames"], depth=o["snapshot_stack_depth"], repr_chars=o["snapshot_repr_chars"])
@@ -152,24 +145,22 @@ def snapshot_hit(budgets, spec, frame) -> int:
         text = _dumps(snap)
     mode = o["snapshot_output"]
     if mode in ("output", "both"):
-        _budget._send_event("output", {"category": "console", "output": f"fastattach snapshot: {text}\n"})
+        notify("output", {"category": "console", "output": f"fastattach snapshot: {text}\n"})
     if mode in ("event", "both"):
-        _budget._send_event("fastattach.snapshot", snap)
+        notify("fastattach.snapshot", snap)
     if o["probe_logging"]:
-        _budget.probe_log.info("snapshot at %s:%d", spec.file, spec.line, extra={
+        probe_log.info("snapshot at %s:%d", spec.file, spec.line, extra={
             "probe_kind": "snapshot", "probe_breakpoint_id": spec.breakpoint_id, "probe_file": spec.file,
             "probe_line": spec.line, "probe_thread": snap["thread"], "probe_snapshot": snap,
         })
     return len(text)
 
 
-# -- the relay's request filter (installed in _server.REQUEST_FILTER) -----------------------
+# -- the relay's request filter, while production mode is on -------------------------------
 
-def filter_request(message: dict):
+def filter_request(message: dict, notify):
     """None to forward a client request unchanged, a str to refuse it with that message, or a
-    rewritten request to forward instead."""
-    if not enabled():
-        return None
+    rewritten request to forward instead. `notify(event, body)` tells the client what was dropped."""
     command = message.get("command")
     if command in REFUSED_REQUESTS:
         return WHY.format(what=REFUSED_REQUESTS[command])
@@ -180,43 +171,10 @@ def filter_request(message: dict):
             return WHY.format(what=f"setting {what}")
     if command == "setExceptionBreakpoints" and (
             arguments.get("filters") or arguments.get("filterOptions") or arguments.get("exceptionOptions")):
-        _budget._send_event("output", {"category": "console", "output": (
+        notify("output", {"category": "console", "output": (
             "fastattach: production mode ignores exception breakpoints (they would suspend threads of a live "
             "process).\n")})
         rewritten = dict(message)
         rewritten["arguments"] = {"filters": []}
         return rewritten
     return None
-
-
-# -- the last line of defence inside pydevd --------------------------------------------------
-
-refused_suspends = 0
-
-
-def guard_suspend(py_db, wrapped: list) -> None:
-    """Make pydevd's set_suspend / do_wait_suspend no-ops while production mode is on."""
-    original_set_suspend = py_db.set_suspend
-    original_do_wait_suspend = py_db.do_wait_suspend
-
-    def set_suspend(*args, **kwargs):
-        global refused_suspends
-        if enabled():
-            refused_suspends += 1
-            return None
-        return original_set_suspend(*args, **kwargs)
-
-    def do_wait_suspend(thread, *args, **kwargs):
-        global refused_suspends
-        if enabled():
-            refused_suspends += 1
-            info = getattr(thread, "additional_info", None)
-            if info is not None:
-                info.pydev_state = _STATE_RUN
-                info.pydev_step_cmd = -1
-            return None
-        return original_do_wait_suspend(thread, *args, **kwargs)
-
-    py_db.set_suspend = set_suspend
-    py_db.do_wait_suspend = do_wait_suspend
-    wrapped += ["set_suspend", "do_wait_suspend"]

@@ -1,38 +1,28 @@
-"""Puts the C trampolines in front of pydevd's sys.monitoring callbacks, verifies them, and tears down.
+"""The C trampolines in front of pydevd's sys.monitoring callbacks, and what they ask Python.
 
 Every sys.monitoring call pydevd makes goes through one module global, ``monitor``, of
-its monitoring implementation module (see DESIGN.md, "The seam to debugpy").  We
-replace it with a proxy that wraps pydevd's PY_START / LINE / JUMP callbacks in
-``_fasttrace`` trampolines.  pydevd keeps every semantic; the trampolines only answer
-"nothing to do here" in C.
-
-If debugpy is not a version we tested, or the seam is not where we expect it, we warn
-once and leave pydevd unmodified: slower, never broken.
+its monitoring implementation module (see DESIGN.md, "The seam to debugpy"). seam.py
+replaces it with the ``_MonitorProxy`` here, which wraps pydevd's PY_START / LINE / JUMP
+callbacks in ``_fasttrace`` trampolines. pydevd keeps every semantic; the trampolines only
+answer "nothing to do here" in C, from decisions ``Gate`` computes once per code object.
+This module knows nothing of budgets, production mode or the network.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import weakref
 
 try:
-    from . import _fasttrace
+    from .. import _fasttrace
 except ImportError as exc:  # pragma: no cover - a packaging error, not a runtime state
     raise ImportError(
         "fastattach._fasttrace (the C extension) is not built; "
         "install fastattach with `pip install .` or run scripts/bootstrap.sh"
     ) from exc
+from . import superinstructions
 
-log = logging.getLogger("fastattach")
-
-TESTED_DEBUGPY_VERSIONS = frozenset({"1.8.22"})
-# The Cython module is the default; the pure-Python one runs with PYDEVD_USE_CYTHON=NO.
-_IMPL_MODULE_NAMES = (
-    "_pydevd_sys_monitoring._pydevd_sys_monitoring_cython",
-    "_pydevd_sys_monitoring._pydevd_sys_monitoring",
-)
 _STATE_SUSPEND = 2  # pydevd_constants.STATE_SUSPEND
 
 _monitoring = sys.monitoring
@@ -53,14 +43,10 @@ _TRAMPOLINE_KINDS = {
 _ARMED_WITHOUT_CALLBACK = _events.JUMP | _events.PY_RESUME
 
 
-class SeamUnavailable(RuntimeError):
-    """The debugpy in use does not have the seam we wrap; pydevd runs unmodified."""
-
-
 class _MonitorProxy:
     """Stands in for sys.monitoring inside pydevd's monitoring module."""
 
-    def __init__(self, gate: "Gate"):
+    def __init__(self, gate: Gate):
         self._gate = gate
 
     def __getattr__(self, name):
@@ -97,114 +83,29 @@ class _MonitorProxy:
 
 
 class Gate:
-    """The trampolines of one pydevd instance and everything needed to remove them again."""
+    """The trampolines of one pydevd instance, the decisions they cache, and what tool 0 armed."""
 
     def __init__(self, py_db):
         self.py_db = py_db
         self.tracer = _fasttrace.Tracer(_monitoring.DISABLE, self._compute, self._need_slow)
-        from . import _requicken
-
-        if _requicken.NEEDED:
-            _fasttrace.set_superinstruction_table(*_requicken.superinstruction_table())
-        self._proxy = _MonitorProxy(self)
+        if superinstructions.NEEDED:
+            _fasttrace.set_superinstruction_table(*superinstructions.superinstruction_table())
+        self.proxy = _MonitorProxy(self)
         # Events pydevd arms while no callback of its own listens for them (see
         # _ARMED_WITHOUT_CALLBACK); the proxy leaves them out.
         self.unheard_events = _ARMED_WITHOUT_CALLBACK
-        self._modules: list = []
         self._armed_codes: weakref.WeakSet = weakref.WeakSet()  # tool 0 has local events there
         self._compiled_conditions: dict[str, object] = {}
-        self._wrapped_methods: list[str] = []
-        self.budgets = None   # _budget.Budgets, once installed
+        self.budgets = None   # budgets.BudgetSupervisor, set by whoever made the gate
 
-    # -- installation --------------------------------------------------------------
-    def install(self) -> None:
-        import debugpy
-        from _pydevd_sys_monitoring import pydevd_sys_monitoring as selector
+    def breakpoints_changed(self) -> None:
+        """pydevd invalidated its caches: so do we, and forward everything until we know again."""
+        self.tracer.breakpoints_changed()
+        self.tracer.enter_slow()
 
-        if debugpy.__version__ not in TESTED_DEBUGPY_VERSIONS:
-            raise SeamUnavailable(
-                f"debugpy {debugpy.__version__} is not a tested version ({', '.join(sorted(TESTED_DEBUGPY_VERSIONS))})"
-            )
-        self._modules = [
-            module for name in _IMPL_MODULE_NAMES
-            if (module := sys.modules.get(name)) is not None
-            and getattr(module, "start_monitoring", None) is selector.start_monitoring
-            and getattr(module, "monitor", None) is _monitoring
-        ]
-        if not self._modules:
-            raise SeamUnavailable("pydevd's sys.monitoring module has no `monitor` global to wrap")
-        self._wrap_breakpoint_hooks()
-        self._install_budgets()
-        for module in self._modules:
-            module.monitor = self._proxy
-        # pydevd re-registers its callbacks through the proxy (now wrapped) and re-arms.
-        selector.update_monitor_events()
-        selector.restart_events()
-        self._verify()
-
-    def _wrap_breakpoint_hooks(self) -> None:
-        """Invalidate our cache whenever pydevd invalidates its own (py_db.mtime bumps)."""
-        tracer = self.tracer
-        for name in ("on_breakpoints_changed", "_clear_caches"):
-            original = getattr(self.py_db, name)
-
-            def hook(*args, _original=original, **kwargs):
-                tracer.breakpoints_changed()
-                tracer.enter_slow()
-                return _original(*args, **kwargs)
-
-            setattr(self.py_db, name, hook)  # an instance attribute shadows the method
-            self._wrapped_methods.append(name)
-
-    def _install_budgets(self) -> None:
-        """Per-breakpoint budgets and production mode (see _budget.py and _production.py)."""
-        import time
-
-        from . import _budget, _production
-
-        budgets = self.budgets = _budget.attach(self)
-        original = self.py_db.handle_breakpoint_condition
-
-        def handle_breakpoint_condition(info, bp, new_frame):
-            # pydevd evaluates hit conditions (and conditions C could not): charge their time.
-            budget = budgets.lookup(bp)
-            if budget is None:
-                return original(info, bp, new_frame)
-            start = time.monotonic_ns()
-            try:
-                return original(info, bp, new_frame)
-            finally:
-                budgets.charge(budget, time.monotonic_ns() - start)
-
-        self.py_db.handle_breakpoint_condition = handle_breakpoint_condition
-        self._wrapped_methods.append("handle_breakpoint_condition")
-        _production.guard_suspend(self.py_db, self._wrapped_methods)
-
-    def _verify(self) -> None:
-        """Read pydevd's registered callbacks back: each must be None or one of our trampolines."""
-        for module in self._modules:
-            if module.monitor is not self._proxy:
-                raise SeamUnavailable(f"{module.__name__}.monitor was replaced again")
-        for event in _TRAMPOLINE_KINDS:
-            current = _monitoring.register_callback(DEBUGGER_ID, event, None)
-            _monitoring.register_callback(DEBUGGER_ID, event, current)
-            if current is not None and type(current) is not _fasttrace.Trampoline:
-                raise SeamUnavailable(f"pydevd's callback for event {event} was registered around the seam")
-
-    def uninstall(self) -> None:
-        """Give pydevd back the real sys.monitoring; trampolines it still holds turn into forwarders."""
-        self.tracer.close()
-        if self.budgets is not None:
-            from . import _budget
-
-            _budget.detach(self.budgets)
-            self.budgets = None
-        for module in self._modules:
-            if module.monitor is self._proxy:
-                module.monitor = _monitoring
-        for name in self._wrapped_methods:
-            self.py_db.__dict__.pop(name, None)
-        self._wrapped_methods.clear()
+    @staticmethod
+    def is_trampoline(callback) -> bool:
+        return type(callback) is _fasttrace.Trampoline
 
     # -- bookkeeping for teardown -------------------------------------------------
     def note_local_events(self, code, event_set: int) -> None:
@@ -219,7 +120,9 @@ class Gate:
 
     # -- decisions the C cache keeps (called from inside monitoring callbacks) ------
     def _compute(self, code):
-        """None, or (function_bp, ((line, compiled condition or None), ...)) for code."""
+        """None, or (function_bp, entries) for code: one entry per breakpoint line in it,
+        (line, compiled condition for C or None) or, with budgets, (line, condition, Budget or
+        None). src/_fasttrace.c reads this shape (ft_codeinfo_load)."""
         import pydevd_file_utils
 
         py_db = self.py_db
@@ -271,40 +174,6 @@ class Gate:
             if info is not None and (info.pydev_step_cmd != -1 or info.pydev_state == _STATE_SUSPEND):
                 return True
         return False
-
-
-def install(py_db) -> Gate | None:
-    """Wrap pydevd's callbacks; on any mismatch warn once and leave pydevd unmodified."""
-    gate = Gate(py_db)
-    try:
-        gate.install()
-    except Exception as exc:
-        gate.uninstall()
-        _warn_once(f"fastattach: breakpoint filter not installed ({exc}); pydevd runs unmodified and slower")
-        return None
-    return gate
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        log.warning(message)
-
-
-def forget_pydevd_code_cache() -> None:
-    """Empty pydevd's module-level per-code cache (it outlives PyDB instances).
-
-    pydevd validates an entry only against py_db.mtime, which a new PyDB starts counting
-    again: after stop() and listen() a stale entry could look current and hide a new
-    breakpoint.  Emptying it also releases every code object it kept alive.
-    """
-    for name in _IMPL_MODULE_NAMES:
-        cache = getattr(sys.modules.get(name), "_code_to_func_code_info_cache", None)
-        if isinstance(cache, dict):
-            cache.clear()
 
 
 def clear_tool(tool_id: int, armed_codes=()) -> None:

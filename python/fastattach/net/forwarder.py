@@ -17,10 +17,18 @@ import ssl
 import sys
 import threading
 
-from ._dap import FrameDecoder, ProtocolError, decode_message, encode_message
-from ._security import (SECRET_ENV_VAR, check_fingerprint, client_ssl_context, is_loopback_host,
-                        normalize_fingerprint, resolve_secret)
-from ._relay import refuse_connection
+from .._address import DEFAULT_HOST, parse_address
+from .relay import refuse_connection
+from .security import (
+    SECRET_ENV_VAR,
+    check_fingerprint,
+    client_ssl_context,
+    is_loopback_host,
+    normalize_fingerprint,
+    resolve_secret,
+)
+from .sockets import close_quietly, would_block
+from .wire import FrameDecoder, ProtocolError, decode_message, encode_message, frame
 
 logger = logging.getLogger("fastattach.connect")
 
@@ -29,17 +37,6 @@ CONNECT_TIMEOUT = 10.0
 MAX_PENDING_BYTES = 32 * 1024 * 1024
 # How long a local client whose server could not be reached gets to send the request we answer with the reason.
 FIRST_REQUEST_TIMEOUT = 10.0
-
-
-def parse_address(text: str, *, default_host: str | None = None) -> tuple[str, int]:
-    """HOST:PORT, [V6]:PORT, or PORT alone when there is a default host."""
-    host, colon, port = text.rpartition(":")
-    if not colon:
-        host, port = "", text
-    host = host.strip("[]") or default_host
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"not a [HOST:]PORT address: {text!r}")
-    return host, int(port)
 
 
 class Forwarder:
@@ -95,12 +92,8 @@ class Forwarder:
         except Exception:
             logger.exception("fastattach connect: the session with %s failed", where)
         finally:
-            for sock in (local, upstream):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
+            close_quietly(local)
+            close_quietly(upstream)
             logger.info("fastattach connect: session with %s ended", where)
 
     def _open_upstream(self) -> socket.socket:
@@ -189,10 +182,10 @@ class Forwarder:
                 arguments.setdefault("secret", self._secret)
                 message["arguments"] = arguments
                 return encode_message(message)
-        return b"Content-Length: %d\r\n\r\n" % len(body) + body
+        return frame(body)
 
 
-_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_WOULD_BLOCK = would_block(tls=True)
 
 
 def _recv_some(sock: socket.socket) -> bytes | None:
@@ -234,8 +227,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Forward a local plain-DAP port to a fastattach debuggee that serves TLS, verifying its "
                     "certificate and adding the secret. Point the editor's attach configuration at --listen.")
     parser.add_argument("server", metavar="HOST:PORT", help="the debuggee's TLS listener")
-    parser.add_argument("--listen", metavar="[HOST:]PORT", default="127.0.0.1:0",
-                        help="local address for the editor (loopback only; default 127.0.0.1 and a free port)")
+    parser.add_argument("--listen", metavar="[HOST:]PORT", default=f"{DEFAULT_HOST}:0",
+                        help=f"local address for the editor (loopback only; default {DEFAULT_HOST} and a free port)")
     trust = parser.add_mutually_exclusive_group()
     trust.add_argument("--cafile", help="verify the server's certificate against this CA (or self-signed) file")
     trust.add_argument("--fingerprint", metavar="SHA256",
@@ -261,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.setLevel(logging.INFO)
         logger.propagate = False
     try:
-        server = parse_address(args.server)
-        listen = parse_address(args.listen, default_host="127.0.0.1")
+        server = parse_address(args.server, default_host=None)
+        listen = parse_address(args.listen)
         fingerprint = normalize_fingerprint(args.fingerprint) if args.fingerprint else None
         secret = resolve_secret(args.secret)
         if args.no_tls and (args.cafile or args.fingerprint or args.insecure):
@@ -290,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Forwarder", "main", "parse_address"]
+__all__ = ["Forwarder", "main"]
 
 if __name__ == "__main__":  # pragma: no cover - the CLI entry is `python -m fastattach connect`
     sys.exit(main())

@@ -1,7 +1,7 @@
 """The relay between one accepted DAP client and pydevd (loaded on the first connection).
 
-The client's handshake is answered here (see _handshake.py); only after an accepted
-`attach` is pydevd started (through the listener's `open_backend`) and the client's
+The client's handshake is answered here (see handshake.py); only after an accepted
+`attach` is pydevd started (through the session's `open_backend`) and the client's
 initialize and attach replayed to it. From then on one relay thread copies messages both
 ways, renumbering what the client receives so that our own messages (the initialize
 response, injected events) and pydevd's form one sequence.
@@ -17,17 +17,23 @@ import selectors
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import NamedTuple
 
-from . import _server
-from ._dap import (DEFAULT_MAX_BODY_BYTES, FrameDecoder, ProtocolError, decode_message, encode_message,
-                   error_response)
-from ._handshake import MAX_BODY_BYTES_BEFORE_ATTACH, Handshake
-from ._server import _WOULD_BLOCK, _close_quietly, _format_peer, _Waker, logger
-from .safe_attach_loader import prompt_gil_handoffs
-
-if TYPE_CHECKING:
-    from ._server import Listener
+from .._handoff import prompt_gil_handoffs
+from .._log import logger
+from .handshake import MAX_BODY_BYTES_BEFORE_ATTACH, Handshake
+from .security import FailureThrottle
+from .sockets import WOULD_BLOCK, Waker, close_quietly, format_peer, would_block
+from .wire import (
+    DEFAULT_MAX_BODY_BYTES,
+    FrameDecoder,
+    ProtocolError,
+    decode_message,
+    encode_message,
+    error_response,
+    frame,
+)
 
 # pydevd's answers (variables of a large object, a long stack) can be far bigger than requests.
 MAX_BACKEND_BODY_BYTES = 64 * 1024 * 1024
@@ -45,10 +51,16 @@ FLUSH_TIMEOUT = 2.0
 REFUSAL_TIMEOUT = 5.0
 
 
-def _tls_would_block() -> tuple[type[BaseException], ...]:
-    import ssl
-
-    return _WOULD_BLOCK + (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+class SessionConfig(NamedTuple):
+    """What a session needs from whoever accepted its connection, and how it reports back."""
+    secret: str | None
+    ssl_context: object | None              # ssl.SSLContext, or None for plain DAP
+    auth_timeout: float                     # seconds from accept to an accepted attach
+    throttle: FailureThrottle
+    open_backend: Callable[[], socket.socket]
+    request_filter: Callable[[dict], object] | None   # see Listener
+    on_configured: Callable[[], None]       # a configurationDone succeeded
+    on_ending: Callable[[ClientSession], None]   # the client counts as gone from now on
 
 
 def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = None) -> None:
@@ -70,27 +82,27 @@ def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = 
             if bodies:
                 request = decode_message(bodies[0])
                 if request["type"] == "request":
-                    conn.sendall(encode_message(error_response(request, 1, reason)))
+                    conn.sendall(encode_message({**error_response(request, reason), "seq": 1}))
                 return
     except (OSError, ProtocolError):
         pass
     finally:
-        _close_quietly(conn)
+        close_quietly(conn)
 
 
 class ClientSession:
     """One client connection, served by one thread from accept to close."""
 
-    def __init__(self, listener: Listener, conn: socket.socket, peer):
-        self._listener = listener
+    def __init__(self, conn: socket.socket, peer, config: SessionConfig):
+        self._config = config
         self._client = conn
         self._peer = peer
-        self._peer_name = _format_peer(peer)
+        self._peer_name = format_peer(peer)
         self._peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
         self._backend: socket.socket | None = None
-        self._tls = listener._ssl_context is not None
-        self._would_block = _tls_would_block() if self._tls else _WOULD_BLOCK
-        self._handshake = Handshake(listener._secret)
+        self._tls = config.ssl_context is not None
+        self._would_block = would_block(self._tls)
+        self._handshake = Handshake(config.secret)
         self._client_decoder = FrameDecoder(MAX_BODY_BYTES_BEFORE_ATTACH)
         self._backend_decoder = FrameDecoder(MAX_BACKEND_BODY_BYTES)
         self._to_client = bytearray()
@@ -104,9 +116,9 @@ class ClientSession:
         self._injected: collections.deque = collections.deque()
         self._injected_lock = threading.Lock()
         self._dropped_events = 0
-        self._waker = _Waker()
+        self._waker = Waker()
         self._stop = threading.Event()
-        self._deadline = time.monotonic() + listener._auth_timeout
+        self._deadline = time.monotonic() + config.auth_timeout
         self._ending: str | None = None  # why the session is ending: flush, then close
         # From the start of an authenticated session to its end: without it, pydevd's threads
         # and ours starve beside an application thread that keeps the GIL (see prompt_gil_handoffs).
@@ -145,7 +157,7 @@ class ClientSession:
     def run(self) -> None:
         try:
             logger.info("fastattach: client connected from %s", self._peer_name)
-            if self._listener._ssl_context is not None and not self._tls_handshake():
+            if self._config.ssl_context is not None and not self._tls_handshake():
                 return
             self._client.setblocking(False)
             self._relay()
@@ -157,7 +169,7 @@ class ClientSession:
     def _tls_handshake(self) -> bool:
         try:
             self._client.settimeout(max(0.1, self._deadline - time.monotonic()))
-            self._client = self._listener._ssl_context.wrap_socket(self._client, server_side=True)
+            self._client = self._config.ssl_context.wrap_socket(self._client, server_side=True)
             return True
         except (OSError, ValueError) as error:
             logger.warning("fastattach: TLS handshake with %s failed: %s", self._peer_name, error)
@@ -182,7 +194,7 @@ class ClientSession:
                 if now >= self._deadline:
                     if self._ending is not None:
                         return  # the client did not take our last messages in time
-                    self._end(f"no attach within {self._listener._auth_timeout:g} s", warn=True)
+                    self._end(f"no attach within {self._config.auth_timeout:g} s", warn=True)
                     continue
                 self._update_interest(selector)
                 timeout = self._deadline - now if not self.attached or self._ending else None
@@ -237,7 +249,7 @@ class ClientSession:
         if self._ending is None:
             self._ending = reason
             # From here on the client counts as gone, before it even reads our last message.
-            self._listener._session_ending(self)
+            self._config.on_ending(self)
             self._deadline = time.monotonic() + FLUSH_TIMEOUT
             (logger.warning if warn else logger.info)(
                 "fastattach: closing the connection from %s: %s", self._peer_name, reason)
@@ -283,10 +295,10 @@ class ClientSession:
     def _before_attach(self, message: dict) -> None:
         step = self._handshake.receive(message)
         if step.auth_failed:
-            locked_out = self._listener._throttle.record_failure(self._peer_host)
+            locked_out = self._config.throttle.record_failure(self._peer_host)
             if locked_out:
                 logger.warning("fastattach: %s is locked out for %.2g s after %d failed attempts", self._peer_host,
-                               locked_out, self._listener._throttle.failures(self._peer_host))
+                               locked_out, self._config.throttle.failures(self._peer_host))
         if step.reply is not None:
             self._send_to_client(step.reply)
         if step.close:
@@ -295,17 +307,17 @@ class ClientSession:
         elif step.log:
             logger.info("fastattach: %s: %s", self._peer_name, step.log)
         if step.start_session is not None:
-            self._listener._throttle.record_success(self._peer_host)
+            self._config.throttle.record_success(self._peer_host)
             self._start_session(*step.start_session)
 
     def _start_session(self, initialize: dict, attach: dict) -> None:
         self._gil_handoffs = prompt_gil_handoffs().__enter__()
         try:
-            backend = self._listener._open_backend()
+            backend = self._config.open_backend()
         except Exception as error:
             logger.exception("fastattach: could not start the debugger for %s", self._peer_name)
             self._send_to_client(error_response(
-                attach, 0, f"fastattach could not start the debugger in this process: {error}"))
+                attach, f"fastattach could not start the debugger in this process: {error}"))
             self._end("the debugger failed to start", warn=True)
             return
         backend.setblocking(False)
@@ -319,27 +331,24 @@ class ClientSession:
         logger.info("fastattach: client %s attached", self._peer_name)
 
     def _client_to_backend(self, message: dict, body: bytes) -> None:
-        request_filter = _server.REQUEST_FILTER
+        request_filter = self._config.request_filter
         if request_filter is not None and message["type"] == "request" and self._apply_request_filter(
                 request_filter, message):
             return
         if message["type"] == "request" and message["command"] == "disconnect":
             self._client_disconnect_seq = message["seq"]
         # Unchanged, and in one buffer so pydevd never sees half a message from us.
-        self._to_backend += b"Content-Length: %d\r\n\r\n" % len(body)
-        self._to_backend += body
+        self._to_backend += frame(body)
 
     def _apply_request_filter(self, request_filter, message: dict) -> bool:
-        """True if _server.REQUEST_FILTER answered or rewrote the request (it is then handled)."""
+        """True if the request filter answered or rewrote the request (it is then handled)."""
         try:
             verdict = request_filter(message)
         except Exception:
             logger.exception("fastattach: the request filter failed; forwarding %s", message.get("command"))
             return False
         if isinstance(verdict, str):
-            self._send_to_client({
-                "type": "response", "request_seq": message["seq"], "command": message["command"],
-                "success": False, "message": verdict, "body": {"error": {"id": 1, "format": verdict}}})
+            self._send_to_client(error_response(message, verdict))
             return True
         if isinstance(verdict, dict):
             self._to_backend += encode_message(verdict)
@@ -351,7 +360,7 @@ class ClientSession:
         while True:
             try:
                 data = self._backend.recv(262144)
-            except _WOULD_BLOCK:
+            except WOULD_BLOCK:
                 return
             except OSError as error:
                 data = b""
@@ -379,7 +388,7 @@ class ClientSession:
                 self._replayed_initialize_seq = None  # we answered it already, before pydevd existed
                 return
             if message["command"] == "configurationDone" and message.get("success"):
-                self._listener._configured.set()
+                self._config.on_configured()
             if message["request_seq"] == self._client_disconnect_seq and message["command"] == "disconnect":
                 self._send_to_client(message)
                 self._backend_disconnected = True
@@ -428,13 +437,13 @@ class ClientSession:
         except Exception:
             logger.exception("fastattach: error while detaching pydevd from %s", self._peer_name)
         finally:
-            _close_quietly(self._backend)
-            _close_quietly(self._client)
+            close_quietly(self._backend)
+            close_quietly(self._client)
             self._waker.close()
             if self._gil_handoffs is not None:
                 self._gil_handoffs.__exit__(None, None, None)
             self.finished = True
-            self._listener._session_ending(self)
+            self._config.on_ending(self)
             self.done.set()
             logger.info("fastattach: client %s gone", self._peer_name)
 

@@ -11,6 +11,8 @@ and the client gets a summary of what was dropped.
 Threads: ``probe`` and ``on_trip`` run on the user's threads inside sys.monitoring
 callbacks and must never raise (C records what they raise, see Tracer.take_error);
 everything slow (DAP messages, re-arming lines, expiry) runs on one supervisor thread.
+Messages for the client go out through the ``notify(event, body)`` callable the owner of
+the session hands in; this module never imports the network.
 """
 
 from __future__ import annotations
@@ -23,75 +25,14 @@ import threading
 import time
 import weakref
 
+from .. import _fasttrace
+from . import production, seam
+
 log = logging.getLogger("fastattach")
-probe_log = logging.getLogger("fastattach.probe")
-
-# Options this module reads (the table and its validation live in _api).
-DEFAULTS: dict[str, object] = {
-    "production": False,
-    "logpoint_messages_per_second": 50.0,
-    "logpoint_bytes_per_second": 20_000.0,
-    "condition_evaluations_per_second": 5_000.0,
-    "condition_cpu_fraction": 0.01,
-    "budget_cooldown": 30.0,
-    "snapshots_per_second": 1.0,
-    "snapshot_max_bytes": 32 * 1024,
-    "snapshot_frames": 3,
-    "snapshot_stack_depth": 30,
-    "snapshot_repr_chars": 200,
-    "snapshot_output": "both",
-    "production_expiry": 3600.0,
-    "probe_logging": True,
-}
-
-_NONNEGATIVE_FLOATS = ("logpoint_messages_per_second", "logpoint_bytes_per_second",
-                       "condition_evaluations_per_second", "condition_cpu_fraction", "budget_cooldown",
-                       "snapshots_per_second", "production_expiry")
-_POSITIVE_INTS = ("snapshot_max_bytes", "snapshot_frames", "snapshot_stack_depth", "snapshot_repr_chars")
-SNAPSHOT_OUTPUTS = ("output", "event", "both")
-MIN_SNAPSHOT_BYTES = 512
+probe_log = production.probe_log
 
 
-def validate_option(name: str, value):
-    """The value to store for one of DEFAULTS' options; ValueError says what is wrong."""
-    if name in ("production", "probe_logging"):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be True or False, not {value!r}")
-        return value
-    if name in _NONNEGATIVE_FLOATS:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
-            raise ValueError(f"{name} must be a finite number >= 0 (0 = unlimited / never), not {value!r}")
-        if name == "condition_cpu_fraction" and value > 1:
-            raise ValueError(f"condition_cpu_fraction is a fraction of one core (0.01 = 1%), not {value!r}")
-        return float(value)
-    if name in _POSITIVE_INTS:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
-        if name == "snapshot_max_bytes" and value < MIN_SNAPSHOT_BYTES:
-            raise ValueError(f"snapshot_max_bytes must be at least {MIN_SNAPSHOT_BYTES}, not {value!r}")
-        return value
-    if name == "snapshot_output":
-        if value not in SNAPSHOT_OUTPUTS:
-            raise ValueError(f"snapshot_output must be one of {', '.join(SNAPSHOT_OUTPUTS)}, not {value!r}")
-        return value
-    raise ValueError(f"unknown budget option {name!r}")
-
-
-def _options() -> dict:
-    from . import _api
-
-    return {name: _api.get_option(name) for name in DEFAULTS}
-
-
-def _send_event(event: str, body: dict) -> None:
-    from . import _api
-
-    listener = _api._listener
-    if listener is not None:
-        listener.send_event(event, body)
-
-
-def _where(spec: "ProbeSpec") -> str:
+def _where(spec: ProbeSpec) -> str:
     return f"{spec.file}:{spec.line}"
 
 
@@ -137,14 +78,14 @@ def _compile(source: str | None, what: str):
         return None
 
 
-class Budgets:
-    """The budgets of one pydevd instance (one Gate)."""
+class BudgetSupervisor:
+    """The budgets of one pydevd instance (one Gate's tracer), and the thread that watches them."""
 
-    def __init__(self, gate):
-        self.gate = gate
-        self.py_db = gate.py_db
-        self.tracer = gate.tracer
-        self.options = _options()
+    def __init__(self, py_db, tracer, options: dict, notify):
+        self.py_db = py_db
+        self.tracer = tracer
+        self.options = options
+        self._notify = notify
         self._generation = 0              # bumped by reload(): budgets made earlier are replaced
         self._by_bp: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LineBreakpoint -> (gen, Budget)
         self._lock = threading.RLock()   # on_trip may run on a thread that holds it (a hit inside entry())
@@ -166,16 +107,16 @@ class Budgets:
     def production(self) -> bool:
         return bool(self.options["production"])
 
-    def reload(self) -> None:
+    def reload(self, options: dict) -> None:
         """Options changed: every breakpoint gets a fresh budget with the new limits."""
         with self._lock:
-            self.options = _options()
+            self.options = options
             self._generation += 1
             self._paused.clear()
         self.tracer.breakpoints_changed()
         sys.monitoring.restart_events()   # re-arm lines that paused budgets had disabled
 
-    # -- called by Gate._compute (inside a monitoring callback) ------------------------
+    # -- called by gate.Gate._compute (inside a monitoring callback) -------------------
     def entry(self, bp, canonical_file: str, c_condition):
         """(condition for C, Budget or None) for a pydevd LineBreakpoint."""
         with self._lock:
@@ -222,8 +163,6 @@ class Budgets:
             output_rate = o["snapshots_per_second"]
         if self.production and o["production_expiry"] > 0:
             spec.expires_at = spec.created + o["production_expiry"]
-        from . import _fasttrace
-
         return _fasttrace.Budget(
             spec,
             eval_rate=o["condition_evaluations_per_second"],
@@ -261,9 +200,7 @@ class Budgets:
                 return -1
             if spec.kind == "logpoint":
                 return self._log_message(spec, frame)
-            from . import _production
-
-            return _production.snapshot_hit(self, spec, frame)
+            return production.snapshot_hit(spec, frame, self.options, self._notify)
         except Exception as exc:   # never into the user's frame
             self.probe_error_count += 1
             text = f"{type(exc).__name__}: {exc}"
@@ -310,10 +247,7 @@ class Budgets:
         if len(data) > spec.max_message_bytes:
             text = data[: max(spec.max_message_bytes - 3, 0)].decode("utf-8", "ignore") + "..."
             data = text.encode("utf-8", "replace")
-        py_db = self.py_db
-        writer = getattr(py_db, "writer", None)
-        if writer is not None:
-            writer.add_command(py_db.cmd_factory.make_io_message(text + os.linesep, "1"))
+        seam.send_output(self.py_db, text + os.linesep)
         if self.options["probe_logging"]:
             probe_log.info(text, extra={
                 "probe_kind": "logpoint", "probe_breakpoint_id": spec.breakpoint_id, "probe_file": spec.file,
@@ -475,41 +409,9 @@ class Budgets:
             sys.monitoring.restart_events()   # each expired line then answers DISABLE once more
 
     # -- DAP -------------------------------------------------------------------------
-    @staticmethod
-    def _notify_output(text: str) -> None:
-        _send_event("output", {"category": "console", "output": text})
+    def _notify_output(self, text: str) -> None:
+        self._notify("output", {"category": "console", "output": text})
 
-    @staticmethod
-    def _notify_breakpoint(spec: ProbeSpec, *, verified: bool, message: str) -> None:
-        _send_event("breakpoint", {"reason": "changed", "breakpoint": {
+    def _notify_breakpoint(self, spec: ProbeSpec, *, verified: bool, message: str) -> None:
+        self._notify("breakpoint", {"reason": "changed", "breakpoint": {
             "id": spec.breakpoint_id, "verified": verified, "line": spec.line, "message": message}})
-
-
-_active: Budgets | None = None
-
-
-def active() -> Budgets | None:
-    return _active
-
-
-def attach(gate) -> Budgets:
-    """Budgets for a newly installed gate (called by Gate.install)."""
-    global _active
-    budgets = Budgets(gate)
-    gate.tracer.set_hooks(budgets.probe, budgets.on_trip)
-    _active = budgets
-    return budgets
-
-
-def detach(budgets: Budgets) -> None:
-    global _active
-    budgets.tracer.set_hooks(None, None)
-    budgets.close()
-    if _active is budgets:
-        _active = None
-
-
-def options_changed() -> None:
-    budgets = _active
-    if budgets is not None:
-        budgets.reload()

@@ -1,4 +1,4 @@
-"""The request gate: what an unauthenticated client may do, with no I/O.
+"""The pre-authentication state machine: what a client may do before its attach is accepted, with no I/O.
 
 Until a client's `attach` carries the right secret, nothing it sends reaches pydevd, and
 pydevd is not even imported. The listener answers `initialize` itself with the
@@ -11,7 +11,8 @@ import copy
 import os
 from typing import NamedTuple
 
-from ._security import secrets_match
+from .security import secrets_match
+from .wire import response
 
 # A client needs initialize, attach and perhaps a disconnect; anything chattier before
 # authenticating is not a debugger.
@@ -97,24 +98,13 @@ class Step(NamedTuple):  # not a dataclass: dataclasses imports inspect and ast,
     start_session: tuple[dict, dict] | None = None
 
 
-def _response(request: dict, *, success: bool = True, message: str | None = None, body: dict | None = None) -> dict:
-    response = {"type": "response", "request_seq": request["seq"], "command": request["command"],
-                "success": success}
-    if message is not None:
-        response["message"] = message
-        response["body"] = {"error": {"id": 1, "format": message, "showUser": True}}
-    if body is not None:
-        response["body"] = body
-    return response
-
-
 def _quoted(command: str) -> str:
     """An untrusted command name made safe for a message and a log line: short, one line."""
     return repr(command[:40] + ("..." if len(command) > 40 else ""))
 
 
 class Handshake:
-    """Feeds on decoded client messages (see _dap.decode_message) until one `attach` is accepted."""
+    """Feeds on decoded client messages (see wire.decode_message) until one `attach` is accepted."""
 
     def __init__(self, secret: str | None):
         self._secret = secret
@@ -133,21 +123,21 @@ class Handshake:
         command = message["command"]
         if command == "initialize":
             if self._initialize is not None:
-                return Step(reply=_response(message, success=False, message="initialize was already received"))
+                return Step(reply=response(message, error="initialize was already received"))
             self._initialize = message
-            return Step(reply=_response(message, body=initialize_response_body()))
+            return Step(reply=response(message, body=initialize_response_body()))
         if command == "disconnect":
-            return Step(reply=_response(message), close=True, log="disconnect before attach")
+            return Step(reply=response(message), close=True, log="disconnect before attach")
         if self._initialize is None:
-            return Step(reply=_response(message, success=False,
-                                        message=f"{_quoted(command)} before 'initialize': send initialize first"),
+            return Step(reply=response(message,
+                                       error=f"{_quoted(command)} before 'initialize': send initialize first"),
                         close=True, log=f"{_quoted(command)} before initialize")
         if command == "launch":
-            return Step(reply=_response(message, success=False, message=(
+            return Step(reply=response(message, error=(
                 "fastattach cannot launch programs: the debuggee is already running; use an 'attach' "
                 "configuration")))
         if command != "attach":
-            return Step(reply=_response(message, success=False, message=(
+            return Step(reply=response(message, error=(
                 f"{_quoted(command)} is not allowed before 'attach'")))
         return self._check_attach(message)
 
@@ -156,11 +146,11 @@ class Handshake:
         offered = arguments.pop("secret", None)
         if self._secret is not None:
             if offered is None:
-                return Step(reply=_response(attach, success=False, message=(
+                return Step(reply=response(attach, error=(
                     "this debuggee requires a secret: add \"secret\": \"...\" to your attach configuration")),
                     close=True, auth_failed=True, log="attach without a secret")
             if not secrets_match(self._secret, offered):
-                return Step(reply=_response(attach, success=False, message=(
+                return Step(reply=response(attach, error=(
                     "wrong secret: the \"secret\" in your attach configuration does not match the debuggee's")),
                     close=True, auth_failed=True, log="attach with a wrong secret")
         self.done = True

@@ -25,7 +25,7 @@ import sys
 import time
 import types
 
-from ._log import logger as log
+from .._log import logger as log
 
 NEEDED = sys.version_info[:2] == (3, 12)
 # sys.monitoring tool ids a program can use (6 and 7 are sys.settrace and sys.setprofile).

@@ -1,0 +1,314 @@
+"""Every change fastattach makes to pydevd, each with its undo, behind one feature check.
+
+A debugpy upgrade starts here: this file names every pydevd internal we replace or wrap.
+``missing_features`` decides at run time, from what the installed pydevd offers, whether
+the breakpoint filter can be put in front of it (there is no version pin). On a mismatch
+pydevd runs unmodified, slower and never broken, and one warning names what was missing.
+
+What we rely on, all checked by ``missing_features``:
+- the ``monitor`` global through which pydevd's monitoring module makes every
+  sys.monitoring call (DESIGN.md, "The seam to debugpy"), and that module's
+  ``start_monitoring``/``update_monitor_events``/``restart_events`` and per-code cache;
+- pydevd's callbacks for PY_START (code, offset), LINE (code, line) and JUMP (code, from,
+  to). The pure-Python module shows them as ``_start_method_event``, ``_line_event`` and
+  ``_jump_event``; the Cython module keeps them in C, so ``Seam.verify`` reads back what
+  it registered instead;
+- the PyDB methods we wrap (``on_breakpoints_changed``, ``_clear_caches``,
+  ``handle_breakpoint_condition``, ``set_suspend``, ``do_wait_suspend``) and the one we
+  suppress while pydevd starts (``create_wait_for_connection_thread``);
+- the thread-id function of ``pydevd_constants`` and the ``_cmd_queue``/``_thread_events``
+  defaultdicts of PyDB.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import sys
+import time
+
+from .._log import logger as log
+
+# The Cython module is the default; the pure-Python one runs with PYDEVD_USE_CYTHON=NO.
+MONITORING_MODULE_NAMES = (
+    "_pydevd_sys_monitoring._pydevd_sys_monitoring_cython",
+    "_pydevd_sys_monitoring._pydevd_sys_monitoring",
+)
+SELECTOR_MODULE_NAME = "_pydevd_sys_monitoring.pydevd_sys_monitoring"
+WRAPPED_PYDB_METHODS = ("on_breakpoints_changed", "_clear_caches", "handle_breakpoint_condition", "set_suspend",
+                        "do_wait_suspend")
+# The pure-Python callbacks and the positional parameters sys.monitoring passes them.
+PYTHON_CALLBACKS = {"_start_method_event": 2, "_line_event": 2, "_jump_event": 3}
+COMMAND_TABLES = ("_cmd_queue", "_thread_events")
+_STATE_RUN = 1  # pydevd_constants.STATE_RUN
+
+
+class SeamMismatch(RuntimeError):
+    """The installed pydevd lacks something the filter needs; pydevd runs unmodified."""
+
+
+def monitoring_modules() -> list:
+    """pydevd's loaded monitoring implementations (one or both)."""
+    return [module for name in MONITORING_MODULE_NAMES if (module := sys.modules.get(name)) is not None]
+
+
+def missing_features(py_db=None) -> list[str]:
+    """What the filter needs and this pydevd lacks, each named for the warning; [] if nothing.
+
+    Without ``py_db`` only what exists before pydevd starts is checked (modules, classes);
+    with it, also what PyDB makes in its constructor.
+    """
+    import pydevd
+    from _pydevd_bundle import pydevd_constants
+
+    missing = []
+    selector = sys.modules.get(SELECTOR_MODULE_NAME)
+    if selector is None:
+        return [f"the module {SELECTOR_MODULE_NAME}"]
+    for name in ("start_monitoring", "update_monitor_events", "restart_events"):
+        if not callable(getattr(selector, name, None)):
+            missing.append(f"{SELECTOR_MODULE_NAME}.{name}")
+    modules = monitoring_modules()
+    if not any(getattr(module, "start_monitoring", None) is getattr(selector, "start_monitoring", False)
+               for module in modules):
+        missing.append(f"the monitoring module {SELECTOR_MODULE_NAME} selects (one of "
+                       f"{', '.join(MONITORING_MODULE_NAMES)})")
+    for module in modules:
+        if not hasattr(module, "monitor"):
+            missing.append(f"{module.__name__}.monitor")
+        elif module.monitor is not sys.monitoring:
+            missing.append(f"{module.__name__}.monitor being sys.monitoring (it is {type(module.monitor).__name__})")
+        if not isinstance(getattr(module, "_code_to_func_code_info_cache", None), dict):
+            missing.append(f"{module.__name__}._code_to_func_code_info_cache")
+        if module.__name__ == MONITORING_MODULE_NAMES[1]:
+            for name, arity in PYTHON_CALLBACKS.items():
+                code = getattr(getattr(module, name, None), "__code__", None)
+                if code is None or code.co_argcount != arity:
+                    missing.append(f"{module.__name__}.{name} taking {arity} arguments")
+    for name in (*WRAPPED_PYDB_METHODS, "create_wait_for_connection_thread"):
+        if not callable(getattr(pydevd.PyDB, name, None)):
+            missing.append(f"pydevd.PyDB.{name}")
+    for name in ("_get_or_compute_thread_id_with_lock", "_thread_id_lock", "get_pid"):
+        if not hasattr(pydevd_constants, name):
+            missing.append(f"pydevd_constants.{name}")
+    if py_db is not None:
+        for name in COMMAND_TABLES:
+            if not isinstance(getattr(py_db, name, None), collections.defaultdict):
+                missing.append(f"PyDB.{name} as a defaultdict")
+    return missing
+
+
+@contextlib.contextmanager
+def no_connection_thread(py_db_class):
+    """While pydevd.settrace runs: pydevd opens no listening socket of its own.
+
+    With block_until_connected=False, pydevd would listen for the client itself; we hand it
+    sockets instead. This one is needed to host pydevd at all, filter or not: without it
+    pydevd would serve an unauthenticated port, so a pydevd that lacks it is refused.
+    """
+    original = getattr(py_db_class, "create_wait_for_connection_thread", None)
+    if original is None:
+        raise SeamMismatch("this pydevd has no PyDB.create_wait_for_connection_thread, so it would open an "
+                           "unauthenticated port of its own; fastattach cannot host it")
+    py_db_class.create_wait_for_connection_thread = lambda self: None
+    try:
+        yield
+    finally:
+        py_db_class.create_wait_for_connection_thread = original
+
+
+def suspend_at(frame) -> None:
+    """Stop the current thread at the next line ``frame`` runs (fastattach.breakpoint(), the loader)."""
+    import pydevd
+
+    pydevd.settrace(suspend=True, trace_only_current_thread=True, patch_multiprocessing=False,
+                    stop_at_frame=frame, notify_stdin=False)
+
+
+class AtomicDefaultDict(dict):
+    """A defaultdict whose missing keys are filled atomically: every caller of ``d[key]``
+    gets the same value, however threads interleave.
+
+    collections.defaultdict calls the factory and then stores its result; with a factory
+    written in Python (queue.Queue, threading.Event) another thread can run in between, so
+    two threads asking for the same new key can get different objects, and the one stored
+    first is lost. pydevd keeps each thread's command queue and wake-up event that way: a
+    thread that stops makes its queue while the reader thread, handling the client's first
+    request for that thread (an evaluate), makes another, so the request goes into a queue
+    nobody reads and is never answered (seen on busy attach targets while the switch
+    interval is short, see _handoff.py; docs/attach.md has the numbers)."""
+
+    def __init__(self, default_factory, items=()):
+        super().__init__(items)
+        self.default_factory = default_factory
+
+    def __missing__(self, key):
+        # dict.setdefault is one step under the GIL: whoever stores first, everyone gets that.
+        return self.setdefault(key, self.default_factory())
+
+
+class Seam:
+    """The patches made to one pydevd, in the order made, so that ``undo`` takes them out in reverse.
+
+    Every install_* method records its undo; nothing here decides *what* the wrappers do,
+    they call the functions they are given.
+    """
+
+    def __init__(self):
+        self._undo: list = []     # callables, run last first
+        self.refused_suspends = 0   # set_suspend / do_wait_suspend calls the production guard refused
+
+    def undo(self) -> None:
+        while self._undo:
+            undo = self._undo.pop()
+            try:
+                undo()
+            except Exception:
+                log.exception("fastattach: undoing a change to pydevd failed")
+
+    # -- process-wide, before pydevd starts ------------------------------------------------
+    def install_thread_ids(self) -> None:
+        """Make pydevd's thread ids from a counter, so that it stops keeping every thread it has
+        seen alive.
+
+        pydevd names a thread "pid_<pid>_id_<id(thread)>" and, so that id() is never reused,
+        keeps each Thread forever in pydevd_constants._thread_id_to_thread_found (about 3 KB
+        per thread: a server that starts short-lived threads grows without end). Ids from a
+        counter are just as unique and never reused, and nothing in pydevd parses them (it
+        builds them here and compares them whole). Ids already handed out stay valid after
+        the undo: pydevd's own function reads a thread's id back from the same attribute."""
+        from _pydevd_bundle import pydevd_constants as constants
+
+        original = constants._get_or_compute_thread_id_with_lock
+        counter = itertools.count(1)
+
+        def _get_or_compute_thread_id_with_lock(thread, is_current_thread):
+            with constants._thread_id_lock:
+                tid = getattr(thread, "__pydevd_id__", None)
+                if tid is not None:
+                    return tid
+                tid = f"pid_{constants.get_pid()}_fa_{next(counter)}"
+                thread.__pydevd_id__ = tid
+            return tid
+
+        constants._get_or_compute_thread_id_with_lock = _get_or_compute_thread_id_with_lock
+        self._undo.append(lambda: setattr(constants, "_get_or_compute_thread_id_with_lock", original))
+
+    # -- on the new PyDB ---------------------------------------------------------------------
+    def install_atomic_command_tables(self, py_db) -> None:
+        # No thread holds a queue yet: threads take theirs when they stop, which needs a client.
+        for name in COMMAND_TABLES:
+            table = getattr(py_db, name)
+            setattr(py_db, name, AtomicDefaultDict(table.default_factory, table))
+
+            def restore(name=name, factory=table.default_factory):
+                setattr(py_db, name, collections.defaultdict(factory, getattr(py_db, name)))
+
+            self._undo.append(restore)
+
+    def _wrap_method(self, py_db, name: str, wrapper) -> None:
+        setattr(py_db, name, wrapper)   # an instance attribute shadows the method
+        self._undo.append(lambda: py_db.__dict__.pop(name, None))
+
+    def install_breakpoint_hooks(self, py_db, breakpoints_changed) -> None:
+        """Call ``breakpoints_changed()`` whenever pydevd invalidates its own caches (py_db.mtime bumps)."""
+        for name in ("on_breakpoints_changed", "_clear_caches"):
+            original = getattr(py_db, name)
+
+            def hook(*args, _original=original, **kwargs):
+                breakpoints_changed()
+                return _original(*args, **kwargs)
+
+            self._wrap_method(py_db, name, hook)
+
+    def install_condition_timing(self, py_db, lookup, charge) -> None:
+        """Charge the time pydevd spends on a budgeted breakpoint's hit condition (or a
+        condition C could not evaluate) to that breakpoint: ``charge(lookup(bp), ns)``."""
+        original = py_db.handle_breakpoint_condition
+
+        def handle_breakpoint_condition(info, bp, new_frame):
+            budget = lookup(bp)
+            if budget is None:
+                return original(info, bp, new_frame)
+            start = time.monotonic_ns()
+            try:
+                return original(info, bp, new_frame)
+            finally:
+                charge(budget, time.monotonic_ns() - start)
+
+        self._wrap_method(py_db, "handle_breakpoint_condition", handle_breakpoint_condition)
+
+    def install_suspend_guard(self, py_db, refuse) -> None:
+        """While ``refuse()`` is true (production mode), pydevd's set_suspend and do_wait_suspend
+        do nothing: the last line of defence against a suspended thread in a live process."""
+        original_set_suspend = py_db.set_suspend
+        original_do_wait_suspend = py_db.do_wait_suspend
+
+        def set_suspend(*args, **kwargs):
+            if refuse():
+                self.refused_suspends += 1
+                return None
+            return original_set_suspend(*args, **kwargs)
+
+        def do_wait_suspend(thread, *args, **kwargs):
+            if refuse():
+                self.refused_suspends += 1
+                info = getattr(thread, "additional_info", None)
+                if info is not None:
+                    info.pydev_state = _STATE_RUN
+                    info.pydev_step_cmd = -1
+                return None
+            return original_do_wait_suspend(thread, *args, **kwargs)
+
+        self._wrap_method(py_db, "set_suspend", set_suspend)
+        self._wrap_method(py_db, "do_wait_suspend", do_wait_suspend)
+
+    def install_monitor(self, proxy) -> None:
+        """Route pydevd's sys.monitoring calls through ``proxy``, and make pydevd register its
+        callbacks again (now through the proxy) and re-arm its events.
+
+        Both monitoring modules are patched when both are loaded: pydevd selects one when it
+        starts, but the other stays importable and reachable (a PYDEVD_USE_CYTHON switch, a
+        tool importing it by name), and a call through an unpatched ``monitor`` would register
+        a raw callback around the filter and leave tool 0 with state we do not track."""
+        selector = sys.modules[SELECTOR_MODULE_NAME]
+        for module in monitoring_modules():
+            module.monitor = proxy
+            self._undo.append(lambda module=module: setattr(module, "monitor", sys.monitoring))
+        selector.update_monitor_events()
+        selector.restart_events()
+
+    def verify(self, proxy, is_ours) -> None:
+        """Read pydevd's registered callbacks back: each must be None or pass ``is_ours``.
+
+        This is also the signature check for the Cython module, whose callbacks are C functions."""
+        for module in monitoring_modules():
+            if module.monitor is not proxy:
+                raise SeamMismatch(f"{module.__name__}.monitor was replaced again")
+        events = sys.monitoring.events
+        for event in (events.PY_START, events.LINE, events.JUMP):
+            current = sys.monitoring.register_callback(sys.monitoring.DEBUGGER_ID, event, None)
+            sys.monitoring.register_callback(sys.monitoring.DEBUGGER_ID, event, current)
+            if current is not None and not is_ours(current):
+                raise SeamMismatch(f"pydevd's callback for event {event} was registered around the seam")
+
+
+def forget_code_cache() -> None:
+    """Empty pydevd's module-level per-code cache (it outlives PyDB instances).
+
+    pydevd validates an entry only against py_db.mtime, which a new PyDB starts counting
+    again: after stop() and listen() a stale entry could look current and hide a new
+    breakpoint. Emptying it also releases every code object it kept alive.
+    """
+    for module in monitoring_modules():
+        cache = getattr(module, "_code_to_func_code_info_cache", None)
+        if isinstance(cache, dict):
+            cache.clear()
+
+
+def send_output(py_db, text: str) -> None:
+    """An `output` event with `text`, sent by pydevd on its writer (what a logpoint hit sends)."""
+    writer = getattr(py_db, "writer", None)
+    if writer is not None:
+        writer.add_command(py_db.cmd_factory.make_io_message(text, "1"))

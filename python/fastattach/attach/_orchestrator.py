@@ -259,6 +259,14 @@ class _Session:
         return False
 
     def close(self) -> None:
+        if self.uid is not None and self._loader_fd is not None:
+            # Take ``w`` back first: its user could otherwise keep adding entries while we
+            # remove them, and the tree would stay behind.
+            try:
+                os.fchown(self._loader_fd, os.geteuid(), -1)
+                os.fchmod(self._loader_fd, 0o700)
+            except OSError:
+                pass
         for fd in (self._loader_fd, self._directory_fd):
             if fd is not None:
                 os.close(fd)

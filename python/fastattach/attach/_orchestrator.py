@@ -295,7 +295,8 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
     ``loader``: run this file
     instead of the packaged safe_attach_loader.py (also PTVS_SAFE_ATTACH_LOADER_OVERRIDE).
     ``method``: "auto" (mailbox or PEP 768 first, ptrace if the main thread does not pick it
-    up), "mailbox" (never ptrace), or "ptrace" (inject at once). ``report``, if given, is
+    up), "mailbox" or "pep768" (the safe-point delivery of the target's version only, never
+    ptrace; "pep768" insists on a 3.14+ target), or "ptrace" (inject at once). ``report``, if given, is
     filled with how it went: "method", and seconds until the loader started ("loader_started_s")
     and until it reported the port ("listening_s"). Raises AttachError.
     """
@@ -305,8 +306,8 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
     loader = os.path.abspath(loader or default_loader_path())
     if not os.path.isfile(loader):
         raise AttachError("loader_missing", f"loader file not found: {loader}")
-    if method not in ("auto", "mailbox", "ptrace"):
-        raise ValueError(f"method must be 'auto', 'mailbox' or 'ptrace', not {method!r}")
+    if method not in ("auto", "mailbox", "pep768", "ptrace"):
+        raise ValueError(f"method must be 'auto', 'mailbox', 'pep768' or 'ptrace', not {method!r}")
     _runtime.check_process(pid)
     state = process_state(pid)
     if state.startswith(("T", "t")):
@@ -357,6 +358,10 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
     main_thread = _injector.thread_syscall(pid, pid)
     queued = False
     pep768_plan = None
+    if method == "pep768" and runtime.version[:2] < (3, 14):
+        raise AttachError("unsupported", f"PID {pid} runs Python {runtime.version_text}, which has no PEP 768 "
+                                         f"(3.14+); use method 'auto' or 'mailbox'")
+    safe_point_only = method in ("mailbox", "pep768")
     if runtime.version[:2] >= (3, 14):
         # Honour remote-debug-disabled for every way in, ptrace included: the owner of the
         # process said no remote debugging. This raises AttachError("remote_debug_disabled").
@@ -365,7 +370,7 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
     # A main thread that /proc shows blocked in a syscall will not run a queued call soon;
     # go straight to ptrace rather than spend the grace period waiting. (If it wakes up
     # meanwhile, the injector still only borrows it at a safe point.)
-    if method == "mailbox" or (method == "auto" and main_thread == "running"):
+    if safe_point_only or (method == "auto" and main_thread == "running"):
         code = main_thread_bootstrap(loader, session.settings)
         if runtime.version[:2] >= (3, 14):
             pep768_plan = _post_pep768(runtime, session, code)
@@ -375,21 +380,24 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
                 _mailbox.post(runtime, file_bootstrap(session.write_private("b", code)))
                 queued = True
             except AttachError as exc:
-                if method == "mailbox" or exc.reason in ("permission", "no_such_process"):
+                if safe_point_only or exc.reason in ("permission", "no_such_process"):
                     raise
-        elif method == "mailbox":
+        elif safe_point_only:
             raise AttachError("unsupported", f"no pending-call layout for Python {runtime.version_text}; "
                                              f"use the ptrace method")
         if queued:
             # A main thread blocked in native code will not pick it up; don't wait long for it.
-            grace = deadline if method == "mailbox" else min(deadline, time.monotonic() + MAILBOX_GRACE)
+            grace = deadline if safe_point_only else min(deadline, time.monotonic() + MAILBOX_GRACE)
+            safe_point_method = "pep768" if runtime.version[:2] >= (3, 14) else "mailbox"
             if _wait(session.started, grace):
-                return "pep768" if runtime.version[:2] >= (3, 14) else "mailbox"
+                return safe_point_method
             if pep768_plan is not None:
                 # Withdraw it before the files go: a request taken later would make the target
                 # print "Can't open debugger script" for the bootstrap we are about to delete.
                 _pep768.retract(pid, pep768_plan)
-            if method == "mailbox":
+            if session.started():
+                return safe_point_method  # taken at the last moment: the loader runs after all
+            if safe_point_only:
                 raise AttachError("no_safe_point", f"the main thread of PID {pid} never reached a safe point in "
                                                    f"time (it is in {main_thread}); the queued request is void and "
                                                    f"does nothing when the main thread returns to Python code")

@@ -82,12 +82,12 @@ def test_root_attaches_to_another_users_process(service_user, shared_dir, cleanu
 
 RACER = r"""
 import glob, os, sys
-victim, stop = sys.argv[1], sys.argv[2]
+victim, stop, temp = sys.argv[1], sys.argv[2], sys.argv[3]
 names = ("s", "s.tmp", "s.claimed", "port", "port.error", "b", "b.tmp", "bootstrap.py", "bootstrap.py.tmp", "w")
 count = 0
 print("racing", flush=True)
 while not os.path.exists(stop):
-    for directory in glob.glob("/tmp/fa-*") + glob.glob("/tmp/fa-*/w"):
+    for directory in glob.glob(os.path.join(temp, "fa-*")) + glob.glob(os.path.join(temp, "fa-*", "w")):
         if "fa-test-" in directory:
             continue
         for name in names:
@@ -122,7 +122,7 @@ def test_a_racing_service_user_cannot_make_root_touch_other_files(service_user, 
     cleanup.append(target)
     stop = os.path.join(shared_dir, "stop-racing")
     directories_before = _attach_directories()
-    racer = subprocess.Popen([*_as_user(uid, gid), sys.executable, "-c", RACER, str(victim), stop],
+    racer = subprocess.Popen([*_as_user(uid, gid), sys.executable, "-c", RACER, str(victim), stop, tempfile.gettempdir()],
                              stdout=subprocess.PIPE, text=True)
     try:
         assert racer.stdout.readline().strip() == "racing"

@@ -7,7 +7,6 @@ interrupted syscall resumes, that registers (vector ones included) come back int
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -18,24 +17,12 @@ import pytest
 
 from fastattach.attach import AttachError, attach
 from fastattach.attach import _injector
-from targets.attach_harness import LINUX_X86_64_ONLY, PROBE_LOADER, STATES, cleanup, start_program, start_state  # noqa: F401 (cleanup is a fixture)
+from targets.attach_harness import LINUX_X86_64_ONLY, PROBE_LOADER, STATES, assert_port_answers, cleanup, probe_records, start_program, start_state  # noqa: F401 (cleanup is a fixture)
 
 pytestmark = LINUX_X86_64_ONLY
 
 # How a main thread that runs bytecode gets the loader, with no ptrace stop.
 SAFE_POINT_METHOD = "pep768" if sys.version_info >= (3, 14) else "mailbox"
-
-
-def probe_records(path) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f]
-
-
-def assert_port_answers(port: int) -> None:
-    with socket.create_connection(("127.0.0.1", port), timeout=5):
-        pass
 
 
 @pytest.mark.parametrize("state", STATES)

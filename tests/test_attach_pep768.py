@@ -9,7 +9,6 @@ memory itself, so one version attaches to the other as well as to its own.
 
 from __future__ import annotations
 
-import os
 import struct
 import sys
 import threading
@@ -18,8 +17,7 @@ import time
 import pytest
 
 from fastattach.attach import AttachError, _pep768, _runtime, attach
-from targets.attach_harness import LINUX_X86_64_ONLY, PROBE_LOADER, Target, cleanup, other_python, start_program, start_state  # noqa: F401 (cleanup is a fixture)
-from test_attach_delivery import probe_records, assert_port_answers
+from targets.attach_harness import ATTACH_TARGET, LINUX_X86_64_ONLY, PROBE_LOADER, Target, assert_port_answers, cleanup, other_python, probe_records, start_program, start_state  # noqa: F401 (cleanup is a fixture)
 
 pytestmark = LINUX_X86_64_ONLY
 
@@ -142,7 +140,7 @@ def test_remote_debug_disabled_is_refused_clearly(python, how, state, cleanup, t
     else:
         command = [python, "-u"]
         env["PYTHON_DISABLE_REMOTE_DEBUG"] = "1"
-    target = Target([*command, str(PROBE_LOADER.parent / "attach_target.py"), state, "300"], env=env)
+    target = Target([*command, str(ATTACH_TARGET), state, "300"], env=env)
     cleanup.append(target)
     # WHEN we attach, THEN it is refused before anything reaches the target, by any way in,
     # and the message spells the setting the way CPython accepts it
@@ -160,7 +158,7 @@ def test_the_underscore_spelling_disables_nothing(python, cleanup, tmp_path):
     # GIVEN a target started with "-X disable_remote_debug", which CPython only stores in
     # sys._xoptions (docs/sys-monitoring-versions.md): remote debugging stays on
     out = tmp_path / "probe.jsonl"
-    target = Target([python, "-X", "disable_remote_debug", "-u", str(PROBE_LOADER.parent / "attach_target.py"),
+    target = Target([python, "-X", "disable_remote_debug", "-u", str(ATTACH_TARGET),
                      "busy", "300"], env={"ATTACH_PROBE_OUT": str(out)})
     cleanup.append(target)
     # WHEN we attach, THEN it works: our refusal follows what CPython does, not the spelling

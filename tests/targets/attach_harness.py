@@ -117,6 +117,21 @@ class Target:
                     pass
 
 
+def probe_records(path) -> list[dict]:
+    """What attach_probe_loader.py recorded, one dict per run of it in the target."""
+    import json
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def assert_port_answers(port: int) -> None:
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+
+
 def other_python() -> tuple[str, str] | None:
     """(version, interpreter) of a Python other than this one that runs here, with
     fastattach installed: the host has .venv/3.12 and .venv/3.13, the sid chroot .venv/3.14

@@ -152,3 +152,20 @@ def test_a_racing_service_user_cannot_make_root_touch_other_files(service_user, 
 
 def _attach_directories() -> set[str]:
     return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("fa-") and "fa-test-" not in name}
+
+
+def test_an_unreachable_tmpdir_is_not_used_for_another_users_process(service_user, shared_dir, cleanup, tmp_path,
+                                                                     monkeypatch):
+    # GIVEN root's TMPDIR in a directory only root may enter, and a target of another user
+    uid, gid = service_user
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    monkeypatch.setenv("TMPDIR", str(private))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    target = Target([*_as_user(uid, gid), sys.executable, "-u", str(ATTACH_TARGET), "busy", "300"],
+                    env={"ATTACH_CONTROL_DIR": shared_dir}, cwd=shared_dir)
+    cleanup.append(target)
+    # WHEN root attaches, THEN the attach works from a directory the target can reach
+    host, port = attach(target.pid, timeout=20)
+    assert debug_session(host, port, Controller(target, "busy", shared_dir)).endswith(f"-{target.pid}")
+    assert list(private.iterdir()) == []

@@ -172,7 +172,8 @@ class _Session:
     def __init__(self, pid: int):
         uid = target_uid(pid)
         self.uid = uid if uid is not None and uid != os.geteuid() else None
-        self.directory = tempfile.mkdtemp(prefix="fa-")  # short: the path travels in the bootstrap code
+        # Short: the path travels in the bootstrap code.
+        self.directory = tempfile.mkdtemp(prefix="fa-", dir=_temporary_root(self.uid))
         self._directory_fd = self._loader_fd = None
         try:
             self._directory_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
@@ -272,6 +273,33 @@ class _Session:
                 os.close(fd)
         self._loader_fd = self._directory_fd = None
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _temporary_root(other_uid: int | None) -> str:
+    """Where to make the attach's directory: the usual temporary directory, unless the loader
+    runs as another user who could not reach it (root's TMPDIR may be under /root)."""
+    usual = tempfile.gettempdir()
+    if other_uid is None or _searchable_by_everyone(usual):
+        return usual
+    if _searchable_by_everyone("/tmp"):
+        return "/tmp"
+    raise AttachError("permission", f"the target runs as uid {other_uid}, which cannot reach {usual} or /tmp "
+                                    f"(a directory on the way is not searchable by others); set TMPDIR to a "
+                                    f"directory every user can traverse and attach again")
+
+
+def _searchable_by_everyone(path: str) -> bool:
+    path = os.path.realpath(path)
+    while True:
+        try:
+            if not os.stat(path).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
 
 
 def _wait(predicate, deadline: float) -> bool:

@@ -201,3 +201,21 @@ def test_script_runs_on_a_chosen_thread(python, cleanup, tmp_path):
     assert plan.thread_state != _pep768.plan(lambda a, n: _runtime.read_memory(target.pid, a, n),
                                              runtime.runtime_address, "/x", target.pid).thread_state
     target.assert_healthy()
+
+
+@PYTHONS
+def test_a_request_taken_without_the_loader_starting_is_reported_as_such(python, cleanup, tmp_path):
+    # GIVEN a busy 3.14+ target, and a loader that runs but never starts (claims nothing):
+    # what the target does when it cannot read what it is given, where the PEP 768 write
+    # itself succeeds and only the target's stderr tells
+    target = start_state("busy", python)
+    cleanup.append(target)
+    idle_loader = tmp_path / "idle_loader.py"
+    idle_loader.write_text("pass\n")
+    # WHEN a PEP 768-only attach gives up on it
+    with pytest.raises(AttachError) as caught:
+        attach(target.pid, loader=str(idle_loader), method="pep768", timeout=3)
+    # THEN it says the request was taken and the loader did not start, not "no safe point"
+    assert caught.value.reason == "loader_failed"
+    assert str(caught.value).startswith(f"PID {target.pid} took the PEP 768 request but did not start the loader")
+    target.assert_healthy()

@@ -419,12 +419,17 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
             safe_point_method = "pep768" if runtime.version[:2] >= (3, 14) else "mailbox"
             if _wait(session.started, grace):
                 return safe_point_method
+            taken_unstarted = pep768_plan is not None and _pep768.taken(pid, pep768_plan)
             if pep768_plan is not None:
                 # Withdraw it before the files go: a request taken later would make the target
                 # print "Can't open debugger script" for the bootstrap we are about to delete.
                 _pep768.retract(pid, pep768_plan)
             if session.started():
                 return safe_point_method  # taken at the last moment: the loader runs after all
+            if taken_unstarted and safe_point_only:
+                raise AttachError("loader_failed", f"PID {pid} took the PEP 768 request but did not start the "
+                                                   f"loader {loader}: the target could not run it (its stderr "
+                                                   f"says why, e.g. a file it cannot read)")
             if safe_point_only:
                 raise AttachError("no_safe_point", f"the main thread of PID {pid} never reached a safe point in "
                                                    f"time (it is in {main_thread}); the queued request is void and "

@@ -3,7 +3,7 @@ that user, who controls the target and can race the attach, can never make root 
 chown or follow anything outside the attach's own files (issue 12 item 7).
 
 These need root (to make a throwaway user and attach to its process) and an interpreter that
-the user may run: pyenv's under /root is not (the host), Debian's in the sid chroot is.
+the user may run: one installed in root's home is not, Debian's in the sid chroot is.
 """
 
 from __future__ import annotations

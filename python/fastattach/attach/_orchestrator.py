@@ -277,7 +277,7 @@ class _Session:
 
 def _temporary_root(other_uid: int | None) -> str:
     """Where to make the attach's directory: the usual temporary directory, unless the loader
-    runs as another user who could not reach it (root's TMPDIR may be under /root)."""
+    runs as another user who could not reach it (root's TMPDIR may be in its home)."""
     usual = tempfile.gettempdir()
     if other_uid is None or _searchable_by_everyone(usual):
         return usual

@@ -7,8 +7,11 @@ sys.monitoring tool or event is left (the overhead is back to none).
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from targets.attach_harness import (  # noqa: F401 (cleanup is a fixture)
@@ -18,6 +21,7 @@ from targets.attach_harness import (  # noqa: F401 (cleanup is a fixture)
     STATES,
     cleanup,
     debug_session,
+    other_python,
     start_controlled,
     start_program,
     start_state,
@@ -158,19 +162,81 @@ def test_wait_for_client_with_a_blocked_main_thread_breaks_when_it_returns(clean
     target.assert_healthy()
 
 
+def _other_python_or_skip() -> tuple[str, str]:
+    found = other_python()
+    if found is None:
+        pytest.skip(f"no Python other than {sys.version_info[0]}.{sys.version_info[1]} with fastattach runs here "
+                    f"(.venv/<version> made by scripts/bootstrap.sh)")
+    return found
+
+
 def test_attach_across_python_versions(cleanup, tmp_path):
-    # GIVEN a target running the other supported Python (3.12 <-> 3.13)
-    other = "3.13" if sys.version_info[:2] == (3, 12) else "3.12"
-    python = REPO / ".venv" / other / "bin" / "python"
-    if not python.exists():
-        pytest.skip(f"no Python {other} environment at {python}")
-    target, controller = start_controlled("sleep", tmp_path, python=str(python))
+    # GIVEN a target running another Python of this environment (3.12 <-> 3.13 on the host,
+    # 3.14 <-> 3.15 in the sid chroot)
+    _version, python = _other_python_or_skip()
+    target, controller = start_controlled("sleep", tmp_path, python=python)
     cleanup.append(target)
     # WHEN this Python attaches to it
     host, port = attach(target.pid, timeout=20)
     # THEN the session works: the layout comes from the target, not from us
     assert debug_session(host, port, controller).endswith(f"-{target.pid}")
     assert controller.stop_and_probe() == NOTHING_LEFT
+
+
+def test_cli_pid_across_python_versions(cleanup, tmp_path):
+    # GIVEN a busy target on another Python, with fastattach installed for it
+    _version, python = _other_python_or_skip()
+    target, controller = start_controlled("busy", tmp_path, python=python)
+    cleanup.append(target)
+    # WHEN this Python's CLI attaches to it
+    result = subprocess.run([sys.executable, "-m", "fastattach", "--listen", "127.0.0.1:0", "--pid", str(target.pid)],
+                            capture_output=True, text=True, timeout=60)
+    # THEN it reports the address, and a session works there
+    assert result.returncode == 0, result.stderr
+    port = int(result.stdout.split("127.0.0.1:")[1].split()[0])
+    assert debug_session("127.0.0.1", port, controller).endswith(f"-{target.pid}")
+
+
+def _site_packages(python: str) -> str:
+    return subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   text=True).strip()
+
+
+def test_cli_pid_to_a_python_without_fastattach_fails_before_reporting_success(cleanup, tmp_path):
+    # GIVEN a target on another Python that can import debugpy but no fastattach of its own
+    # (-S: its site-packages without the .pth that makes the editable install importable)
+    version, python = _other_python_or_skip()
+    target = start_state("busy", python, python_args=("-S",), env={"PYTHONPATH": _site_packages(python)})
+    cleanup.append(target)
+    # WHEN this Python's CLI attaches to it
+    result = subprocess.run([sys.executable, "-m", "fastattach", "--listen", "127.0.0.1:0", "--pid", str(target.pid)],
+                            capture_output=True, text=True, timeout=60)
+    # THEN it fails without printing success, saying which Python runs there and what to install
+    assert result.returncode == 1 and result.stdout == "", result.stdout
+    assert f"PID {target.pid} runs Python {version}." in result.stderr
+    assert f"{python} -m pip install fastattach" in result.stderr
+    target.assert_healthy()
+
+
+def test_attach_loads_the_fastattach_built_for_the_targets_python(cleanup, tmp_path):
+    # GIVEN a target on another Python whose own fastattach is a copy of the package with that
+    # Python's C extension, while the attaching package has no build for that Python
+    _version, python = _other_python_or_skip()
+    site = _site_packages(python)
+    own = tmp_path / "own"
+    shutil.copytree(REPO / "python" / "fastattach", own / "fastattach",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    for built in (Path(site) / "fastattach").glob("*.so"):
+        shutil.copy2(built, own / "fastattach" / built.name)
+    target, controller = start_controlled("sleep", tmp_path / "control", python=python, python_args=("-S",),
+                                          env={"PYTHONPATH": f"{own}{os.pathsep}{site}"})
+    cleanup.append(target)
+    log = tmp_path / "loader.log"
+    # WHEN we attach
+    host, port = attach(target.pid, timeout=20, log_file=str(log))
+    # THEN the target's own fastattach was loaded, and a session works with it
+    assert f"using this process's own fastattach ({own / 'fastattach'})" in log.read_text()
+    assert debug_session(host, port, controller).endswith(f"-{target.pid}")
 
 
 def test_cli_pid_with_log_dir_writes_the_loader_log(cleanup, tmp_path):
@@ -220,3 +286,39 @@ def test_secret_reaches_the_target(cleanup, tmp_path):
     # and with it, a full session works
     assert debug_session(host, port, controller, secret="attach-secret-42").endswith(f"-{target.pid}")
     target.assert_healthy()
+
+
+@pytest.mark.parametrize("first_secret, second, why", [
+    (None, {"secret": "late-secret"}, "a secret was asked for"),
+    (None, {"address": ("0.0.0.0", 0), "secret": "late-secret"}, "host 0.0.0.0 was asked for"),
+    ("first-secret", {}, "no secret was given"),
+    ("first-secret", {"secret": "other-secret"}, "another secret was given"),
+], ids=["secret-added", "other-host", "secret-dropped", "secret-changed"])
+def test_attach_while_listening_with_other_settings_is_refused(first_secret, second, why, cleanup, tmp_path):
+    # GIVEN a target already listening from an earlier attach
+    target, _controller = start_controlled("busy", tmp_path)
+    cleanup.append(target)
+    first_host, first_port = attach(target.pid, secret=first_secret, timeout=20)
+    # WHEN a second attach asks for other settings
+    with pytest.raises(AttachError) as caught:
+        attach(target.pid, second.get("address", ("127.0.0.1", 0)), secret=second.get("secret"), timeout=20)
+    # THEN it is refused, saying what listens and how to change it; the first listener stays
+    assert caught.value.reason == "already_listening"
+    described = "with a secret" if first_secret else "without a secret"
+    assert str(caught.value).startswith(f"PID {target.pid} is already listening on {first_host}:{first_port} "
+                                        f"{described}, and {why}. To change it, stop that listener first")
+    assert attach(target.pid, secret=first_secret, timeout=20) == (first_host, first_port)
+    target.assert_healthy()
+
+
+def test_cli_pid_with_a_secret_on_a_process_listening_without_one_fails(cleanup, tmp_path):
+    # GIVEN a target listening without a secret
+    target, _controller = start_controlled("sleep", tmp_path)
+    cleanup.append(target)
+    host, port = attach(target.pid, timeout=20)
+    # WHEN the CLI asks for a secret there
+    result = subprocess.run([sys.executable, "-m", "fastattach", "--listen", "127.0.0.1:0", "--secret", "s3cret",
+                             "--pid", str(target.pid)], capture_output=True, text=True, timeout=60)
+    # THEN it reports no success and says what is listening
+    assert result.returncode == 1 and result.stdout == ""
+    assert f"already listening on {host}:{port} without a secret, and a secret was asked for" in result.stderr

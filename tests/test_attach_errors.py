@@ -248,3 +248,22 @@ def test_target_exiting_during_the_attach():
                 proc.kill()
             proc.wait(10)
             proc.stdout.close()
+
+
+def test_pep768_method_on_a_python_without_it_is_refused(cleanup):
+    # GIVEN a target older than 3.14 (this Python, or the other one of this environment)
+    from targets.attach_harness import other_python
+    candidates = [sys.executable] if sys.version_info < (3, 14) else []
+    other = other_python()
+    if other is not None and tuple(map(int, other[0].split("."))) < (3, 14):
+        candidates.append(other[1])
+    if not candidates:
+        pytest.skip("no Python older than 3.14 runs here (the sid chroot has only 3.14 and 3.15)")
+    target = start_state("busy", candidates[0])
+    cleanup.append(target)
+    # WHEN we insist on PEP 768, THEN it says why not and what to use instead
+    with pytest.raises(AttachError) as caught:
+        attach(target.pid, loader=str(PROBE_LOADER), method="pep768", timeout=10)
+    assert caught.value.reason == "unsupported"
+    assert "which has no PEP 768 (3.14+); use method 'auto' or 'mailbox'" in str(caught.value)
+    target.assert_healthy()

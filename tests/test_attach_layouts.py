@@ -1,5 +1,6 @@
 """The parts of attach that read layouts: offset tables, ELF symbols, the mailbox ring, the
-PEP 768 debug offsets (on memory images, since no 3.14 runs here), the bootstrap code."""
+PEP 768 debug offsets (against this Python's own headers and on memory images of every layout
+we know), the bootstrap code."""
 
 from __future__ import annotations
 
@@ -21,18 +22,79 @@ from fastattach.attach._orchestrator import bootstrap_code
 
 # -- offset tables ------------------------------------------------------------------
 
-def test_pending_call_table_matches_this_pythons_headers(tmp_path):
-    # The table must equal offsetof() compiled against the running interpreter's own headers.
+def test_delivery_layout_matches_this_pythons_headers(tmp_path):
+    # The table the safe-point delivery of this Python uses must equal what its own headers
+    # say: the pending-call offsets on 3.12/3.13, _Py_DebugOffsets (PEP 768) on 3.14+.
+    if sys.version_info >= (3, 14):
+        _check_debug_offsets_against_headers(tmp_path)
+    else:
+        _check_pending_call_table_against_headers(tmp_path)
+
+
+def _compile_and_run(tmp_path, source_text: str, *extra_flags: str) -> dict[str, int]:
     source = tmp_path / "offsets.c"
-    source.write_text(_offsets.GENERATOR_SOURCES[sys.version_info[:2]])
+    source.write_text(source_text)
     binary = tmp_path / "offsets"
     include = sysconfig.get_paths()["include"]
-    built = subprocess.run(["cc", f"-I{include}", "-o", str(binary), str(source)], capture_output=True, text=True)
+    built = subprocess.run(["cc", f"-I{include}", *extra_flags, "-o", str(binary), str(source)],
+                           capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
     values = dict(line.split() for line in subprocess.check_output([str(binary)], text=True).splitlines())
-    values = {name: int(value) for name, value in values.items()}
+    return {name: int(value) for name, value in values.items()}
+
+
+def _check_pending_call_table_against_headers(tmp_path):
+    values = _compile_and_run(tmp_path, _offsets.GENERATOR_SOURCES[sys.version_info[:2]])
     assert values.pop("version_hex") == sys.hexversion
     assert _offsets.PENDING_CALL_LAYOUTS[sys.hexversion] == values
+
+
+def _check_debug_offsets_against_headers(tmp_path):
+    # The interpreter's own _Py_DebugOffsets_INIT, compiled against its own
+    # internal/pycore_debug_offsets.h, gives where each field sits in the struct and what
+    # value it holds; our per-version table and our parse of the live _PyRuntime must agree.
+    layout = _pep768.LAYOUTS[sys.version_info[:2]]
+    lines = []
+    for block, fields in layout:
+        for field in fields:
+            member = field if block == "header" else f"{block}.{field}"  # the header's fields are not nested
+            lines.append(f'    printf("at.{block}.{field} %zu\\n", offsetof(_Py_DebugOffsets, {member}));')
+            if block != "header":
+                lines.append(f'    printf("value.{block}.{field} %llu\\n", '
+                             f'(unsigned long long)offsets.{block}.{field});')
+    source = ("#include <Python.h>\n#include <stddef.h>\n#include <stdio.h>\n"
+              '#include "internal/pycore_runtime.h"\n#include "internal/pycore_interp.h"\n'
+              '#include "internal/pycore_debug_offsets.h"\n'
+              "static const _Py_DebugOffsets offsets = _Py_DebugOffsets_INIT(\"xdebugpy\");\n"
+              "int main(void) {\n" + "\n".join(lines) +
+              '\n    printf("sizeof %zu\\n", sizeof(_Py_DebugOffsets));\n    return 0;\n}\n')
+    values = _compile_and_run(tmp_path, source, "-DPy_BUILD_CORE")
+    # Where every field sits: our table, block by block
+    for block, fields in layout:
+        for field in fields:
+            assert values[f"at.{block}.{field}"] == (_pep768.block_offset(block, layout)
+                                                     + _pep768.field_index(block, field, layout)), (block, field)
+    assert values["sizeof"] == sum(8 * len(fields) for _, fields in layout)
+    # What we read from this very process's _PyRuntime is what the header put there
+    runtime = _runtime.locate(os.getpid())
+    parsed = _pep768.parse_debug_offsets(_runtime.read_memory(os.getpid(), runtime.runtime_address, 4096))
+    expected = {
+        "version": sys.hexversion,
+        "finalizing": values["value.runtime_state.finalizing"],
+        "interpreters_head": values["value.runtime_state.interpreters_head"],
+        "threads_head": values["value.interpreter_state.threads_head"],
+        "threads_main": values["value.interpreter_state.threads_main"],
+        "tstate_size": values["value.thread_state.size"],
+        "tstate_next": values["value.thread_state.next"],
+        "tstate_native_thread_id": values["value.thread_state.native_thread_id"],
+        "eval_breaker": values["value.debugger_support.eval_breaker"],
+        "remote_debugger_support": values["value.debugger_support.remote_debugger_support"],
+        "remote_debugging_enabled": values["value.debugger_support.remote_debugging_enabled"],
+        "debugger_pending_call": values["value.debugger_support.debugger_pending_call"],
+        "debugger_script_path": values["value.debugger_support.debugger_script_path"],
+        "debugger_script_path_size": values["value.debugger_support.debugger_script_path_size"],
+    }
+    assert {name: getattr(parsed, name) for name in expected} == expected
 
 
 # -- ELF and runtime location -----------------------------------------------------------
@@ -110,6 +172,8 @@ def test_parse_address(address, expected):
 
 
 # -- PEP 768 on memory images --------------------------------------------------------------
+# The same images for every _Py_DebugOffsets layout we know, whichever Python runs the tests:
+# the orchestrator may be any version, the target is the one that matters.
 
 RUNTIME = 0x10000
 INTERP = 0x20000
@@ -118,7 +182,11 @@ OTHER_TSTATE = 0x38000
 ENABLED_OFFSET = 0x1200
 EVAL_BREAKER, REMOTE_SUPPORT = 0x18, 0x800
 TSTATE_SIZE = 0xC00
+NATIVE_TID_OFFSET = 0xA0
 NATIVE_TID_MAIN, NATIVE_TID_OTHER = 4242, 4243
+TASKS = {NATIVE_TID_MAIN, NATIVE_TID_OTHER}
+VERSIONS = {(3, 14): 0x030E0AF0, (3, 15): 0x030F02F0}
+LAYOUT_VERSIONS = pytest.mark.parametrize("version", sorted(VERSIONS.values()), ids=["3.14", "3.15"])
 
 
 class Image:
@@ -135,23 +203,27 @@ class Image:
         return bytes(self.memory.get(address + i, 0) for i in range(size))
 
 
-def debug_offsets(version=0x030E00F0, extra_interp_fields=0) -> bytes:
-    """A 3.14 _Py_DebugOffsets; ``extra_interp_fields`` shifts everything after
-    interpreter_state, as a later version adding fields would."""
+def debug_offsets(version=VERSIONS[(3, 14)], extra_interp_fields=0, layout_version=None) -> bytes:
+    """A _Py_DebugOffsets in the layout of ``layout_version`` (default: ``version``'s);
+    ``extra_interp_fields`` shifts everything after interpreter_state, as a later version
+    adding fields would."""
+    layout = _pep768.layout_for(layout_version or (version >> 24, (version >> 16) & 0xFF))
+    values = {
+        "header": {"cookie": int.from_bytes(b"xdebugpy", "little"), "version": version},
+        "runtime_state": {"size": 0x5000, "finalizing": 0x3F0, "interpreters_head": 0x400},
+        "interpreter_state": {"size": 0x4000, "next": 8, "threads_head": 0x40, "threads_main": 0x48},
+        "thread_state": {"size": TSTATE_SIZE, "next": 8, "interp": 16, "current_frame": 0x30, "thread_id": 0x90,
+                         "native_thread_id": NATIVE_TID_OFFSET},
+        "debugger_support": {"eval_breaker": EVAL_BREAKER, "remote_debugger_support": REMOTE_SUPPORT,
+                             "remote_debugging_enabled": ENABLED_OFFSET, "debugger_script_path": 4,
+                             "debugger_script_path_size": 512},
+    }
     blocks = []
-    for name, count in _pep768.LAYOUT_314:
-        fields = [0] * count
-        if name == "header":
-            fields = [int.from_bytes(b"xdebugpy", "little"), version, 0]
-        elif name == "runtime_state":
-            fields = [0x5000, 0x3F0, 0x400]                    # size, finalizing, interpreters_head
-        elif name == "interpreter_state":
-            fields = [0x4000, 0, 8, 0x40, 0x48] + [0] * (count - 5) + [0] * extra_interp_fields
-        elif name == "thread_state":
-            fields = [TSTATE_SIZE, 0, 8, 16, 0x30, 0x90, 0xA0, 0, 0]  # native_thread_id at +48 -> 0xA0
-        elif name == "debugger_support":
-            fields = [EVAL_BREAKER, REMOTE_SUPPORT, ENABLED_OFFSET, 0, 4, 512]
-        blocks.append(struct.pack(f"<{len(fields)}Q", *fields))
+    for name, fields in layout:
+        words = [values.get(name, {}).get(field, 0) for field in fields]
+        if name == "interpreter_state":
+            words += [0] * extra_interp_fields
+        blocks.append(struct.pack(f"<{len(words)}Q", *words))
     return b"".join(blocks)
 
 
@@ -163,16 +235,18 @@ def target_image(enabled=1, **kwargs) -> Image:
     image.put(INTERP + 0x48, struct.pack("<Q", MAIN_TSTATE))             # threads_main
     image.put(INTERP + ENABLED_OFFSET, struct.pack("<i", enabled))
     image.put(MAIN_TSTATE + 8, struct.pack("<Q", OTHER_TSTATE))          # next
-    image.put(MAIN_TSTATE + 0xA0, struct.pack("<Q", NATIVE_TID_MAIN))
-    image.put(OTHER_TSTATE + 0xA0, struct.pack("<Q", NATIVE_TID_OTHER))
+    for tstate, native_tid in ((MAIN_TSTATE, NATIVE_TID_MAIN), (OTHER_TSTATE, NATIVE_TID_OTHER)):
+        image.put(tstate + NATIVE_TID_OFFSET, struct.pack("<Q", native_tid))
+        image.put(tstate + 0x30, struct.pack("<Q", 0x7F0000001000))     # a frame pointer, as current_frame
     # Instrumentation version in the high bits plus GIL_DROP: both must survive our OR.
     image.put(MAIN_TSTATE + EVAL_BREAKER, struct.pack("<Q", (7 << 8) | 1))
     image.put(OTHER_TSTATE + EVAL_BREAKER, struct.pack("<Q", 0))
     return image
 
 
-def test_pep768_plan_writes_what_sys_remote_exec_writes():
-    image = target_image()
+@LAYOUT_VERSIONS
+def test_pep768_plan_writes_what_sys_remote_exec_writes(version):
+    image = target_image(version=version)
     plan = _pep768.plan(image.read, RUNTIME, "/tmp/fa/bootstrap.py", pid=99)
     assert plan.writes() == [
         (MAIN_TSTATE + REMOTE_SUPPORT + 4, b"/tmp/fa/bootstrap.py\0"),
@@ -181,37 +255,67 @@ def test_pep768_plan_writes_what_sys_remote_exec_writes():
     ]
 
 
-def test_pep768_plan_for_a_chosen_thread():
-    plan = _pep768.plan(target_image().read, RUNTIME, "/b.py", pid=99, tid=NATIVE_TID_OTHER)
+@LAYOUT_VERSIONS
+def test_pep768_plan_for_a_chosen_thread(version):
+    plan = _pep768.plan(target_image(version=version).read, RUNTIME, "/b.py", pid=99, tid=NATIVE_TID_OTHER,
+                        tasks=lambda: TASKS)
     assert plan.thread_state == OTHER_TSTATE
     assert plan.eval_breaker_value == 1 << 5
-    with pytest.raises(AttachError, match="thread 1 of PID 99 has no Python thread state"):
-        _pep768.plan(target_image().read, RUNTIME, "/b.py", pid=99, tid=1)
+    with pytest.raises(AttachError, match=r"thread 1 of PID 99 has no Python thread state \(its Python threads: "
+                                          r"4242, 4243\)"):
+        _pep768.plan(target_image(version=version).read, RUNTIME, "/b.py", pid=99, tid=1, tasks=lambda: TASKS)
 
 
-def test_pep768_honours_remote_debug_disabled():
+def test_pep768_a_wrong_layout_is_caught_by_the_thread_ids_it_reads():
+    # GIVEN a 3.15 target read with 3.14's layout (what the parser did before 3.15 was named:
+    # native_thread_id read from 3.14's word 6, which on 3.15 is last_profiled_frame)
+    raw = bytearray(debug_offsets(version=VERSIONS[(3, 15)], layout_version=(3, 14)))
+    image = target_image(version=VERSIONS[(3, 15)])
+    image.put(RUNTIME, bytes(raw))
+    for tstate in (MAIN_TSTATE, OTHER_TSTATE):
+        image.put(tstate + NATIVE_TID_OFFSET, struct.pack("<Q", 0))
+    # WHEN a thread is chosen, THEN it says the layout is not understood, not that the thread has no state
     with pytest.raises(AttachError) as caught:
-        _pep768.plan(target_image(enabled=0).read, RUNTIME, "/b.py", pid=99)
+        _pep768.plan(image.read, RUNTIME, "/b.py", pid=99, tid=NATIVE_TID_OTHER, tasks=lambda: TASKS)
+    assert caught.value.reason == "unsupported"
+    assert "cannot choose a thread in PID 99 (Python 3.15.2)" in str(caught.value)
+    assert "attach without choosing a thread" in str(caught.value)
+
+
+@LAYOUT_VERSIONS
+def test_pep768_honours_remote_debug_disabled(version):
+    with pytest.raises(AttachError) as caught:
+        _pep768.plan(target_image(enabled=0, version=version).read, RUNTIME, "/b.py", pid=99)
     assert caught.value.reason == "remote_debug_disabled"
-    assert str(caught.value).startswith("remote debugging is disabled in PID 99 (PYTHON_DISABLE_REMOTE_DEBUG=1, "
-                                        "-X disable_remote_debug, or a --without-remote-debug build)")
+    # The spelling CPython accepts: "-X disable_remote_debug" is silently ignored by it
+    assert str(caught.value).startswith("remote debugging is disabled in PID 99 (it was started with "
+                                        "-X disable-remote-debug or with PYTHON_DISABLE_REMOTE_DEBUG set")
 
 
-def test_pep768_layout_found_by_signature_when_fields_are_added():
-    offsets = _pep768.parse_debug_offsets(debug_offsets(extra_interp_fields=3))
+@LAYOUT_VERSIONS
+def test_pep768_layout_found_by_signature_when_fields_are_added(version):
+    offsets = _pep768.parse_debug_offsets(debug_offsets(version=version, extra_interp_fields=3))
     assert (offsets.eval_breaker, offsets.remote_debugger_support, offsets.remote_debugging_enabled) == (
         EVAL_BREAKER, REMOTE_SUPPORT, ENABLED_OFFSET)
-    assert offsets.tstate_size == TSTATE_SIZE
+    assert (offsets.tstate_size, offsets.tstate_native_thread_id) == (TSTATE_SIZE, NATIVE_TID_OFFSET)
 
 
-def test_pep768_refuses_older_versions_and_unknown_layouts():
+def test_pep768_a_newer_version_uses_the_newest_layout_we_know():
+    offsets = _pep768.parse_debug_offsets(debug_offsets(version=0x031000F0, layout_version=(3, 15)))
+    assert offsets.tstate_native_thread_id == NATIVE_TID_OFFSET
+
+
+@LAYOUT_VERSIONS
+def test_pep768_refuses_older_versions_and_unknown_layouts(version):
     with pytest.raises(AttachError, match="the target is Python 3.13.0: the PEP 768 protocol needs 3.14 or later"):
-        _pep768.parse_debug_offsets(debug_offsets(version=0x030D00F0))
+        _pep768.parse_debug_offsets(debug_offsets(version=0x030D00F0, layout_version=(3, 14)))
     with pytest.raises(AttachError, match="no _Py_DebugOffsets"):
         _pep768.parse_debug_offsets(b"\x01\0\0\0" * 64)
-    broken = bytearray(debug_offsets())
-    support = _pep768.block_offset("debugger_support")
-    broken[support + 40:support + 48] = struct.pack("<Q", 256)  # script path size is not 512
+    broken = bytearray(debug_offsets(version=version))
+    layout = _pep768.layout_for((version >> 24, (version >> 16) & 0xFF))
+    size_at = (_pep768.block_offset("debugger_support", layout)
+               + _pep768.field_index("debugger_support", "debugger_script_path_size", layout))
+    broken[size_at:size_at + 8] = struct.pack("<Q", 256)  # script path size is not 512
     with pytest.raises(AttachError, match="layout not recognised"):
         _pep768.parse_debug_offsets(bytes(broken))
 
@@ -221,18 +325,54 @@ def test_pep768_path_too_long():
         _pep768.plan(target_image().read, RUNTIME, "/" + "x" * 599, pid=99)
 
 
-def test_pep768_on_this_interpreter_is_refused_clearly():
+def test_pep768_on_this_interpreter_plans_or_refuses_clearly():
     runtime = _runtime.locate(os.getpid())
     raw = _runtime.read_memory(os.getpid(), runtime.runtime_address, 4096)
-    with pytest.raises(AttachError) as caught:
-        _pep768.parse_debug_offsets(raw)
-    assert caught.value.reason == "unsupported"
-    expected = "PEP 768 protocol needs 3.14" if sys.version_info >= (3, 13) else "no _Py_DebugOffsets"
-    assert expected in str(caught.value)
+    if sys.version_info < (3, 14):
+        # 3.12 has no _Py_DebugOffsets, 3.13 has them but no PEP 768 buffer: refused, saying which
+        with pytest.raises(AttachError) as caught:
+            _pep768.parse_debug_offsets(raw)
+        assert caught.value.reason == "unsupported"
+        expected = "PEP 768 protocol needs 3.14" if sys.version_info >= (3, 13) else "no _Py_DebugOffsets"
+        assert expected in str(caught.value)
+        return
+    # 3.14+: our own runtime parses, and the plan aims at the right thread states: the main
+    # thread's by default, and another thread's chosen by its native id
+    import threading
+
+    get_tstate = ctypes.pythonapi.PyThreadState_Get
+    get_tstate.restype = ctypes.c_void_p
+    other_tstate, ready, done = [], threading.Event(), threading.Event()
+
+    def other_thread():
+        other_tstate.append(get_tstate())
+        ready.set()
+        done.wait(30)
+
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    try:
+        ready.wait(30)
+
+        def read(address, size):
+            return _runtime.read_memory(os.getpid(), address, size)
+
+        main_plan = _pep768.plan(read, runtime.runtime_address, "/b.py", pid=os.getpid())
+        assert threading.current_thread() is threading.main_thread()
+        assert main_plan.thread_state == get_tstate()
+        worker_plan = _pep768.plan(read, runtime.runtime_address, "/b.py", pid=os.getpid(), tid=worker.native_id)
+        assert worker_plan.thread_state == other_tstate[0]
+        offsets = _pep768.parse_debug_offsets(raw)
+        assert worker_plan.script_path_address == (other_tstate[0] + offsets.remote_debugger_support
+                                                   + offsets.debugger_script_path)
+    finally:
+        done.set()
+        worker.join(30)
 
 
-def test_pep768_retract_clears_only_the_pending_flag(monkeypatch):
-    plan = _pep768.plan(target_image().read, RUNTIME, "/b.py", pid=99)
+@LAYOUT_VERSIONS
+def test_pep768_retract_clears_only_the_pending_flag(monkeypatch, version):
+    plan = _pep768.plan(target_image(version=version).read, RUNTIME, "/b.py", pid=99)
     writes = []
     monkeypatch.setattr(_pep768, "write_memory", lambda pid, address, data: writes.append((pid, address, data)))
     _pep768.retract(99, plan)

@@ -142,32 +142,128 @@ def _prepared_sys_path():
     return entries
 
 
-def _import_debugger(log):
-    added = _prepared_sys_path()
+class _NotBuiltForThisPython(Exception):
+    """No fastattach with a C extension for this interpreter is importable here."""
+
+
+def _has_extension(fastattach):
+    """Whether ``fastattach._fasttrace`` can be found for this interpreter (find_spec only
+    matches this interpreter's own extension suffixes; nothing is loaded). A directory that
+    only holds built files (an editable install's site-packages/fastattach) imports as a
+    namespace package with no API: that is not a fastattach."""
+    import importlib.util
+
+    if not hasattr(fastattach, "listen"):
+        return False
+    try:
+        return importlib.util.find_spec("fastattach._fasttrace") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class _NoDebugpy(Exception):
+    """Neither debugpy nor ptvsd is importable."""
+
+
+def _import_with(entries, log):
+    """Import debugpy and fastattach with ``entries`` first on sys.path, then take out exactly
+    those entries again."""
     saved = list(sys.path)
-    sys.path[:0] = added
+    sys.path[:0] = entries
     try:
         try:
             import debugpy  # noqa: F401 (imported for its side effect: the bundled copy wins)
         except ImportError:
-            import ptvsd  # noqa: F401
+            try:
+                import ptvsd
+            except ImportError as exc:
+                raise _NoDebugpy(f"neither debugpy nor ptvsd is importable: {exc!r}") from None
             sys.modules["debugpy"] = ptvsd
             log("debugpy not importable; using ptvsd as debugpy")
         import fastattach
     finally:
         # Remove our own insertions (the first occurrences: we put them in front), and only
         # those: an entry that was there before stays, and so does anything the imports added.
-        for entry in added:
+        for entry in entries:
             if sys.path.count(entry) > saved.count(entry):
                 sys.path.remove(entry)
     return fastattach
 
 
-def _current_listener_address(fastattach):
+def _forget_fastattach_imported_since(before):
+    for name in set(sys.modules) - before:
+        if name == "fastattach" or name.startswith("fastattach."):
+            del sys.modules[name]
+
+
+def _import_debugger(log):
+    """The attaching CLI's own fastattach comes first, so that one installation serves every
+    target of its Python version. A target on another version cannot use that copy's C
+    extension: then we use the fastattach the target itself can import, if it has one built
+    for it; if not, the attach fails here, before the CLI reports success."""
+    before = set(sys.modules)
+    ours = _prepared_sys_path()
     try:
-        return fastattach._api.listening_address()
+        fastattach = _import_with(ours, log)
+        if _has_extension(fastattach):
+            return fastattach
+    except ImportError:
+        fastattach = None
+    where = os.path.dirname(fastattach.__file__) if fastattach is not None else ours[0]
+    _forget_fastattach_imported_since(before)
+    try:
+        fastattach = _import_with([], log)
+    except ImportError:
+        fastattach = None
+    if fastattach is not None and _has_extension(fastattach):
+        log(f"using this process's own fastattach ({os.path.dirname(fastattach.__file__)}): the attaching "
+            f"one ({where}) is not built for Python {sys.version_info[0]}.{sys.version_info[1]}")
+        return fastattach
+    _forget_fastattach_imported_since(before)
+    version = "{0}.{1}.{2}".format(*sys.version_info)
+    raise _NotBuiltForThisPython(
+        f"PID {os.getpid()} runs Python {version} ({sys.executable}), and no fastattach built for it is "
+        f"importable there: the attaching one ({where}) has no C extension for Python "
+        f"{sys.version_info[0]}.{sys.version_info[1]}. Install fastattach for that Python "
+        f"({sys.executable} -m pip install fastattach, in the target's environment), or attach with "
+        f"the fastattach of that Python")
+
+
+def _current_listener(fastattach):
+    try:
+        return fastattach._api.session().listener
     except AttributeError:   # a fastattach too old to say
         return None
+
+
+def _same_host(requested, bound):
+    """Whether listening on ``requested`` is what ``bound`` (a numeric address) already is."""
+    if requested == bound:
+        return True
+    import socket
+
+    try:
+        return bound in {info[4][0] for info in socket.getaddrinfo(requested, None)}
+    except OSError:
+        return False
+
+
+def _listening_differently(listener, host, port, secret):
+    """Why the listener a process already has is not the one asked for, or None if it is.
+    A second attach must not hand out a port whose settings differ from the ones asked for
+    (a secret silently not enforced, 127.0.0.1 reported as 0.0.0.0)."""
+    bound_host, bound_port = listener.address
+    current = listener.requires_secret
+    described = f"{bound_host}:{bound_port} {'with' if current else 'without'} a secret"
+    if port not in (0, bound_port):
+        return described, f"port {port} was asked for"
+    if not _same_host(host, bound_host):
+        return described, f"host {host} was asked for"
+    if bool(secret) != current:
+        return described, "a secret was asked for" if secret else "no secret was given"
+    if secret and not listener.secret_matches(secret):
+        return described, "another secret was given"
+    return None
 
 
 def _is_true(value):
@@ -278,6 +374,9 @@ def _main(namespace):
     try:
         _fix_main_thread(main_ident, log)
         fastattach = _import_debugger(log)
+    except _NotBuiltForThisPython as exc:
+        _report_error(settings, log, "not_installed", str(exc))
+        return
     except BaseException as exc:
         _report_error(settings, log, "loader_failed", f"the loader could not import debugpy/fastattach: {exc!r}")
         return
@@ -287,16 +386,25 @@ def _main(namespace):
         except Exception as exc:
             log(f"cannot set the log directory {settings['FASTATTACH_LOG_DIR']}: {exc!r}", always=True)
     host = settings.get("PTVS_DEBUG_HOST") or "127.0.0.1"
+    secret = settings.get("FASTATTACH_SECRET") or None
     try:
         port = int(settings.get("PTVS_DEBUG_PORT") or 0)
-        already = _current_listener_address(fastattach)
-        if already is not None and port in (0, already[1]):
-            # A second attach to a process that still listens: hand out the same port (its
-            # secret, if any, stays the one the first attach set).
-            bound_host, bound_port = already
+        already = _current_listener(fastattach)
+        if already is not None:
+            # A second attach to a process that still listens: the same listener is handed out
+            # only if it is the one asked for. Changing it would cut off its client, if any.
+            different = _listening_differently(already, host, port, secret)
+            if different is not None:
+                described, why = different
+                _report_error(settings, log, "already_listening",
+                              f"PID {os.getpid()} is already listening on {described}, and {why}. To change "
+                              f"it, stop that listener first (fastattach.stop() in the process, e.g. from a "
+                              f"client's debug console), then attach again; or attach with the same settings")
+                return
+            bound_host, bound_port = already.address
             log(f"already listening on {bound_host}:{bound_port}")
         else:
-            bound_host, bound_port = fastattach.listen((host, port), secret=settings.get("FASTATTACH_SECRET") or None)
+            bound_host, bound_port = fastattach.listen((host, port), secret=secret)
     except OSError as exc:
         _report_error(settings, log, "bind_failed", f"port bind failed in the target: cannot listen on "
                                                     f"{host}:{settings.get('PTVS_DEBUG_PORT')}: {exc}")

@@ -118,8 +118,37 @@ class Target:
                     pass
 
 
-def start_state(state: str, python: str = sys.executable, *, env: dict | None = None, limit_s: float = 300.0) -> Target:
-    return Target([python, "-u", str(ATTACH_TARGET), state, str(limit_s)], env=env)
+def probe_records(path) -> list[dict]:
+    """What attach_probe_loader.py recorded, one dict per run of it in the target."""
+    import json
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def assert_port_answers(port: int) -> None:
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+
+
+def other_python() -> tuple[str, str] | None:
+    """(version, interpreter) of a Python other than this one that runs here, with
+    fastattach installed: the host has .venv/3.12 and .venv/3.13, the sid chroot .venv/3.14
+    and .venv/3.15 (the other pair's interpreters do not exist on that side)."""
+    ours = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    venvs = REPO / ".venv"
+    for venv in sorted(venvs.iterdir()) if venvs.is_dir() else []:
+        python = venv / "bin" / "python"
+        if venv.name != ours and python.exists():   # exists() follows the link to the interpreter
+            return venv.name, str(python)
+    return None
+
+
+def start_state(state: str, python: str = sys.executable, *, env: dict | None = None, limit_s: float = 300.0,
+                python_args: tuple[str, ...] = ()) -> Target:
+    return Target([python, *python_args, "-u", str(ATTACH_TARGET), state, str(limit_s)], env=env)
 
 
 def start_program(program: str, python: str = sys.executable, *, env: dict | None = None) -> Target:
@@ -164,8 +193,10 @@ class Controller:
         return json.loads(line.split(" ", 1)[1])
 
 
-def start_controlled(state: str, control_dir: Path, python: str = sys.executable) -> tuple[Target, Controller]:
-    target = start_state(state, python, env={"ATTACH_CONTROL_DIR": str(control_dir)})
+def start_controlled(state: str, control_dir: Path, python: str = sys.executable, *, env: dict | None = None,
+                     python_args: tuple[str, ...] = ()) -> tuple[Target, Controller]:
+    target = start_state(state, python, env={**(env or {}), "ATTACH_CONTROL_DIR": str(control_dir)},
+                         python_args=python_args)
     if state in ("busy2", "sleep", "accept"):
         target.wait_main_thread_blocked()
     return target, Controller(target, state, control_dir)

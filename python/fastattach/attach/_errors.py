@@ -10,7 +10,9 @@ class AttachError(RuntimeError):
 
     permission, no_such_process, not_python, unsupported, remote_debug_disabled,
     bind_failed, no_safe_point, loader_missing, target_stopped, timeout, injection_failed,
-    loader_failed (the loader ran but could not import or start the listener).
+    loader_failed (the loader ran but could not import or start the listener),
+    already_listening (the target listens with other settings than the ones asked for),
+    not_installed (no fastattach built for the target's Python is importable there).
     """
 
     def __init__(self, reason: str, message: str):

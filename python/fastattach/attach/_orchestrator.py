@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -140,56 +141,158 @@ def _settings_payload(host: str, port: int, wait_for_client: bool, log_file: str
 
 
 SETTINGS_FILE = "s"  # in the attach's private directory; short, as the path travels in the bootstrap
+LOADER_DIR = "w"     # the one directory the loader may write in (see _Session)
+RESULT_SIZE_LIMIT = 65536
 
 
 class _Session:
-    """The private directory one attach uses to talk to its loader."""
+    """The private directories one attach uses to talk to its loader.
+
+    ``directory`` is ours and only ours: the files we hand the loader (the bootstrap code)
+    are made there. ``directory/w`` is where the loader writes: it claims the settings file
+    by renaming it and reports its port (or error) there, so it must be the loader's.
+
+    When we are root attaching to another user's process, the loader runs as that user,
+    who must not be able to make us write, chown or read anything else. So we never act
+    by path where that user can write: ``directory`` stays root's (0711: the loader can
+    reach the names it is given, nobody can list it) and we work inside it by file
+    descriptor; a file is made with O_EXCL|O_NOFOLLOW, filled, then handed over with
+    fchown. ``w`` gets its settings file before ``w`` itself is handed over (again by
+    fchown on an fd); afterwards we only read there (O_NOFOLLOW, regular files only, a
+    bounded size) and finally remove the tree with shutil.rmtree, which walks by fd and
+    never follows a symlink."""
 
     def __init__(self, pid: int):
-        self.directory = tempfile.mkdtemp(prefix="fa-")  # short: the path travels in the bootstrap code
-        os.chmod(self.directory, 0o700)
         uid = target_uid(pid)
-        if uid is not None and uid != os.geteuid():
-            # We are root attaching to another user's process: the loader runs as that user.
-            os.chown(self.directory, uid, -1)
-        self.settings = os.path.join(self.directory, SETTINGS_FILE)
-        self.port_file = os.path.join(self.directory, "port")
+        self.uid = uid if uid is not None and uid != os.geteuid() else None
+        # Short: the path travels in the bootstrap code.
+        self.directory = tempfile.mkdtemp(prefix="fa-", dir=_temporary_root(self.uid))
+        self._directory_fd = self._loader_fd = None
+        try:
+            self._directory_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            os.fchmod(self._directory_fd, 0o711 if self.uid is not None else 0o700)
+            os.mkdir(LOADER_DIR, 0o700, dir_fd=self._directory_fd)
+            self._loader_fd = os.open(LOADER_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                      dir_fd=self._directory_fd)
+        except BaseException:
+            self.close()
+            raise
+        loader_dir = os.path.join(self.directory, LOADER_DIR)
+        self.settings = os.path.join(loader_dir, SETTINGS_FILE)
+        self.port_file = os.path.join(loader_dir, "port")
         self.error_file = self.port_file + ".error"
-        self.uid = uid
+
+    def _hand_over(self, fd: int, what: str) -> None:
+        if self.uid is None:
+            return
+        try:
+            os.fchown(fd, self.uid, -1)
+        except PermissionError:
+            raise AttachError("permission", f"the target runs as uid {self.uid}, so its loader could not read "
+                                            f"{what}, and we (uid {os.geteuid()}) may not give files away; "
+                                            f"attach as root or as uid {self.uid}") from None
 
     def write_settings(self, settings: dict) -> None:
-        self.write_private(SETTINGS_FILE, encode_fields(settings))
+        """Into ``w``, then ``w`` is the loader's: the settings are written before anyone else
+        can put anything there."""
+        self._create(self._loader_fd, SETTINGS_FILE, encode_fields(settings), "the attach settings")
+        self._hand_over(self._loader_fd, "its directory")
 
     def write_private(self, name: str, text: str) -> str:
-        """Put ``text`` in the directory as ``name`` (atomically, readable by the target only)."""
-        path = os.path.join(self.directory, name)
-        temporary = path + ".tmp"
-        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            f.write(text)
-        if self.uid is not None and self.uid != os.geteuid():
-            os.chown(temporary, self.uid, -1)
-        os.replace(temporary, path)
-        return path
+        """Put ``text`` in our directory as ``name``, readable by the loader's user only."""
+        self._create(self._directory_fd, name, text, name)
+        return os.path.join(self.directory, name)
+
+    def _create(self, dir_fd: int, name: str, text: str, what: str) -> None:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd)
+        try:
+            os.write(fd, text.encode())
+            os.fchmod(fd, 0o400 if self.uid is not None else 0o600)
+            self._hand_over(fd, what)
+        finally:
+            os.close(fd)
+
+    def _read_loader_file(self, name: str) -> str | None:
+        """A file the loader wrote in ``w``, or None if there is none (yet). Whatever else
+        is found there is refused, never followed or waited on: ``w`` is the loader's user's."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self._loader_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise AttachError("loader_failed", f"the loader's {name} file in {self.directory} cannot be read "
+                                               f"safely ({exc.strerror}): something replaced it") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise AttachError("loader_failed", f"the loader's {name} file in {self.directory} is not a "
+                                                   f"regular file: something replaced it")
+            return os.read(fd, RESULT_SIZE_LIMIT).decode(errors="replace")
+        finally:
+            os.close(fd)
 
     def result(self) -> int | AttachError | None:
         """The port the loader reported, its error, or None while it has reported nothing."""
-        if os.path.exists(self.error_file):
-            with open(self.error_file) as f:
-                info = decode_fields(f.read())  # the loader replaces it atomically: always whole
+        error = self._read_loader_file(os.path.basename(self.error_file))
+        if error is not None:
+            info = decode_fields(error)  # the loader replaces it atomically: always whole
             return AttachError(info.get("reason", "injection_failed"), info.get("message", "the loader failed"))
-        if os.path.exists(self.port_file):
-            with open(self.port_file) as f:
-                text = f.read().strip()
-            if text:
-                return int(text)
+        text = (self._read_loader_file(os.path.basename(self.port_file)) or "").strip()
+        if text:
+            if not text.isdigit() or not 0 < int(text) < 65536:
+                return AttachError("loader_failed", f"the loader reported no port but {text[:40]!r}")
+            return int(text)
         return None
 
     def started(self) -> bool:
         """The loader renames the settings file as its first act (see safe_attach_loader.py)."""
-        return not os.path.exists(self.settings)
+        try:
+            os.stat(SETTINGS_FILE, dir_fd=self._loader_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return True
+        return False
 
     def close(self) -> None:
+        if self.uid is not None and self._loader_fd is not None:
+            # Take ``w`` back first: its user could otherwise keep adding entries while we
+            # remove them, and the tree would stay behind.
+            try:
+                os.fchown(self._loader_fd, os.geteuid(), -1)
+                os.fchmod(self._loader_fd, 0o700)
+            except OSError:
+                pass
+        for fd in (self._loader_fd, self._directory_fd):
+            if fd is not None:
+                os.close(fd)
+        self._loader_fd = self._directory_fd = None
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _temporary_root(other_uid: int | None) -> str:
+    """Where to make the attach's directory: the usual temporary directory, unless the loader
+    runs as another user who could not reach it (root's TMPDIR may be in its home)."""
+    usual = tempfile.gettempdir()
+    if other_uid is None or _searchable_by_everyone(usual):
+        return usual
+    if _searchable_by_everyone("/tmp"):
+        return "/tmp"
+    raise AttachError("permission", f"the target runs as uid {other_uid}, which cannot reach {usual} or /tmp "
+                                    f"(a directory on the way is not searchable by others); set TMPDIR to a "
+                                    f"directory every user can traverse and attach again")
+
+
+def _searchable_by_everyone(path: str) -> bool:
+    path = os.path.realpath(path)
+    while True:
+        try:
+            if not os.stat(path).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
 
 
 def _wait(predicate, deadline: float) -> bool:
@@ -213,7 +316,8 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
     ``loader``: run this file
     instead of the packaged safe_attach_loader.py (also PTVS_SAFE_ATTACH_LOADER_OVERRIDE).
     ``method``: "auto" (mailbox or PEP 768 first, ptrace if the main thread does not pick it
-    up), "mailbox" (never ptrace), or "ptrace" (inject at once). ``report``, if given, is
+    up), "mailbox" or "pep768" (the safe-point delivery of the target's version only, never
+    ptrace; "pep768" insists on a 3.14+ target), or "ptrace" (inject at once). ``report``, if given, is
     filled with how it went: "method", and seconds until the loader started ("loader_started_s")
     and until it reported the port ("listening_s"). Raises AttachError.
     """
@@ -223,8 +327,8 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
     loader = os.path.abspath(loader or default_loader_path())
     if not os.path.isfile(loader):
         raise AttachError("loader_missing", f"loader file not found: {loader}")
-    if method not in ("auto", "mailbox", "ptrace"):
-        raise ValueError(f"method must be 'auto', 'mailbox' or 'ptrace', not {method!r}")
+    if method not in ("auto", "mailbox", "pep768", "ptrace"):
+        raise ValueError(f"method must be 'auto', 'mailbox', 'pep768' or 'ptrace', not {method!r}")
     _runtime.check_process(pid)
     state = process_state(pid)
     if state.startswith(("T", "t")):
@@ -275,6 +379,10 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
     main_thread = _injector.thread_syscall(pid, pid)
     queued = False
     pep768_plan = None
+    if method == "pep768" and runtime.version[:2] < (3, 14):
+        raise AttachError("unsupported", f"PID {pid} runs Python {runtime.version_text}, which has no PEP 768 "
+                                         f"(3.14+); use method 'auto' or 'mailbox'")
+    safe_point_only = method in ("mailbox", "pep768")
     if runtime.version[:2] >= (3, 14):
         # Honour remote-debug-disabled for every way in, ptrace included: the owner of the
         # process said no remote debugging. This raises AttachError("remote_debug_disabled").
@@ -283,7 +391,7 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
     # A main thread that /proc shows blocked in a syscall will not run a queued call soon;
     # go straight to ptrace rather than spend the grace period waiting. (If it wakes up
     # meanwhile, the injector still only borrows it at a safe point.)
-    if method == "mailbox" or (method == "auto" and main_thread == "running"):
+    if safe_point_only or (method == "auto" and main_thread == "running"):
         code = main_thread_bootstrap(loader, session.settings)
         if runtime.version[:2] >= (3, 14):
             pep768_plan = _post_pep768(runtime, session, code)
@@ -293,22 +401,32 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
                 _mailbox.post(runtime, file_bootstrap(session.write_private("b", code)))
                 queued = True
             except AttachError as exc:
-                if method == "mailbox" or exc.reason in ("permission", "no_such_process"):
+                if safe_point_only or exc.reason in ("permission", "no_such_process"):
                     raise
-        elif method == "mailbox":
+        elif safe_point_only:
             raise AttachError("unsupported", f"no pending-call layout for Python {runtime.version_text}; "
                                              f"use the ptrace method")
         if queued:
             # A main thread blocked in native code will not pick it up; don't wait long for it.
-            grace = deadline if method == "mailbox" else min(deadline, time.monotonic() + MAILBOX_GRACE)
+            grace = deadline if safe_point_only else min(deadline, time.monotonic() + MAILBOX_GRACE)
+            safe_point_method = "pep768" if runtime.version[:2] >= (3, 14) else "mailbox"
             if _wait(session.started, grace):
-                return "pep768" if runtime.version[:2] >= (3, 14) else "mailbox"
-            if method == "mailbox":
+                return safe_point_method
+            taken_unstarted = pep768_plan is not None and _pep768.taken(pid, pep768_plan)
+            if pep768_plan is not None:
+                # Withdraw it before the files go: a request taken later would make the target
+                # print "Can't open debugger script" for the bootstrap we are about to delete.
+                _pep768.retract(pid, pep768_plan)
+            if session.started():
+                return safe_point_method  # taken at the last moment: the loader runs after all
+            if taken_unstarted and safe_point_only:
+                raise AttachError("loader_failed", f"PID {pid} took the PEP 768 request but did not start the "
+                                                   f"loader {loader}: the target could not run it (its stderr "
+                                                   f"says why, e.g. a file it cannot read)")
+            if safe_point_only:
                 raise AttachError("no_safe_point", f"the main thread of PID {pid} never reached a safe point in "
                                                    f"time (it is in {main_thread}); the queued request is void and "
                                                    f"does nothing when the main thread returns to Python code")
-            if pep768_plan is not None:
-                _pep768.retract(pid, pep768_plan)
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise AttachError("no_safe_point", f"the main thread of PID {pid} never reached a safe point in time "

@@ -21,7 +21,7 @@ import threading
 
 from .._handoff import prompt_gil_handoffs
 from .._log import logger
-from .security import FailureThrottle, check_bind_allowed, resolvable, warn_if_plaintext_secret
+from .security import FailureThrottle, check_bind_allowed, resolvable, secrets_match, warn_if_plaintext_secret
 from .sockets import WOULD_BLOCK, Waker, close_quietly, format_peer, start_service_thread
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB with its imports)
@@ -116,6 +116,14 @@ class Listener:
         return sock
 
     # -- what the rest of the package uses ----------------------------------------------
+    @property
+    def requires_secret(self) -> bool:
+        return self._secret is not None
+
+    def secret_matches(self, offered: str) -> bool:
+        """Whether ``offered`` is this listener's secret (in constant time, like a client's)."""
+        return self._secret is not None and secrets_match(self._secret, offered)
+
     @property
     def client_connected(self) -> bool:
         """A client has been accepted (attach with the right secret) and is still connected."""

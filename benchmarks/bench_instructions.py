@@ -84,8 +84,8 @@ def baseline_spread(results: dict) -> float:
 def fragment(results: list[dict], command: str, elapsed: float) -> str:
     from fastattach.bench.report import scenario_label
 
-    lines = [f"## Near-free scenarios in instructions: breakpoints elsewhere, a never-hit breakpoint in the "
-             f"hottest function, after stop()",
+    lines = ["## Near-free scenarios in instructions: breakpoints elsewhere, a never-hit breakpoint in the "
+             "hottest function, after stop()",
              "",
              f"Command: `{command}` ({datetime.date.today().isoformat()}, {elapsed / 60:.0f} min; "
              f"{results[0]['repeat']} interleaved repetitions per Python).",

@@ -7,7 +7,6 @@ interrupted syscall resumes, that registers (vector ones included) come back int
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys

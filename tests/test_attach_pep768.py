@@ -15,9 +15,20 @@ import threading
 import time
 
 import pytest
+from targets.attach_harness import (  # noqa: F401 (cleanup is a fixture)
+    ATTACH_TARGET,
+    LINUX_X86_64_ONLY,
+    PROBE_LOADER,
+    Target,
+    assert_port_answers,
+    cleanup,
+    other_python,
+    probe_records,
+    start_program,
+    start_state,
+)
 
 from fastattach.attach import AttachError, _pep768, _runtime, attach
-from targets.attach_harness import ATTACH_TARGET, LINUX_X86_64_ONLY, PROBE_LOADER, Target, assert_port_answers, cleanup, other_python, probe_records, start_program, start_state  # noqa: F401 (cleanup is a fixture)
 
 pytestmark = LINUX_X86_64_ONLY
 

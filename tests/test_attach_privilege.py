@@ -17,9 +17,9 @@ import tempfile
 import uuid
 
 import pytest
+from targets.attach_harness import ATTACH_TARGET, LINUX_X86_64_ONLY, Controller, Target, cleanup, debug_session  # noqa: F401 (cleanup is a fixture)
 
 from fastattach.attach import AttachError, attach
-from targets.attach_harness import ATTACH_TARGET, LINUX_X86_64_ONLY, Controller, Target, cleanup, debug_session  # noqa: F401 (cleanup is a fixture)
 
 pytestmark = LINUX_X86_64_ONLY
 
@@ -122,8 +122,8 @@ def test_a_racing_service_user_cannot_make_root_touch_other_files(service_user, 
     cleanup.append(target)
     stop = os.path.join(shared_dir, "stop-racing")
     directories_before = _attach_directories()
-    racer = subprocess.Popen([*_as_user(uid, gid), sys.executable, "-c", RACER, str(victim), stop, tempfile.gettempdir()],
-                             stdout=subprocess.PIPE, text=True)
+    racer = subprocess.Popen([*_as_user(uid, gid), sys.executable, "-c", RACER, str(victim), stop,
+                              tempfile.gettempdir()], stdout=subprocess.PIPE, text=True)
     try:
         assert racer.stdout.readline().strip() == "racing"
         # WHEN root attaches, several times, while it races

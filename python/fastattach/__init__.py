@@ -19,6 +19,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["attach", "break_into_debugger", "breakpoint", "breakpoint_filter_stats", "configure", "enable_attach", "is_attached",
-           "is_client_connected", "listen", "stop", "wait_for_attach", "wait_for_client"]
+__all__ = ["attach", "break_into_debugger", "breakpoint", "breakpoint_filter_stats", "configure", "enable_attach",
+           "is_attached", "is_client_connected", "listen", "stop", "wait_for_attach", "wait_for_client"]
 __version__ = "0.1.0"

@@ -220,7 +220,7 @@ def _import_debugger(log):
             f"one ({where}) is not built for Python {sys.version_info[0]}.{sys.version_info[1]}")
         return fastattach
     _forget_fastattach_imported_since(before)
-    version = "{0}.{1}.{2}".format(*sys.version_info)
+    version = "{}.{}.{}".format(*sys.version_info)
     raise _NotBuiltForThisPython(
         f"PID {os.getpid()} runs Python {version} ({sys.executable}), and no fastattach built for it is "
         f"importable there: the attaching one ({where}) has no C extension for Python "

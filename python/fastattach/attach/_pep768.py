@@ -312,6 +312,4 @@ def taken(pid: int, write_plan: WritePlan) -> bool:
     """Whether the target has taken the request: it clears ``debugger_pending_call`` just
     before it opens the script. (Taking it says nothing about the script running: a target
     that cannot read the file only prints the error on its own stderr.)"""
-    from ._runtime import read_memory
-
     return struct.unpack("<i", read_memory(pid, write_plan.pending_call_address, 4))[0] == 0

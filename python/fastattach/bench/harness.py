@@ -320,7 +320,7 @@ def run_soak(python: str, modes: tuple[str, ...], workload: str, files: SupportF
     hot function would slow debugpy so much that it would churn far less code, and
     hide the growth this run is looking for.
     """
-    import psutil   # here, not at the top: see debugpy_adapter_rss()
+    import psutil  # here, not at the top: see debugpy_adapter_rss()
 
     curves: dict[str, dict] = {}
     targets: dict[str, TargetProcess] = {}

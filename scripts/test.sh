@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, on every supported Python: set up (scripts/bootstrap.sh), pytest on
+# The whole test suite, on every supported Python: set up (scripts/bootstrap.sh), ruff, pytest on
 # 3.12 and 3.13 (pyenv, on the host), the C engine's tests again against an AddressSanitizer
 # + UBSan build, then pytest on 3.14 and 3.15 inside a Debian sid chroot (scripts/sid-chroot.sh:
 # made once with debootstrap and cached outside the checkout). A machine where the chroot
@@ -13,6 +13,11 @@ started=$SECONDS
 scripts/bootstrap.sh || { echo "test.sh: bootstrap failed"; exit 1; }
 
 status=0
+lint_python=".venv/${HOST_PYTHONS%% *}/bin/python"
+if [ -n "$HOST_PYTHONS" ]; then
+    echo "== ruff"
+    "$lint_python" -m ruff check python tests benchmarks examples scripts || status=1
+fi
 for v in $HOST_PYTHONS; do
     echo "== pytest, Python $v"
     ".venv/$v/bin/python" -m pytest -p no:cacheprovider -q -ra "$@" || status=1

@@ -1,6 +1,6 @@
-"""Issue 2's overhead numbers, measured more tightly than the full comparison run.
+"""The overhead targets' numbers, measured more tightly than the full comparison run.
 
-Runs ``python -m fastattach.bench`` on the scenarios issue 2 sets targets for
+Runs ``python -m fastattach.bench`` on the scenarios that have overhead targets
 (3: breakpoints only in other files, 4: a never-hit breakpoint in the hot function,
 5: a false condition on the hot line, 7: after stop()), on two workloads whose
 hottest function has a line that never runs, with 5 interleaved repetitions, plus
@@ -34,7 +34,7 @@ def fragment(results: dict, command: str) -> str:
 
     machine = results["machine"]
     return "\n".join([
-        f"## Issue 2: overhead targets, {results['repeat']} interleaved repetitions",
+        f"## Overhead targets, {results['repeat']} interleaved repetitions",
         "",
         f"Command: `{command}` ({results['date']}, {machine['cpu']}, {machine['cores']} cores, "
         f"{results['elapsed_seconds'] / 60:.1f} min).",

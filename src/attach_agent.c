@@ -57,7 +57,8 @@ agent_thread(void *arg)
        would block or exit this thread inside the interpreter's teardown. */
     if (job->is_initialized() && !(job->is_finalizing && job->is_finalizing())) {
         int gil_state = job->gil_ensure();
-        /* The code catches every exception itself (see _bootstrap.py), so nothing is
+        /* The code catches every exception itself (see bootstrap_code in
+           python/fastattach/attach/_orchestrator.py), so nothing is
            printed into the target's stderr and nothing propagates. */
         job->run_simple_string(job->code);
         job->gil_release(gil_state);

@@ -55,7 +55,7 @@ def test_quick_run_prints_and_records_every_row(tmp_path):
     assert results["startup"][python]["fastattach"]["pydevd_imported"] is False
     assert (out / "chart.png").stat().st_size > 0
     report = (out / "results.md").read_text()
-    for heading in ("Headline", "Issue 2 targets", "Latency, memory and start-up", "Every row",
+    for heading in ("Headline", "Overhead targets", "Latency, memory and start-up", "Every row",
                     "Breakpoint lines chosen automatically"):
         assert heading in report
 

@@ -125,7 +125,7 @@ def update_headline(doc: str, results: dict) -> None:
         f"with `{results['command']}`; full tables in benchmarks/RESULTS.md.", "",
         "Median ratio to no debugger (geometric mean over the workloads):", "",
         headline_table(results), "", noise_floor_line(results), "",
-        "Issue 2's targets (per workload: benchmarks/RESULTS.md):", "",
+        "The overhead targets (per workload: benchmarks/RESULTS.md):", "",
         targets_summary(results), "",
         "Latency, memory and start-up:", "", figures_table(results), ""])
     with open(doc, "w") as out:

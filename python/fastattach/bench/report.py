@@ -23,7 +23,7 @@ CLOCK_LABELS = {
                     "(the same for every repetition to ~0.01%, whatever else the machine runs; stalls such "
                     "as cache misses are not counted)",
 }
-# Issue 2's targets for fastattach: (scenario, limit on the median ratio).
+# fastattach's overhead targets: (scenario, limit on the median ratio).
 RATIO_TARGETS = {4: 1.05, 3: 1.02, 7: 1.01}
 PER_EVALUATION_SPEEDUP_TARGET = 10.0
 
@@ -91,7 +91,7 @@ def headline_table(results: dict) -> str:
 
 
 def targets_table(results: dict) -> str:
-    """Issue 2's numbers: fastattach against its targets, debugpy for contrast."""
+    """The overhead numbers: fastattach against its targets, debugpy for contrast."""
     ratios = results["ratios"]
     lines = ["| Python | figure | fastattach | debugpy | target | met |", "|---|---|---|---|---|---|"]
     for python in results["pythons"]:
@@ -122,7 +122,7 @@ def targets_table(results: dict) -> str:
 
 
 def targets_summary(results: dict) -> str:
-    """Issue 2's targets in one line each: fastattach's median ratios over the workloads."""
+    """The overhead targets in one line each: fastattach's median ratios over the workloads."""
     ratios, costs = results["ratios"], results["per_evaluation_ns"]
     lines = ["| Python | figure | fastattach (workload medians: lowest–highest) | debugpy | target |",
              "|---|---|---|---|---|"]
@@ -354,7 +354,7 @@ def markdown_report(results: dict) -> str:
         "",
         noise_floor_table(results),
         "",
-        "## Issue 2 targets",
+        "## Overhead targets",
         "",
         targets_table(results),
         "",

@@ -3,6 +3,7 @@ refusal of `terminate`. Each debuggee is a real process behind the CLI, reached 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -106,3 +107,66 @@ def test_production_mode_refuses_terminate_with_a_clear_message(debuggee):
     Path(str(service.stdout_path.parent / "service.py") + ".stop").touch()
     assert service.wait(20) == 0, service.output()
     assert "stopped cleanly" in service.stdout()
+
+
+# -- breakpoint() while listening ----------------------------------------------------------
+
+SERVICE_CALLING_BREAKPOINT = """
+    import sys
+    print("before", flush=True)
+    breakpoint()  # BREAK
+    print("after breakpoint", flush=True)
+"""
+
+
+@pytest.mark.parametrize("stdin", ["closed", "open"])
+@pytest.mark.parametrize("mode", ["debug", "production"])
+def test_breakpoint_without_a_client_is_a_no_op_never_pdb(debuggee, stdin, mode):
+    """With stdin closed pdb used to kill the caller with BdbQuit; open, it blocked at (Pdb)."""
+    flags = ("--production",) if mode == "production" else ()
+    service = debuggee(SERVICE_CALLING_BREAKPOINT, *flags,
+                       stdin=subprocess.DEVNULL if stdin == "closed" else subprocess.PIPE)
+    try:
+        assert service.wait(20) == 0, service.output()
+    finally:
+        if service.process.stdin is not None:
+            service.process.stdin.close()
+    assert "after breakpoint" in service.stdout(), service.output()
+    assert "(Pdb)" not in service.stdout() and "BdbQuit" not in service.stderr(), service.output()
+
+
+def test_breakpoint_with_a_client_stops_there(debuggee, tmp_path):
+    service = debuggee(SERVICE_CALLING_BREAKPOINT, "--wait-for-client")
+    with DAPClient.connect(*service.address) as client:
+        client.attach()
+        stopped = client.wait_stopped(timeout=20)
+        frame = client.top_frame(stopped["threadId"])
+        source = (tmp_path / "service.py").read_text().splitlines()
+        break_line = next(n for n, text in enumerate(source, 1) if text.rstrip().endswith("# BREAK"))
+        assert frame["line"] in (break_line, break_line + 1), frame   # at the call, or the line after it
+        assert "after breakpoint" not in service.stdout(), "it did not stop"
+        client.request("continue", {"threadId": stopped["threadId"]})
+        assert service.wait(20) == 0, service.output()
+    assert "after breakpoint" in service.stdout()
+
+
+def test_an_explicit_pythonbreakpoint_is_left_alone(debuggee, tmp_path):
+    (tmp_path / "user_hook.py").write_text("def hook(*args, **kwargs):\n    print('user hook ran', flush=True)\n")
+    env = dict(os.environ, PYTHONBREAKPOINT="user_hook.hook",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    service = debuggee(SERVICE_CALLING_BREAKPOINT, env=env)
+    assert service.wait(20) == 0, service.output()
+    assert "user hook ran" in service.stdout() and "after breakpoint" in service.stdout(), service.output()
+
+
+def test_stop_restores_the_previous_breakpointhook():
+    import fastattach
+
+    assert sys.breakpointhook is sys.__breakpointhook__
+    fastattach.listen(("127.0.0.1", 0))
+    try:
+        assert sys.breakpointhook is not sys.__breakpointhook__, "listen() must route breakpoint() to fastattach"
+        breakpoint()   # no client: returns at once, no pdb prompt on the test's stdin
+    finally:
+        fastattach.stop()
+    assert sys.breakpointhook is sys.__breakpointhook__

@@ -170,3 +170,47 @@ def test_stop_restores_the_previous_breakpointhook():
     finally:
         fastattach.stop()
     assert sys.breakpointhook is sys.__breakpointhook__
+
+
+# -- pydevd's frozen-modules warning ---------------------------------------------------------
+
+SERVICE_WITH_A_LOG_FILE = """
+    import logging, os, sys, time
+    logging.basicConfig(filename=sys.argv[0] + ".log", level=logging.INFO)
+    stop_file = sys.argv[0] + ".stop"
+    print("serving", flush=True)
+    while not os.path.exists(stop_file):
+        time.sleep(0.05)
+"""
+
+
+def test_frozen_modules_warning_goes_to_the_log_not_to_stderr(debuggee, tmp_path):
+    env = {name: value for name, value in os.environ.items() if name not in ("DEBUGPY_LOG_DIR", "PYDEVD_DEBUG")}
+    # Without -Xfrozen_modules=off, as a service is usually started.
+    service = debuggee(SERVICE_WITH_A_LOG_FILE, python_flags=(), env=env)
+    service.wait_for_stdout("^serving")
+    with DAPClient.connect(*service.address) as client:
+        client.attach()
+        assert client.request("threads")["body"]["threads"]
+        client.disconnect()
+    (tmp_path / "service.py.stop").touch()
+    assert service.wait(20) == 0, service.output()
+    assert "frozen modules" not in service.stderr(), service.output()
+    log_text = (tmp_path / "service.py.log").read_text()
+    assert "It seems that frozen modules are being used" in log_text, log_text
+    assert "-Xfrozen_modules=off" in log_text
+
+
+def test_frozen_modules_warning_is_left_to_pydevd_with_verbose_logging(debuggee, tmp_path):
+    env = {name: value for name, value in os.environ.items() if name not in ("DEBUGPY_LOG_DIR", "PYDEVD_DEBUG")}
+    log_dir = tmp_path / "debugger-logs"
+    service = debuggee(SERVICE_WITH_A_LOG_FILE, "--log-to", str(log_dir), python_flags=(), env=env)
+    service.wait_for_stdout("^serving")
+    with DAPClient.connect(*service.address) as client:
+        client.attach()
+        client.disconnect()
+    (tmp_path / "service.py.stop").touch()
+    assert service.wait(20) == 0, service.output()
+    printed = service.stderr() + "".join(path.read_text(errors="replace") for path in log_dir.glob("*"))
+    assert "It seems that frozen modules are being used" in printed, "verbose logging keeps pydevd's own report"
+    assert "frozen modules" not in (tmp_path / "service.py.log").read_text()

@@ -109,6 +109,24 @@ def test_production_mode_refuses_terminate_with_a_clear_message(debuggee):
     assert "stopped cleanly" in service.stdout()
 
 
+def test_production_mode_disconnect_does_not_terminate_the_process(debuggee):
+    service = debuggee(SERVICE_UNTIL_STOP_FILE, "--production")
+    service.wait_for_stdout("^serving")
+    with DAPClient.connect(*service.address) as client:
+        client.attach()
+        response = client.request("disconnect", {"terminateDebuggee": True}, check=False)
+        assert response["success"] is True, response
+        assert client.wait_event("output", predicate=lambda e: "terminateDebuggee is ignored" in e["body"]["output"])
+    # A killed process would have exited by the time a new client gets in.
+    with DAPClient.connect(*service.address) as client:
+        client.attach()
+        assert client.request("threads")["body"]["threads"]
+        client.disconnect()
+    assert service.process.poll() is None, service.output()
+    Path(str(service.stdout_path.parent / "service.py") + ".stop").touch()
+    assert service.wait(20) == 0, service.output()
+
+
 # -- breakpoint() while listening ----------------------------------------------------------
 
 SERVICE_CALLING_BREAKPOINT = """

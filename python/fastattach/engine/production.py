@@ -9,7 +9,7 @@ With ``configure(production=True)`` (or ``--production``):
   ``fastattach.probe`` logger;
 * the relay refuses pause and stepping requests (and function, data and instruction
   breakpoints), and ``terminate`` (which would end the live process), and drops
-  exception-breakpoint filters, with a message saying why
+  exception-breakpoint filters and a disconnect's ``terminateDebuggee``, with a message saying why
   (``filter_request``, which the owner of the session hands the listener);
 * as a last line of defence, pydevd's ``set_suspend`` / ``do_wait_suspend`` do nothing
   (seam.py, ``install_suspend_guard``);
@@ -175,6 +175,14 @@ def filter_request(message: dict, notify):
         key, what = _REFUSED_WHEN_NONEMPTY[command]
         if arguments.get(key):
             return WHY.format(what=f"setting {what}")
+    if command == "disconnect" and arguments.get("terminateDebuggee"):
+        # Refusing a disconnect would leave the client stuck; detaching is what is safe.
+        notify("output", {"category": "console", "output": (
+            "fastattach: production mode detaches without ending the process (terminateDebuggee is "
+            "ignored).\n")})
+        rewritten = dict(message)
+        rewritten["arguments"] = dict(arguments, terminateDebuggee=False)
+        return rewritten
     if command == "setExceptionBreakpoints" and (
             arguments.get("filters") or arguments.get("filterOptions") or arguments.get("exceptionOptions")):
         notify("output", {"category": "console", "output": (

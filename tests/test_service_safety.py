@@ -232,3 +232,12 @@ def test_frozen_modules_warning_is_left_to_pydevd_with_verbose_logging(debuggee,
     printed = service.stderr() + "".join(path.read_text(errors="replace") for path in log_dir.glob("*"))
     assert "It seems that frozen modules are being used" in printed, "verbose logging keeps pydevd's own report"
     assert "frozen modules" not in (tmp_path / "service.py.log").read_text()
+
+
+def test_breakpoint_with_a_client_in_production_mode_does_not_stop(debuggee):
+    service = debuggee(SERVICE_CALLING_BREAKPOINT, "--production", "--wait-for-client")
+    with DAPClient.connect(*service.address) as client:
+        client.attach()
+        assert service.wait(20) == 0, service.output()   # a suspended main thread would not exit
+        assert not client.events("stopped")
+    assert "after breakpoint" in service.stdout()

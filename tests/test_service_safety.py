@@ -27,6 +27,8 @@ class Debuggee:
         script.write_text(textwrap.dedent(source))
         self.stdout_path, self.stderr_path = tmp_path / "service.out", tmp_path / "service.err"
         argv = [sys.executable, *python_flags, "-m", "fastattach", "--listen", "127.0.0.1:0", *flags, str(script)]
+        if env is None:   # the tests choose the breakpoint hook, not the shell that runs them
+            env = {name: value for name, value in os.environ.items() if name != "PYTHONBREAKPOINT"}
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=stdin, env=env)
         self.address = self._wait_listening(30.0)
@@ -177,17 +179,23 @@ def test_an_explicit_pythonbreakpoint_is_left_alone(debuggee, tmp_path):
     assert "user hook ran" in service.stdout() and "after breakpoint" in service.stdout(), service.output()
 
 
-def test_stop_restores_the_previous_breakpointhook():
+def test_stop_restores_the_previous_breakpointhook(monkeypatch):
     import fastattach
 
-    assert sys.breakpointhook is sys.__breakpointhook__
-    fastattach.listen(("127.0.0.1", 0))
+    monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
+
+    # An earlier test in this process may have imported pydevd, whose import installs its hook.
+    earlier_hook, sys.breakpointhook = sys.breakpointhook, sys.__breakpointhook__
     try:
-        assert sys.breakpointhook is not sys.__breakpointhook__, "listen() must route breakpoint() to fastattach"
-        breakpoint()   # no client: returns at once, no pdb prompt on the test's stdin
+        fastattach.listen(("127.0.0.1", 0))
+        try:
+            assert sys.breakpointhook is not sys.__breakpointhook__, "listen() must route breakpoint() to fastattach"
+            breakpoint()   # no client: returns at once, no pdb prompt on the test's stdin
+        finally:
+            fastattach.stop()
+        assert sys.breakpointhook is sys.__breakpointhook__
     finally:
-        fastattach.stop()
-    assert sys.breakpointhook is sys.__breakpointhook__
+        sys.breakpointhook = earlier_hook
 
 
 # -- pydevd's frozen-modules warning ---------------------------------------------------------

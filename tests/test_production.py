@@ -273,6 +273,11 @@ def test_request_filter_decisions(options):
     assert decide(request) is None, "outside production mode everything is forwarded"
     fastattach.configure(production=True)
     assert "stepping is refused" in decide(request)
+    assert "terminate is refused" in decide({"seq": 7, "type": "request", "command": "terminate"})
+    assert decide({"seq": 8, "type": "request", "command": "disconnect",
+                   "arguments": {"terminateDebuggee": True, "restart": False}}) == {
+        "seq": 8, "type": "request", "command": "disconnect",
+        "arguments": {"terminateDebuggee": False, "restart": False}}
     assert decide({"seq": 4, "type": "request", "command": "continue"}) is None
     assert decide({"seq": 5, "type": "request", "command": "setFunctionBreakpoints",
                    "arguments": {"breakpoints": []}}) is None

@@ -12,6 +12,7 @@ imported only when the first client has authenticated (see engine/host.py).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -40,6 +41,34 @@ class _Process:
         self.options: dict = dict(_options.DEFAULTS)   # a snapshot: replaced, never changed
         self.listener: Listener | None = None
         self.host: PydevdHost | None = None             # made on the first authenticated attach
+        self._hook_replaced = None                      # sys.breakpointhook before listen(), while ours is in
+
+    # -- breakpoint(): a no-op without a client, never pdb ---------------------------------
+    def _install_breakpointhook(self) -> None:
+        """Route breakpoint() to fastattach while listening, as debugpy's listen() does.
+
+        Python's default hook would start pdb: a service then dies of BdbQuit (stdin closed) or
+        blocks at the (Pdb) prompt. Left alone: an explicit PYTHONBREAKPOINT (the user chose a
+        hook, or "0" for none) and a hook another tool has already installed."""
+        if os.environ.get("PYTHONBREAKPOINT") or sys.breakpointhook is not sys.__breakpointhook__:
+            return
+        self._hook_replaced = sys.breakpointhook
+        sys.breakpointhook = _breakpointhook
+
+    def _reassert_breakpointhook(self) -> None:
+        """Importing pydevd installs pydevd's own hook (debugpy's force_pydevd); ours stays."""
+        if self._hook_replaced is not None and sys.breakpointhook is not _breakpointhook and (
+                getattr(sys.breakpointhook, "__module__", "") in _PYDEVD_HOOK_MODULES):
+            sys.breakpointhook = _breakpointhook
+
+    def _restore_breakpointhook(self) -> None:
+        previous, self._hook_replaced = self._hook_replaced, None
+        if previous is None:
+            return
+        # Only undo our own (or pydevd's, set on import): a hook set since by someone else stays.
+        if sys.breakpointhook is _breakpointhook or (
+                getattr(sys.breakpointhook, "__module__", "") in _PYDEVD_HOOK_MODULES):
+            sys.breakpointhook = previous
 
     # -- the network's view ----------------------------------------------------------------
     def listen(self, host: str, port: int, *, secret, certfile, keyfile, allow_unauthenticated) -> tuple[str, int]:
@@ -54,6 +83,7 @@ class _Process:
             self.listener = listener.Listener(host, port, open_backend=self.open_backend,
                                               request_filter=self.filter_request, secret=secret,
                                               ssl_context=ssl_context, allow_unauthenticated=allow_unauthenticated)
+            self._install_breakpointhook()
             return self.listener.address
 
     def open_backend(self) -> socket.socket:
@@ -63,7 +93,9 @@ class _Process:
         with self._host_lock:
             if self.host is None:
                 self.host = PydevdHost(self.options, notify=self.notify)
-            return self.host.open_session()
+            session = self.host.open_session()
+            self._reassert_breakpointhook()
+            return session
 
     def filter_request(self, message: dict):
         """Production mode's refusals (see engine/production.py); None outside production mode."""
@@ -115,10 +147,26 @@ class _Process:
             listener, self.listener = self.listener, None
             if listener is not None:
                 listener.close()
+            self._restore_breakpointhook()
             with self._host_lock:
                 host, self.host = self.host, None
             if host is not None:
                 host.close()
+
+
+# Where pydevd's sys.breakpointhook comes from when its import installs one (pydevd.py, or
+# debugpy's force_pydevd on top of it).
+_PYDEVD_HOOK_MODULES = frozenset({"pydevd", "debugpy._vendored.force_pydevd"})
+
+
+def _breakpointhook(*args, **kwargs) -> None:
+    """sys.breakpointhook while listening: fastattach.breakpoint() (no-op without a client)."""
+    try:
+        _process.break_at(sys._getframe(1))
+    except Exception:   # a debugger fault must not become the program's exception
+        import logging
+
+        logging.getLogger("fastattach").exception("fastattach: breakpoint() could not stop")
 
 
 _process = _Process()

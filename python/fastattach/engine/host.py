@@ -12,6 +12,7 @@ teardown is ``close``, each in one method, in order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -79,9 +80,13 @@ class PydevdHost:
     # -- start-up ------------------------------------------------------------------------
     def _start(self) -> None:
         """Create pydevd's PyDB with tracing on but no network, and put the filter in front of it."""
-        import debugpy
-        import debugpy.server.api as debugpy_api  # imports force_pydevd: the vendored pydevd wins
-        import pydevd
+        # pydevd's frozen-modules warning is noise in a service's stderr; with verbose logging
+        # on (log_dir, --log-to, or debugpy's DEBUGPY_LOG_DIR) it is printed as pydevd prints it.
+        verbose = self.options["log_dir"] is not None or "DEBUGPY_LOG_DIR" in os.environ
+        with contextlib.nullcontext() if verbose else seam_module.frozen_modules_warning_to_log():
+            import debugpy
+            import debugpy.server.api as debugpy_api  # imports force_pydevd: the vendored pydevd wins
+            import pydevd
         from _pydevd_bundle.pydevd_constants import get_global_debugger
 
         seam = self.seam = seam_module.Seam()

@@ -8,7 +8,8 @@ With ``configure(production=True)`` (or ``--production``):
   as an ``output`` event and/or a ``fastattach.snapshot`` event, and to the
   ``fastattach.probe`` logger;
 * the relay refuses pause and stepping requests (and function, data and instruction
-  breakpoints), and drops exception-breakpoint filters, with a message saying why
+  breakpoints), and ``terminate`` (which would end the live process), and drops
+  exception-breakpoint filters and a disconnect's ``terminateDebuggee``, with a message saying why
   (``filter_request``, which the owner of the session hands the listener);
 * as a last line of defence, pydevd's ``set_suspend`` / ``do_wait_suspend`` do nothing
   (seam.py, ``install_suspend_guard``);
@@ -48,6 +49,9 @@ _REFUSED_WHEN_NONEMPTY = {
 }
 WHY = ("fastattach is in production mode: {what} is refused because it would suspend threads of a live "
        "process. Line breakpoints take a snapshot (stack and locals) instead of stopping; logpoints log.")
+# Not a suspension, but worse for a service: pydevd answers `terminate` by killing the process.
+WHY_TERMINATE = ("fastattach is in production mode: terminate is refused because it would end the live "
+                 "process. Disconnect to detach; the process keeps running.")
 
 
 def _dumps(value) -> str:
@@ -164,11 +168,21 @@ def filter_request(message: dict, notify):
     command = message.get("command")
     if command in REFUSED_REQUESTS:
         return WHY.format(what=REFUSED_REQUESTS[command])
+    if command == "terminate":
+        return WHY_TERMINATE
     arguments = message.get("arguments") or {}
     if command in _REFUSED_WHEN_NONEMPTY:
         key, what = _REFUSED_WHEN_NONEMPTY[command]
         if arguments.get(key):
             return WHY.format(what=f"setting {what}")
+    if command == "disconnect" and arguments.get("terminateDebuggee"):
+        # Refusing a disconnect would leave the client stuck; detaching is what is safe.
+        notify("output", {"category": "console", "output": (
+            "fastattach: production mode detaches without ending the process (terminateDebuggee is "
+            "ignored).\n")})
+        rewritten = dict(message)
+        rewritten["arguments"] = dict(arguments, terminateDebuggee=False)
+        return rewritten
     if command == "setExceptionBreakpoints" and (
             arguments.get("filters") or arguments.get("filterOptions") or arguments.get("exceptionOptions")):
         notify("output", {"category": "console", "output": (

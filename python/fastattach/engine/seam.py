@@ -99,6 +99,91 @@ def missing_features(py_db=None) -> list[str]:
     return missing
 
 
+# The lines pydevd_file_utils prints with pydev_log.critical when it is imported on a Python
+# whose stdlib is frozen (run without -Xfrozen_modules=off). Matched by their start, so that
+# a reworded tail still goes to the log; any other critical line still goes to stderr.
+FROZEN_MODULES_WARNING_STARTS = (
+    "Debugger warning: It seems that frozen modules are being used",
+    "make the debugger miss breakpoints. Please pass -Xfrozen_modules=off",
+    "to python to disable frozen modules.",
+    "Note: Debugging will proceed. Set PYDEVD_DISABLE_FILE_VALIDATION=1",
+)
+_FILE_UTILS_MODULE = "pydevd_file_utils"
+
+
+class _WarningDivertingLoader:
+    """pydevd_file_utils's own loader, except that while the module runs, pydev_log.critical
+    sends the frozen-modules warning to the fastattach logger instead of stderr."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def __getattr__(self, name):   # get_source, is_package, ...: the real loader's
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        try:
+            # Imported by the module about to run anyway, and with the same sys.path.
+            from _pydev_bundle import pydev_log
+            original = pydev_log.critical
+        except Exception:   # an unexpected pydevd: it prints as it always did
+            self._loader.exec_module(module)
+            return
+
+        def critical(msg, *args):
+            if isinstance(msg, str) and msg.startswith(FROZEN_MODULES_WARNING_STARTS):
+                log.info("pydevd: %s", msg % args if args else msg)
+            else:
+                original(msg, *args)
+
+        pydev_log.critical = critical
+        try:
+            self._loader.exec_module(module)
+        finally:
+            if pydev_log.critical is critical:
+                pydev_log.critical = original
+
+
+class _FrozenModulesWarningToLog:
+    """A sys.meta_path finder that only wraps the loader of pydevd_file_utils (see above).
+
+    pydev_log itself cannot be imported earlier to patch it: pydevd_constants, which it
+    imports, reads environment variables that debugpy's force_pydevd sets first."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != _FILE_UTILS_MODULE:
+            return None
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            if finder is self or find_spec is None:
+                continue
+            spec = find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _WarningDivertingLoader(spec.loader)
+                return spec
+        return None
+
+
+@contextlib.contextmanager
+def frozen_modules_warning_to_log():
+    """While pydevd is first imported: its frozen-modules warning goes to the fastattach
+    logger (info), not to the service's stderr. Nothing happens if it was imported before."""
+    if _FILE_UTILS_MODULE in sys.modules:
+        yield
+        return
+    finder = _FrozenModulesWarningToLog()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        if finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+
+
 @contextlib.contextmanager
 def no_connection_thread(py_db_class):
     """While pydevd.settrace runs: pydevd opens no listening socket of its own.

@@ -283,3 +283,23 @@ def test_dashdash_before_the_program_is_refused_by_both():
     assert run_cli("--listen", "127.0.0.1:0", "--", "-c", "print('ran')")[:2] == (2, "")
     status, out, err = run_debugpy_cli("--listen", "127.0.0.1:0", "--", "-c", "print('ran')")
     assert (status, out) == (2, "") and "unrecognized switch --" in err
+
+
+def test_log_to_stderr_logs_debugpy_too_once_a_client_attaches():
+    proc = subprocess.Popen([sys.executable, "-Xfrozen_modules=off", "-m", "fastattach", "--listen", "127.0.0.1:0",
+                             "--log-to-stderr", "--wait-for-client", "-c", "print('ran')"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Our logger's own line comes first, then the CLI's.
+        line = next(line for line in proc.stderr if line.startswith("fastattach: listening on"))
+        client = DAPClient.connect("127.0.0.1", int(line.rsplit(":", 1)[1]))
+        client.attach()
+        client.disconnect()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and out == "ran\n", err
+    assert "fastattach INFO: fastattach: client connected from 127.0.0.1:" in err
+    assert re.search(r"^I\+\d+\.\d+: Initial environment:", err, re.M)   # debugpy's own log format

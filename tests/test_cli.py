@@ -303,3 +303,32 @@ def test_log_to_stderr_logs_debugpy_too_once_a_client_attaches():
     assert proc.returncode == 0 and out == "ran\n", err
     assert "fastattach INFO: fastattach: client connected from 127.0.0.1:" in err
     assert re.search(r"^I\+\d+\.\d+: Initial environment:", err, re.M)   # debugpy's own log format
+
+
+@pytest.mark.parametrize("form", ["script", "module", "code"])
+def test_process_event_names_the_program_even_before_it_starts(form, tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "tool.py").write_text("print('ran')\n")
+    program, expected = {
+        "script": ([str(package / "tool.py")], str(package / "tool.py")),
+        "module": (["-m", "pkg.tool"], str(package / "tool.py")),
+        "code": (["-c", "print('ran')"], "-c"),
+    }[form]
+    proc = subprocess.Popen([sys.executable, "-Xfrozen_modules=off", "-m", "fastattach", "--listen", "127.0.0.1:0",
+                             "--wait-for-client", *program], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stderr.readline().rsplit(":", 1)[1])
+        client = DAPClient.connect("127.0.0.1", port)
+        client.attach()
+        name = client.wait_event("process", 30)["body"]["name"]
+        client.disconnect()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and out == "ran\n", err
+    assert name == expected

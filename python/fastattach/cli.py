@@ -177,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"fastattach: {exc}", file=sys.stderr)
         return 2
+    # The program's sys.argv and sys.path before listen(), as debugpy sets them: pydevd names
+    # the process in its `process` event after sys.argv[0] when a client attaches, which
+    # can be before the program starts (--wait-for-client).
+    if not _prepare_program(options, rest):
+        return 2
     try:
         bound_host, bound_port = fastattach.listen(
             (host, port), secret=options.secret, certfile=options.certfile, keyfile=options.keyfile,
@@ -232,22 +237,43 @@ def _log_to_stderr() -> None:
     fastattach.log_to(sys.stderr)
 
 
-def _run_target(options, rest: list[str]) -> int:
+def _prepare_program(options, rest: list[str]) -> bool:
+    """Set the program's sys.argv and sys.path; False (said on stderr) if its script is missing."""
     if options.code is not None:
         sys.argv = ["-c", *rest]
         sys.path.insert(0, "")
-        code = compile(options.code, "<string>", "exec")
-        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
     elif options.module is not None:
-        sys.argv = [options.module, *rest]
         sys.path.insert(0, os.getcwd())
-        runpy.run_module(options.module, run_name="__main__", alter_sys=True)
+        sys.argv = [_module_origin(options.module), *rest]
     else:
         script, *script_args = rest
         if not os.path.exists(script):
             print(f"fastattach: can't open file {script!r}: no such file", file=sys.stderr)
-            return 2
+            return False
         sys.argv = [script, *script_args]
         sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
-        runpy.run_path(script, run_name="__main__")
+    return True
+
+
+def _module_origin(module: str) -> str:
+    """The file `-m module` runs, as debugpy finds it (which imports its parent package);
+    the name itself if it cannot be found (running it then raises the real error)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except Exception:
+        return module
+    return spec.origin if spec is not None and spec.origin else module
+
+
+def _run_target(options, rest: list[str]) -> int:
+    """Run the program _prepare_program set up."""
+    if options.code is not None:
+        code = compile(options.code, "<string>", "exec")
+        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
+    elif options.module is not None:
+        runpy.run_module(options.module, run_name="__main__", alter_sys=True)
+    else:
+        runpy.run_path(sys.argv[0], run_name="__main__")
     return 0

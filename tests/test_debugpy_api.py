@@ -161,3 +161,49 @@ def test_thread_calls_under_a_session_keep_breakpoints_and_log_to_writes_logs(tm
             proc.wait()
     assert proc.returncode == 0 and out == "finished True\n", err
     assert glob.glob(str(tmp_path / "logs" / "debugpy.server-*.log"))
+
+
+@pytest.mark.parametrize("module", ["fastattach", "debugpy"])
+def test_trace_this_thread_off_and_on_keeps_a_callees_breakpoint(module, tmp_path):
+    program = tmp_path / "program.py"
+    program.write_text(textwrap.dedent(f"""
+        import sys
+        import {module} as debugger
+
+        def callee():
+            value = 1  # MARK-CALLEE
+            return value
+
+        def caller():
+            debugger.trace_this_thread(False)
+            debugger.trace_this_thread(True)
+            callee()
+
+        print(debugger.listen(("127.0.0.1", 0))[1], file=sys.stderr, flush=True)
+        debugger.wait_for_client()
+        caller()
+        after = 2  # MARK-MODULE
+        print("finished", flush=True)
+    """))
+    lines = program.read_text().splitlines()
+    callee_line, module_line = (next(n for n, t in enumerate(lines, 1) if mark in t)
+                                for mark in ("MARK-CALLEE", "MARK-MODULE"))
+    proc = subprocess.Popen([sys.executable, "-Xfrozen_modules=off", str(program)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stderr.readline())
+        client = DAPClient.connect("127.0.0.1", port, timeout=30)
+        client.attach({str(program): [{"line": callee_line}, {"line": module_line}]})
+        stops = []
+        for _ in range(2):
+            stopped = client.wait_stopped(60)
+            stops.append(client.top_frame(stopped["threadId"])["line"])
+            client.request("continue", {"threadId": stopped["threadId"]})
+        client.disconnect()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert stops == [callee_line, module_line]
+    assert proc.returncode == 0 and out == "finished\n", err

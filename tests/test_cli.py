@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -332,3 +333,12 @@ def test_process_event_names_the_program_even_before_it_starts(form, tmp_path):
             proc.wait()
     assert proc.returncode == 0 and out == "ran\n", err
     assert name == expected
+
+
+def test_debugpy_extra_argv_is_refused_not_ignored():
+    env = {**os.environ, "DEBUGPY_EXTRA_ARGV": "--wait-for-client"}
+    proc = subprocess.run([sys.executable, "-m", "fastattach", "--listen", "127.0.0.1:0", "-c", "print('ran')"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == ["fastattach: DEBUGPY_EXTRA_ARGV is debugpy's and not read by fastattach: "
+                                        "put its switches on the command line, or unset it"]

@@ -46,7 +46,8 @@ DEBUGPY_REFUSED = {
 }
 EPILOG = ("--configure-NAME VALUE sets configure(NAME=VALUE); VALUE is read by the type of the option: "
           "true/false, a number, or text (debugpy's names: --configure-subProcess false, --configure-qt none). "
-          "Refused, in one line with status 2: " + ", ".join(DEBUGPY_REFUSED) + ", and '--' before the program.")
+          "Refused, in one line with status 2: " + ", ".join(DEBUGPY_REFUSED) + ", '--' before the program, "
+          "and the DEBUGPY_EXTRA_ARGV environment variable.")
 
 
 # (flag, configure() option, type, help); each is also in _split_target's takes_value. The
@@ -143,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         from .net import forwarder  # RSS: ssl and selectors only for the forwarder
 
         return forwarder.main(argv[1:])
+    if os.environ.get("DEBUGPY_EXTRA_ARGV"):
+        # debugpy reads more switches from it; ignoring it would run with a silent difference.
+        print("fastattach: DEBUGPY_EXTRA_ARGV is debugpy's and not read by fastattach: put its switches "
+              "on the command line, or unset it", file=sys.stderr)
+        return 2
     ours, rest = _split_target(argv)
     try:
         ours, configured = _take_configure_switches(ours)

@@ -342,3 +342,12 @@ def test_debugpy_extra_argv_is_refused_not_ignored():
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == ["fastattach: DEBUGPY_EXTRA_ARGV is debugpy's and not read by fastattach: "
                                         "put its switches on the command line, or unset it"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--log-to-stderr"], "--log-to-stderr logs a program started by this command; with --pid use --log-to DIR"),
+    (["--configure-qt", "none"], "--production, --configure-* and the budget flags apply to a program started"),
+])
+def test_pid_refuses_what_only_a_started_program_can_have(args, message):
+    status, out, err = run_cli("--listen", "127.0.0.1:0", *args, "--pid", str(os.getpid()))
+    assert status == 2 and out == "" and message in err

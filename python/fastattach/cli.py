@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.pid is not None:
         if rest or options.module or options.code:
             _parser().error("--pid attaches to a running process; do not also give a program to run")
+        if options.log_to_stderr:
+            _parser().error("--log-to-stderr logs a program started by this command; with --pid use --log-to DIR "
+                            "(the attach and the target's loader write their log there)")
         if budget_options(options) or configured:
             _parser().error("--production, --configure-* and the budget flags apply to a program started by "
                             "this command; in a running process call fastattach.configure() instead")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 
 from . import _options
 from ._address import parse_address
@@ -138,6 +139,17 @@ class _Process:
             elif host is not None:
                 host.options = self.options
 
+    # -- per-thread control -----------------------------------------------------------------
+    def trace_this_thread(self, should_trace: bool) -> None:
+        host = self.host
+        if host is not None:
+            host.trace_this_thread(should_trace)
+
+    def debug_this_thread(self) -> None:
+        host = self.host
+        if host is not None:
+            host.debug_this_thread()
+
     # -- teardown --------------------------------------------------------------------------
     def stop(self) -> None:
         """The reverse of listen() and open_backend(): first the listener (the client is
@@ -197,15 +209,47 @@ def listen(address=5678, *, secret: str | None = None, certfile: str | None = No
                            allow_unauthenticated=allow_unauthenticated)
 
 
-def wait_for_client(timeout: float | None = None) -> bool:
-    """Block until a client has attached and finished configuration (configurationDone).
+class _WaitForClient:
+    """``wait_for_client()``, and ``wait_for_client.cancel()`` as in debugpy: another thread
+    may end a wait that no client will end (debugpy's API; without it the waiting thread
+    could only be freed by a client)."""
 
-    Returns False if ``timeout`` (seconds) passed first.
-    """
-    listener = _process.listener
-    if listener is None:
-        raise RuntimeError("fastattach is not listening: call fastattach.listen() first")
-    return listener.wait_configured(timeout)
+    def __init__(self):
+        self._cancel_event: threading.Event | None = None   # the newest wait's
+
+    def __call__(self, timeout: float | None = None) -> bool:
+        """Block until a client has attached and finished configuration (configurationDone).
+
+        Returns False if ``timeout`` (seconds) passed first or cancel() was called.
+        """
+        listener = _process.listener
+        if listener is None:
+            raise RuntimeError("fastattach is not listening: call fastattach.listen() first")
+        cancelled = self._cancel_event = threading.Event()
+        # Wait in slices so that cancel() frees us within one slice; the listener's event
+        # is the only one a client sets, and it must not be set by a cancel.
+        slice_seconds = 0.05
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not cancelled.is_set() and not listener.closed:   # stop() ends the wait too
+            remaining = slice_seconds if deadline is None else min(slice_seconds, deadline - time.monotonic())
+            if remaining <= 0:
+                return listener.wait_configured(0)
+            if listener.wait_configured(remaining):
+                return True
+        return False
+
+    def cancel(self) -> None:
+        """End the current wait_for_client() (it returns False); from any thread.
+
+        As in debugpy, RuntimeError if wait_for_client() was never called.
+        """
+        cancelled = self._cancel_event
+        if cancelled is None:
+            raise RuntimeError("wait_for_client() must be called first")
+        cancelled.set()
+
+
+wait_for_client = _WaitForClient()
 
 
 def is_client_connected() -> bool:
@@ -241,9 +285,42 @@ def stop() -> None:
     _process.stop()
 
 
-def configure(**options) -> None:
-    """Set options for this process's debugger (see README for the list)."""
-    _process.configure(options)
+def configure(properties: dict | None = None, **options) -> None:
+    """Set options for this process's debugger (see README for the list).
+
+    As debugpy's configure(), takes a dict, keywords, or both. debugpy's names are accepted
+    where fastattach honours the value (``subProcess=False``, ``qt="none"``); any other
+    value, and ``python``, ``pythonEnv``, ``pythonArgs``, is a ValueError that says what
+    fastattach does instead.
+    """
+    changes = dict(properties or {})
+    changes.update(options)
+    _process.configure(changes)
+
+
+def log_to(path) -> None:
+    """debugpy's log_to(): write debugpy's and pydevd's logs to the directory ``path``, or,
+    given ``sys.stderr``, debugpy's log to stderr. Takes effect when pydevd starts (at the
+    first client); once it has started, it applies to the next session (after stop())."""
+    if path is sys.stderr:
+        configure(log_to_stderr=True)
+    else:
+        import os
+
+        configure(log_dir=os.path.abspath(os.fspath(path)))
+
+
+def trace_this_thread(should_trace: bool) -> None:
+    """debugpy's trace_this_thread(): stop (False) or resume (True) debugging this thread.
+    A no-op while no client session has started pydevd."""
+    _process.trace_this_thread(bool(should_trace))
+
+
+def debug_this_thread() -> None:
+    """debugpy's debug_this_thread(): debug this thread, made outside ``threading`` (a
+    ctypes or Qt thread), which pydevd does not see. A no-op while no client session has
+    started pydevd."""
+    _process.debug_this_thread()
 
 
 def get_option(name: str):

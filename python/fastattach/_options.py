@@ -24,11 +24,32 @@ DEFAULTS: dict[str, object] = {
     "snapshot_output": "both",
     "production_expiry": 3600.0,
     "probe_logging": True,
+    "log_to_stderr": False,
+    # debugpy's names, so that a program's debugpy.configure() call works unchanged. Each
+    # takes only the value fastattach honours (see DEBUGPY_REFUSALS for why).
+    "qt": "none",
+    "subProcess": False,
 }
-# Options whose change gives every breakpoint a fresh budget (all but where logs go).
-BUDGET_OPTIONS = frozenset(DEFAULTS) - {"log_dir"}
+# Options whose change gives every breakpoint a fresh budget (all but where logs go and
+# debugpy's names, which can only keep their one value).
+BUDGET_OPTIONS = frozenset(DEFAULTS) - {"log_dir", "log_to_stderr", "qt", "subProcess"}
 
-_BOOLEANS = ("production", "probe_logging")
+# debugpy's configure() options that fastattach cannot honour: name -> what fastattach does
+# instead. A debugpy user must hear of the difference at once, not find it out later.
+_NO_SUBPROCESSES = "fastattach does not debug subprocesses (only the process that called listen())"
+DEBUGPY_REFUSALS = {
+    "subProcess": f"subProcess must be False: {_NO_SUBPROCESSES}",
+    "qt": "qt must be 'none': fastattach does not patch Qt's threads (call debug_this_thread() "
+          "in a QThread to debug it)",
+    "python": f"python is not supported: it picks the interpreter of debugged subprocesses, and "
+              f"{_NO_SUBPROCESSES}",
+    "pythonEnv": f"pythonEnv is not supported: it sets the environment of debugged subprocesses, and "
+                 f"{_NO_SUBPROCESSES}",
+    "pythonArgs": f"pythonArgs is not supported: it sets the arguments of debugged subprocesses, and "
+                  f"{_NO_SUBPROCESSES}",
+}
+
+_BOOLEANS = ("production", "probe_logging", "log_to_stderr")
 _NONNEGATIVE_FLOATS = ("logpoint_messages_per_second", "logpoint_bytes_per_second",
                        "condition_evaluations_per_second", "condition_cpu_fraction", "budget_cooldown",
                        "snapshots_per_second", "production_expiry")
@@ -39,6 +60,11 @@ MIN_SNAPSHOT_BYTES = 512
 
 def validate(name: str, value):
     """The value to store for option `name`; ValueError says what is wrong."""
+    if name in DEBUGPY_REFUSALS and (
+            name not in DEFAULTS or type(value) is not type(DEFAULTS[name]) or value != DEFAULTS[name]):
+        raise ValueError(f"configure({name}=...): {DEBUGPY_REFUSALS[name]}")
+    if name in ("qt", "subProcess"):
+        return value   # the one accepted value, just checked
     if name not in DEFAULTS:
         raise ValueError(f"unknown fastattach option {name!r}; known: {', '.join(sorted(DEFAULTS))}")
     if name == "log_dir":
@@ -62,6 +88,25 @@ def validate(name: str, value):
     if value not in SNAPSHOT_OUTPUTS:   # snapshot_output, the only one left
         raise ValueError(f"snapshot_output must be one of {', '.join(SNAPSHOT_OUTPUTS)}, not {value!r}")
     return value
+
+
+def parse_text(name: str, text: str):
+    """The value of `--configure-NAME TEXT`, read as debugpy's command line reads it: by the
+    type of the option's default (a boolean is true or false in any case); ValueError if
+    NAME is unknown or TEXT is not of that type."""
+    if name in DEBUGPY_REFUSALS and name not in DEFAULTS:
+        raise ValueError(f"--configure-{name}: {DEBUGPY_REFUSALS[name]}")
+    if name not in DEFAULTS:
+        raise ValueError(f"--configure-{name}: unknown option; known: {', '.join(sorted(DEFAULTS))}")
+    default = DEFAULTS[name]
+    try:
+        if isinstance(default, bool):
+            return {"true": True, "false": False}[text.lower()]
+        if isinstance(default, (int, float)):
+            return type(default)(text)
+    except (KeyError, ValueError):
+        raise ValueError(f"--configure-{name}: {text!r} is not a {type(default).__name__}") from None
+    return text   # the str options, and log_dir (None by default, a path when given)
 
 
 def replace(options: dict, changes: dict) -> dict:

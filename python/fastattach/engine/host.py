@@ -77,6 +77,26 @@ class PydevdHost:
         if self.py_db is not None and not self.options["production"]:
             seam_module.suspend_at(frame)
 
+    def trace_this_thread(self, should_trace: bool) -> None:
+        """debugpy's trace_this_thread(), which calls pydevd in the same way."""
+        py_db = self.py_db
+        if py_db is None:
+            return
+        if should_trace:
+            py_db.enable_tracing()
+        else:
+            py_db.disable_tracing()
+
+    def debug_this_thread(self) -> None:
+        """debugpy's debug_this_thread(): pydevd.settrace() from this thread, which, pydevd
+        being set up already, only starts tracing this thread (no connection is made)."""
+        if self.py_db is None:
+            return
+        import pydevd
+
+        pydevd.settrace(host="127.0.0.1", port=0, suspend=False, wait_for_ready_to_run=False,
+                        block_until_connected=False, patch_multiprocessing=False, notify_stdin=False)
+
     # -- start-up ------------------------------------------------------------------------
     def _start(self) -> None:
         """Create pydevd's PyDB with tracing on but no network, and put the filter in front of it."""
@@ -98,6 +118,8 @@ class PydevdHost:
             os.makedirs(log_dir, exist_ok=True)
             if not debugpy_api.ensure_logging.ensured:
                 debugpy.log_to(log_dir)
+        if self.options["log_to_stderr"] and not debugpy_api.ensure_logging.ensured:
+            debugpy.log_to(sys.stderr)
         debugpy_api.ensure_logging()
         hidden_paths = tuple(
             os.path.dirname(os.path.abspath(module.__file__))

@@ -331,12 +331,14 @@ class ClientSession:
         logger.info("fastattach: client %s attached", self._peer_name)
 
     def _client_to_backend(self, message: dict, body: bytes) -> None:
+        # Before the filter: a disconnect it rewrites (production mode drops terminateDebuggee)
+        # keeps its seq, and pydevd's answer to it must still end the session.
+        if message["type"] == "request" and message["command"] == "disconnect":
+            self._client_disconnect_seq = message["seq"]
         request_filter = self._config.request_filter
         if request_filter is not None and message["type"] == "request" and self._apply_request_filter(
                 request_filter, message):
             return
-        if message["type"] == "request" and message["command"] == "disconnect":
-            self._client_disconnect_seq = message["seq"]
         # Unchanged, and in one buffer so pydevd never sees half a message from us.
         self._to_backend += frame(body)
 

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYENV_VERSION="${PYENV_VERSION:-3.12.1:3.13.0}"
-PYTHONS="${FASTATTACH_PYTHONS:-3.12 3.13}"
+# Set but empty (scripts/test.sh with FASTATTACH_PYTHONS=""): the Debian packages only.
+PYTHONS="${FASTATTACH_PYTHONS-3.12 3.13}"
 
 # The real editor client for the end-to-end tests (Debian's Emacs and dap-mode), valgrind for
 # the benchmark's instruction counts (benchmarks/bench_instructions.py), and debootstrap for the

@@ -10,7 +10,7 @@ export PYENV_VERSION="${PYENV_VERSION:-3.12.1:3.13.0}"
 HOST_PYTHONS="${FASTATTACH_PYTHONS-3.12 3.13}"
 CHROOT_PYTHONS="${FASTATTACH_CHROOT_PYTHONS-3.14 3.15}"
 started=$SECONDS
-scripts/bootstrap.sh || { echo "test.sh: bootstrap failed"; exit 1; }
+FASTATTACH_PYTHONS="$HOST_PYTHONS" scripts/bootstrap.sh || { echo "test.sh: bootstrap failed"; exit 1; }
 
 status=0
 lint_python=".venv/${HOST_PYTHONS%% *}/bin/python"

@@ -24,8 +24,10 @@ from _e2e import DebugServer, breakpoint_filter_stats, marker_line, wait_stop
 
 from fastattach.net.client import DAPClient
 
-# The oldest release pyproject.toml's range allows; keep the two in step.
-OLDEST_TESTED_DEBUGPY = "1.8.13"
+# The oldest release pyproject.toml's range allows for this Python (the first with wheels for
+# it: older ones install as pure Python and do not run on 3.14+); keep the two in step.
+OLDEST_BY_PYTHON = {(3, 14): "1.8.17", (3, 15): "1.8.22"}
+OLDEST_TESTED_DEBUGPY = OLDEST_BY_PYTHON.get(sys.version_info[:2], "1.8.13")
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 DEBUGGEE = textwrap.dedent("""
@@ -93,9 +95,18 @@ def test_oldest_accepted_debugpy_gets_the_filter_and_stops_at_a_breakpoint(oldes
 
 
 def test_pyproject_accepts_the_oldest_tested_debugpy():
-    text = (REPO / "pyproject.toml").read_text()
-    assert f'"debugpy>={OLDEST_TESTED_DEBUGPY},<1.9"' in text
-    assert f"debugpy>={OLDEST_TESTED_DEBUGPY},<1.9" in (REPO / "requirements-dev.txt").read_text()
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    dependencies = [Requirement(d) for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "dependencies"]]
+    for (major, minor), oldest in [((3, 12), "1.8.13"), ((3, 13), "1.8.13"), *OLDEST_BY_PYTHON.items()]:
+        environment = {"python_version": f"{major}.{minor}", "python_full_version": f"{major}.{minor}.0"}
+        debugpy = [r for r in dependencies if r.name == "debugpy"
+                   and (r.marker is None or r.marker.evaluate(environment))]
+        assert [set(map(str, r.specifier)) for r in debugpy] == [{f">={oldest}", "<1.9"}], (major, minor)
+    assert "debugpy>=1.8.13,<1.9" in (REPO / "requirements-dev.txt").read_text()
 
 
 # -- Debian sid's python3-debugpy + python3-pydevd (in the chroot of scripts/sid-chroot.sh) --------

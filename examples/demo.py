@@ -76,8 +76,7 @@ def main():
         frame = second.top_frame(again["threadId"])
         print(f"9. a second client attached later and stopped at line {frame['line']}: "
               f"order id {second.evaluate('order[\"id\"]', frame['id'])}")
-        stats = second.evaluate("__import__('fastattach._api', fromlist=['session']).session().gate.tracer.stats()",
-                                frame["id"])
+        stats = second.evaluate("__import__('fastattach').breakpoint_filter_stats()", frame["id"])
         counts = {k: int(v) for k, v in re.findall(r"'(\w+)': (\d+)", stats)}
         answered = counts["line_disable"] + counts["start_disable"] + counts["condition_false"]
         forwarded = counts["line_forward"] + counts["condition_forward"] + counts["start_forward"]

@@ -41,6 +41,13 @@ def marker_line(path: Path, marker: str) -> int:
     return found[0]
 
 
+def kill_if_running(proc: subprocess.Popen) -> None:
+    """The ``finally`` of a test that drives a debuggee it started: never leave it running."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))

@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from _e2e import kill_if_running
 
 from fastattach.net.client import DAPClient
 
@@ -99,9 +100,7 @@ def test_wait_for_client_blocks_until_a_client_configures(tmp_path):
         client.disconnect()
         out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     assert proc.returncode == 0 and out.strip() == "program ran"
 
 
@@ -130,9 +129,7 @@ def test_breakpoint_api_stops_at_the_callers_next_line(tmp_path):
         client.disconnect()
         out, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     assert proc.returncode == 0, err
     assert out.strip() == "value 42"
 
@@ -298,9 +295,7 @@ def test_log_to_stderr_logs_debugpy_too_once_a_client_attaches():
         client.disconnect()
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     assert proc.returncode == 0 and out == "ran\n", err
     assert "fastattach INFO: fastattach: client connected from 127.0.0.1:" in err
     assert re.search(r"^I\+\d+\.\d+: Initial environment:", err, re.M)   # debugpy's own log format
@@ -328,9 +323,7 @@ def test_process_event_names_the_program_even_before_it_starts(form, tmp_path):
         client.disconnect()
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     assert proc.returncode == 0 and out == "ran\n", err
     assert name == expected
 

@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from _e2e import kill_if_running
 
 from fastattach.net.client import DAPClient
 
@@ -57,9 +58,7 @@ def test_wait_for_client_still_returns_true_for_a_client_and_false_on_timeout():
         client.disconnect()
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     assert proc.returncode == 0 and out == "client True\n", err
 
 
@@ -156,9 +155,7 @@ def test_thread_calls_under_a_session_keep_breakpoints_and_log_to_writes_logs(tm
         client.disconnect()
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     assert proc.returncode == 0 and out == "finished True\n", err
     assert glob.glob(str(tmp_path / "logs" / "debugpy.server-*.log"))
 
@@ -202,8 +199,6 @@ def test_trace_this_thread_off_and_on_keeps_a_callees_breakpoint(module, tmp_pat
         client.disconnect()
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     assert stops == [callee_line, module_line]
     assert proc.returncode == 0 and out == "finished\n", err

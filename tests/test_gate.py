@@ -16,6 +16,7 @@ import textwrap
 import threading
 
 import pytest
+from _e2e import kill_if_running
 
 import fastattach
 from fastattach import _api, _fasttrace
@@ -384,9 +385,7 @@ def test_eight_threads_hitting_breakpoints_at_once(tmp_path):
         client.disconnect()
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
     assert proc.returncode == 0, err[-2000:]
     assert "ALL DONE" in out
     assert {reason for _, _, reason in stops} == {"breakpoint"}

@@ -250,6 +250,28 @@ def test_target_exiting_during_the_attach():
             proc.stdout.close()
 
 
+def test_a_target_that_exits_while_stopping_is_reported_gone_not_unrestorable():
+    # GIVEN a traced process that exits on its own before our interrupt lands
+    from fastattach import _libc
+    from fastattach.attach._injector import _release, _Tracee
+    proc = subprocess.Popen([sys.executable, "-c", "import os; os._exit(0)"])
+    try:
+        _libc.ptrace_seize(proc.pid)
+        tracee = _Tracee(proc.pid, proc.pid, time.monotonic() + 10)
+        # WHEN waiting for a stop sees the exit
+        with pytest.raises(AttachError) as stop:
+            while True:   # a seized process stops only for signals and events: pass them on
+                tracee.wait_stop("waiting")
+                tracee.resume(0)
+        # THEN the reason is that the process went away, and the restore has nothing to add
+        assert stop.value.reason == "no_such_process"
+        _release(tracee, None, None)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
 def test_pep768_method_on_a_python_without_it_is_refused(cleanup):
     # GIVEN a target older than 3.14 (this Python, or the other one of this environment)
     from targets.attach_harness import other_python

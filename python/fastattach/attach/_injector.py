@@ -119,6 +119,8 @@ class _Tracee:
     def __init__(self, pid: int, tid: int, deadline: float):
         self.pid, self.tid, self.deadline = pid, tid, deadline
         self.stopped = False
+        # Set once wait reports the thread gone: there is nothing left to restore or detach.
+        self.gone = False
 
     def wait_stop(self, step: str, deadline: float | None = None) -> int:
         """Wait for the next ptrace stop; return the raw wait status."""
@@ -128,8 +130,11 @@ class _Tracee:
             try:
                 waited, status = os.waitpid(self.tid, os.WNOHANG | WAIT_ALL_THREADS)
             except ChildProcessError:
+                self.gone = True
                 raise AttachError("no_such_process", f"PID {self.pid} exited during the attach ({step})") from None
             if waited:
+                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                    self.gone = True
                 if os.WIFEXITED(status):
                     raise AttachError("no_such_process", f"PID {self.pid} exited during the attach ({step}): "
                                                          f"exit status {os.WEXITSTATUS(status)}")
@@ -313,6 +318,8 @@ def _remote_dlerror(tracee: _Tracee, regs: dict, libc_functions: LibcFunctions, 
 
 def _release(tracee: _Tracee, saved_regs: dict | None, saved_xstate: bytes | None) -> None:
     """Put the thread back exactly as it was and let it go, whatever happened before."""
+    if tracee.gone:
+        return
     problems = []
     try:
         if not tracee.stopped:
@@ -323,7 +330,13 @@ def _release(tracee: _Tracee, saved_regs: dict | None, saved_xstate: bytes | Non
             _libc.ptrace_set_xstate(tracee.tid, saved_xstate)
         if saved_regs is not None:
             _libc.ptrace_set_regs(tracee.tid, saved_regs)
-    except (OSError, AttachError) as exc:
+    except AttachError as exc:
+        if tracee.gone:
+            return
+        problems.append(str(exc))
+    except OSError as exc:
+        if exc.errno == errno.ESRCH and process_state(tracee.pid).startswith(("Z", "X", "gone")):
+            return
         problems.append(str(exc))
     try:
         _libc.ptrace_detach(tracee.tid, 0)

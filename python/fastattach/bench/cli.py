@@ -163,6 +163,9 @@ def parse_args(argv):
                              "shared machine, counts every thread of the debuggee), wall time, or the main "
                              "thread's instructions counted by valgrind's callgrind (exact to ~0.01%%, ~50x "
                              "slower; only ratios are reported)")
+    parser.add_argument("--keep-dumps", action="store_true",
+                        help="with --clock instructions: keep callgrind's dumps in OUT/callgrind "
+                             "(callgrind.PID.N, one per sample; results.json names each run's PID)")
     parser.add_argument("--modes", default=",".join(DEBUGGERS),
                         help="debuggers to compare with no debugger (default: debugpy,fastattach)")
     parser.add_argument("--references", default=",".join(REFERENCES),
@@ -454,7 +457,8 @@ def main(argv=None) -> int:
     labels = {python: versions[python]["python"] for python in args.pythons}
     run = Run(args, labels)
     settings = harness.Settings(quick=args.quick, clock=args.clock,
-                                callgrind_dir=os.path.join(out, "callgrind") if args.clock == "instructions" else None)
+                                callgrind_dir=os.path.join(out, "callgrind") if args.clock == "instructions" else None,
+                                keep_dumps=args.keep_dumps)
     files = write_support_files(os.path.join(out, "files"))
 
     profiles = profile_all(run, settings) if "ratios" in args.section_list else {}

@@ -37,13 +37,16 @@ class SetupNotEffective(RuntimeError):
 class Settings:
     """Sizes of one harness invocation (--quick shrinks them)."""
 
-    def __init__(self, *, quick: bool, clock: str = "cpu", callgrind_dir: str | None = None):
+    def __init__(self, *, quick: bool, clock: str = "cpu", callgrind_dir: str | None = None,
+                 keep_dumps: bool = False):
         # "cpu": the debuggee's process CPU time (all its threads), which other
         # processes on a shared machine barely disturb; "wall": elapsed time;
         # "instructions": the main thread's instructions per sample, counted by
         # callgrind (fastattach.bench.instructions), its dumps kept in callgrind_dir.
         self.clock = clock
         self.callgrind_dir = callgrind_dir
+        # Kept, the dumps can be compared function by function (callgrind_annotate).
+        self.keep_dumps = keep_dumps
         if clock == "instructions" and callgrind_dir is None:
             raise ValueError("counting instructions needs a directory for callgrind's dumps")
         # callgrind runs everything, pydevd's start-up included, about 50x slower.
@@ -215,7 +218,9 @@ def run_scenario(python: str, workload: str, profile: dict, scenario, mode: str,
                 client.close()
     if settings.clock == "instructions":
         events = sample_events(settings.callgrind_dir, target.pid)
-        remove_dumps(settings.callgrind_dir, target.pid)
+        details["callgrind_pid"] = target.pid
+        if not settings.keep_dumps:
+            remove_dumps(settings.callgrind_dir, target.pid)
         if len(events) != len(result["times"]):
             raise TargetError(f"callgrind wrote {len(events)} dumps for {len(result['times'])} samples")
         details["sample_events"] = events

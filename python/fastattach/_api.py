@@ -83,7 +83,8 @@ class _Process:
             ssl_context = security.server_ssl_context(certfile, keyfile)
             self.listener = listener.Listener(host, port, open_backend=self.open_backend,
                                               request_filter=self.filter_request, secret=secret,
-                                              ssl_context=ssl_context, allow_unauthenticated=allow_unauthenticated)
+                                              ssl_context=ssl_context, allow_unauthenticated=allow_unauthenticated,
+                                              on_backend_done=self.backend_done)
             self._install_breakpointhook()
             return self.listener.address
 
@@ -97,6 +98,13 @@ class _Process:
             session = self.host.open_session()
             self._reassert_breakpointhook()
             return session
+
+    def backend_done(self) -> None:
+        """A client's session with pydevd is over, normally or not: nothing may stay suspended."""
+        with self._host_lock:
+            host = self.host
+            if host is not None:
+                host.session_over()
 
     def filter_request(self, message: dict):
         """Production mode's refusals (see engine/production.py); None outside production mode."""

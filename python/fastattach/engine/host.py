@@ -72,6 +72,24 @@ class PydevdHost:
             self._pydevd_end = theirs
             return ours
 
+    def session_over(self) -> None:
+        """What pydevd does on a disconnect, unless it already did: resume every suspended thread,
+        clear every breakpoint. A session that died (pydevd's reader gone, its stream broken,
+        the client vanished) must not leave a thread stopped until some later client continues it."""
+        with self._lock:
+            py_db = self.py_db
+            if py_db is None:
+                return
+            suspended = seam_module.suspended_threads()
+            if not suspended and not seam_module.has_breakpoints(py_db):
+                return
+            from _pydevd_bundle.pydevd_api import PyDevdAPI
+
+            log.warning("fastattach: the session ended without pydevd's disconnect; resuming %d suspended "
+                        "thread(s) and clearing the breakpoints", len(suspended))
+            py_db.enable_output_redirection(False, False)
+            PyDevdAPI().request_disconnect(py_db, resume_threads=True)
+
     def break_at(self, frame) -> None:
         """Stop this thread at the next line `frame` runs; nothing in production mode."""
         if self.py_db is not None and not self.options["production"]:

@@ -55,13 +55,15 @@ class Listener:
     the public API); it is called on the relay thread once a client has authenticated.
     ``request_filter(request)``, if given, sees each authenticated client request first and
     returns None (forward it unchanged), a str (refuse it with that message) or a dict (forward
-    this rewritten request instead).
+    this rewritten request instead). ``on_backend_done()``, if given, is called on the relay
+    thread after each session's backend got its disconnect (or could not), however it ended.
     """
 
     def __init__(self, host: str, port: int, *, open_backend: Callable[[], socket.socket],
                  request_filter: Callable[[dict], object] | None = None, secret: str | None = None,
                  ssl_context: ssl.SSLContext | None = None, allow_unauthenticated: bool = False,
-                 auth_timeout: float = DEFAULT_AUTH_TIMEOUT, throttle: FailureThrottle | None = None):
+                 auth_timeout: float = DEFAULT_AUTH_TIMEOUT, throttle: FailureThrottle | None = None,
+                 on_backend_done: Callable[[], None] | None = None):
         if secret is not None and (not isinstance(secret, str) or not secret):
             raise ValueError("secret must be a non-empty string (or None for no secret)")
         check_bind_allowed(host, port, secret=secret, allow_unauthenticated=allow_unauthenticated)
@@ -70,6 +72,7 @@ class Listener:
         self._ssl_context = ssl_context
         self._open_backend = open_backend
         self._request_filter = request_filter
+        self._on_backend_done = on_backend_done
         self._auth_timeout = auth_timeout
         self._throttle = throttle or FailureThrottle()
         self._sock = self._bind(host, port)
@@ -230,7 +233,8 @@ class Listener:
             config = SessionConfig(secret=self._secret, ssl_context=self._ssl_context,
                                    auth_timeout=self._auth_timeout, throttle=self._throttle,
                                    open_backend=self._open_backend, request_filter=self._request_filter,
-                                   on_configured=self._configured.set, on_ending=self._session_ending)
+                                   on_configured=self._configured.set, on_ending=self._session_ending,
+                                   on_backend_done=self._on_backend_done)
             self._session = ClientSession(conn, peer, config)
             self._session_thread = start_service_thread(self._session.run, "fastattach.relay")
             return True

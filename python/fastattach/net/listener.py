@@ -36,9 +36,10 @@ if TYPE_CHECKING:
 DEFAULT_AUTH_TIMEOUT = 20.0
 # Second clients being told "busy" at once; more are just closed.
 MAX_CONCURRENT_REJECTIONS = 4
-# How long a new client waits for a connection that has not attached (a port probe, a health
-# check, a client mid-handshake) to go away before it is told "busy".
-NOT_ATTACHED_GRACE = 2.0
+# Connections still in their handshake (not yet attached), each served by its own thread.
+# Beyond this the oldest is closed for the newest: a flood of idle connections can neither
+# hold the client slot nor exhaust threads, and a client that authenticates at once gets in.
+MAX_PENDING_HANDSHAKES = 32
 
 BUSY_MESSAGE = ("another debugger client is already attached to this process; fastattach serves one client "
                 "at a time: disconnect the other one first")
@@ -50,6 +51,9 @@ class ListenError(OSError):
 
 class Listener:
     """Listens for DAP clients on (host, port) and relays one at a time to a backend.
+
+    The one client slot goes to the first connection to complete an accepted attach (right
+    secret), not to the first to connect: until then a connection holds nothing another needs.
 
     ``open_backend()`` returns our end of a new DAP connection to the debugger (pydevd, for
     the public API); it is called on the relay thread once a client has authenticated.
@@ -79,8 +83,10 @@ class Listener:
         self.address: tuple[str, int] = self._sock.getsockname()[:2]
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        self._session: ClientSession | None = None
+        self._session: ClientSession | None = None   # holds the client slot (attached)
         self._session_thread: threading.Thread | None = None
+        self._pending: dict[ClientSession, threading.Thread] = {}   # in their handshake, oldest first
+        self._last_accepted: ClientSession | None = None
         self._configured = threading.Event()
         self._rejections = 0
         self._waker = Waker()
@@ -103,7 +109,9 @@ class Listener:
             # Lets a restarted debuggee reuse its port at once; Linux still refuses a port in active use.
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
             sock.bind(sockaddr)
-            sock.listen(8)
+            # Room for a burst of connections (a flood, a port scan) while the accept thread catches up:
+            # with a short backlog a real client's SYN is dropped and retried a second later.
+            sock.listen(128)
             sock.setblocking(False)
         except OSError as error:
             sock.close()
@@ -151,9 +159,12 @@ class Listener:
         self._waker.wake()
         with self._lock:
             session, thread = self._session, self._session_thread
+            pending = list(self._pending.items())
+        for other, _ in pending:
+            other.stop()
         if session is not None:
             session.stop()
-        for worker in (self._accept_thread, thread):
+        for worker in (self._accept_thread, thread, *(worker for _, worker in pending)):
             # close() may come from code the client evaluates; never wait for ourselves.
             if worker is not None and worker is not threading.current_thread():
                 worker.join(timeout)
@@ -206,55 +217,62 @@ class Listener:
         if wait:
             refusal = (f"too many failed attempts from {peer_host}: try again in {wait:.1f} s, "
                        f"with the right secret")
-        elif self._admit(conn, peer):
+        elif self._start_handshake(conn, peer):
             return
         else:
-            refusal = None
+            refusal = BUSY_MESSAGE
         with self._lock:
             if self._rejections >= MAX_CONCURRENT_REJECTIONS:
-                logger.warning("fastattach: closed a connection from %s: a client is already attached",
-                               format_peer(peer))
+                logger.warning("fastattach: closed a connection from %s: %s", format_peer(peer), refusal)
                 close_quietly(conn)
                 return
             self._rejections += 1
-        if refusal is not None:
-            start_service_thread(lambda: self._reject(conn, peer, refusal), "fastattach.reject")
-        else:
-            start_service_thread(lambda: self._admit_later_or_reject(conn, peer), "fastattach.reject")
+        start_service_thread(lambda: self._reject(conn, peer, refusal), "fastattach.reject")
 
-    def _admit(self, conn: socket.socket, peer) -> bool:
-        """Starts a session for this connection unless another one is still running."""
+    def _start_handshake(self, conn: socket.socket, peer) -> bool:
+        """Serves the connection's handshake, unless an attached client holds the slot (False)."""
+        from .relay import ClientSession, SessionConfig  # RSS: loaded with the first client
+
         with self._lock:
-            if self._closed.is_set() or (self._session is not None and not self._session.finished):
+            holder = self._session
+            if self._closed.is_set() or (holder is not None and holder.active):
                 return False
-            from .relay import ClientSession, SessionConfig  # RSS: loaded with the first client
-
-            self._configured.clear()
+            displaced = None
+            if len(self._pending) >= MAX_PENDING_HANDSHAKES:
+                displaced = next(iter(self._pending))
+                del self._pending[displaced]
             config = SessionConfig(secret=self._secret, ssl_context=self._ssl_context,
                                    auth_timeout=self._auth_timeout, throttle=self._throttle,
                                    open_backend=self._open_backend, request_filter=self._request_filter,
                                    on_configured=self._configured.set, on_ending=self._session_ending,
-                                   on_backend_done=self._on_backend_done)
-            self._session = ClientSession(conn, peer, config)
-            self._session_thread = start_service_thread(self._session.run, "fastattach.relay")
-            return True
+                                   on_backend_done=self._on_backend_done, claim_slot=self._claim_slot)
+            session = self._last_accepted = ClientSession(conn, peer, config)
+            self._pending[session] = start_service_thread(session.run, "fastattach.relay")
+        if displaced is not None:
+            displaced.stop(f"{MAX_PENDING_HANDSHAKES} connections are waiting to authenticate; the oldest "
+                           f"gives way to a new one")
+        return True
 
-    def _admit_later_or_reject(self, conn: socket.socket, peer) -> None:
-        # A client that reconnects right after its disconnect response can arrive while
-        # the old session is still detaching, and any client can arrive just after a port
-        # probe whose connection we have not seen close yet: wait for those instead of
-        # calling the process busy.
+    def _claim_slot(self, session: ClientSession) -> str | None:
+        """Called by a session whose attach was accepted: None if it now holds the client slot,
+        else why not. A client that reconnects right after its disconnect response can arrive
+        while the old session is still detaching: it waits for that one instead of being busy."""
         from . import relay  # RSS: loaded with the first client
 
-        session = self._session
-        if session is not None and (session.leaving or not session.attached):
-            session.done.wait(relay.FLUSH_TIMEOUT + relay.BACKEND_DISCONNECT_TIMEOUT if session.leaving
-                              else NOT_ATTACHED_GRACE)
-            if self._admit(conn, peer):
-                with self._lock:
-                    self._rejections -= 1
-                return
-        self._reject(conn, peer, BUSY_MESSAGE)
+        for waited in (False, True):
+            with self._lock:
+                if self._closed.is_set():
+                    return "the listener is closing"
+                holder = self._session
+                if holder is None or holder.finished or holder is session:
+                    self._session = session
+                    self._session_thread = self._pending.pop(session, None)
+                    self._configured.clear()
+                    return None
+            if waited or not holder.leaving:
+                return BUSY_MESSAGE
+            holder.done.wait(relay.FLUSH_TIMEOUT + relay.BACKEND_DISCONNECT_TIMEOUT)
+        return BUSY_MESSAGE
 
     def _reject(self, conn: socket.socket, peer, reason: str) -> None:
         """Answers the connection's first request with `reason`, without touching the current session."""
@@ -278,5 +296,7 @@ class Listener:
 
     def _session_ending(self, session: ClientSession) -> None:
         with self._lock:
+            if session.finished:
+                self._pending.pop(session, None)
             if session is self._session:
                 self._configured.clear()

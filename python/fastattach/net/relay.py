@@ -65,6 +65,8 @@ class SessionConfig(NamedTuple):
     # After pydevd got (or could not get) our disconnect: the backend's owner makes sure no
     # thread stays suspended and no breakpoint stays set, whatever pydevd made of it.
     on_backend_done: Callable[[], None] | None = None
+    # An accepted attach asks for the one client slot: None if granted, else the refusal.
+    claim_slot: Callable[[ClientSession], str | None] | None = None
 
 
 def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = None) -> None:
@@ -123,6 +125,7 @@ class ClientSession:
         self._dropped_events = 0
         self._waker = Waker()
         self._stop = threading.Event()
+        self._stop_reason = "the listener is closing"
         self._deadline = time.monotonic() + config.auth_timeout
         self._ending: str | None = None  # why the session is ending: flush, then close
         # From the start of an authenticated session to its end: without it, pydevd's threads
@@ -154,7 +157,8 @@ class ClientSession:
             self._injected.append(message)
         self._waker.wake()
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "the listener is closing") -> None:
+        self._stop_reason = reason
         self._stop.set()
         self._waker.wake()
 
@@ -191,7 +195,7 @@ class ClientSession:
                 self._read_client()
             while True:
                 if self._stop.is_set() and self._ending is None:
-                    self._end("the listener is closing")
+                    self._end(self._stop_reason)
                 self._drain_injected()
                 if self._ending is not None and not self._to_client:
                     return
@@ -316,6 +320,8 @@ class ClientSession:
             self._config.throttle.record_success(self._peer_host)
             initialize, attach = step.start_session
             problem = check_request(attach)
+            if problem is None and self._config.claim_slot is not None:
+                problem = self._config.claim_slot(self)
             if problem is not None:
                 self._send_to_client(error_response(attach, problem))
                 self._end(problem, warn=True)

@@ -18,6 +18,7 @@ import errno
 import select
 import sys
 import threading
+import time
 
 from .._handoff import prompt_gil_handoffs
 from .._log import logger
@@ -89,6 +90,10 @@ class Listener:
         self._last_accepted: ClientSession | None = None
         self._configured = threading.Event()
         self._rejections = 0
+        self._failing_since: float | None = None   # monotonic time the accept loop began failing
+        self._failure: Exception | None = None     # why, and whether the log has said so yet
+        self._failure_logged = False
+        self._unserved: tuple[int, object] | None = None   # (fd, peer) accepted, not yet served
         self._waker = Waker()
         self._accept_thread = start_service_thread(self._accept_loop, "fastattach.listener")
         logger.info("fastattach: listening on %s:%s%s%s", *self.address,
@@ -182,26 +187,56 @@ class Listener:
             poller.register(self._sock.fileno(), select.POLLIN)
             poller.register(self._waker.reader, select.POLLIN)
             while not self._closed.is_set():
-                ready = poller.poll()
+                # A connection we could not serve yet is retried every 100 ms.
+                ready = poller.poll(100 if self._unserved is not None else None)
                 if self._closed.is_set():
                     break
-                if any(fd == self._sock.fileno() for fd, _ in ready):
-                    self._accept_one()
-                else:
+                if self._unserved is not None or any(fd == self._sock.fileno() for fd, _ in ready):
+                    self._accept_and_recover()
+                if any(fd == self._waker.reader for fd, _ in ready):
                     self._waker.drain()
         except Exception:
             logger.exception("fastattach: the listener failed; no more clients will be accepted")
 
-    def _accept_one(self) -> None:
+    def _accept_and_recover(self) -> None:
+        """Accepts and serves one connection; a failure (out of file descriptors or threads,
+        typically) is waited out, the connection kept (or left in the kernel's queue) until
+        it can be served. One log line when the shortage starts and one when it ends."""
+        if self._unserved is None:
+            try:
+                self._unserved = self._sock._accept()
+            except WOULD_BLOCK:
+                return
+            except OSError as error:
+                self._serving_failed(error)
+                return
+        fd, peer = self._unserved
         try:
-            fd, peer = self._sock._accept()
-        except WOULD_BLOCK:
+            self._serve(fd, peer)
+        except Exception as error:
+            self._serving_failed(error)
             return
-        except OSError as error:
-            # Out of file descriptors, typically: back off instead of spinning on the ready socket.
-            logger.warning("fastattach: accept() failed: %s", error)
-            self._closed.wait(0.1)
-            return
+        self._unserved = None
+        if self._failing_since is not None:
+            if not self._failure_logged:   # logging itself needed a descriptor (its first import does)
+                logger.warning("fastattach: could not serve new connections (%s)", self._failure)
+            logger.warning("fastattach: serving new connections again, after %.1f s",
+                           time.monotonic() - self._failing_since)
+            self._failing_since = self._failure = None
+
+    def _serving_failed(self, error: Exception) -> None:
+        if self._failing_since is None:
+            self._failing_since, self._failure, self._failure_logged = time.monotonic(), error, False
+        if not self._failure_logged:
+            try:
+                logger.warning("fastattach: cannot serve new connections (%s); retrying until it can", error)
+                self._failure_logged = True
+            except Exception:
+                pass   # said on recovery instead
+        self._closed.wait(0.1)   # back off instead of spinning on the ready socket
+
+    def _serve(self, fd: int, peer) -> None:
+        """Starts the connection's handshake or refusal; on failure the fd stays open for a retry."""
         if f"{__package__}.relay" not in sys.modules:
             # The first connection loads what serving one needs (socket, selectors, the relay
             # and the handshake): a few hundred blocking calls that must not each wait a whole
@@ -211,7 +246,14 @@ class Listener:
         import socket
 
         conn = socket.socket(self._sock.family, _socket.SOCK_STREAM, fileno=fd)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._admit_or_refuse(conn, peer)
+        except BaseException:
+            conn.detach()   # the fd is retried, so this object must not close it
+            raise
+
+    def _admit_or_refuse(self, conn: socket.socket, peer) -> None:
         peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
         wait = self._throttle.retry_after(peer_host)
         if wait:
@@ -227,7 +269,12 @@ class Listener:
                 close_quietly(conn)
                 return
             self._rejections += 1
-        start_service_thread(lambda: self._reject(conn, peer, refusal), "fastattach.reject")
+        try:
+            start_service_thread(lambda: self._reject(conn, peer, refusal), "fastattach.reject")
+        except BaseException:
+            with self._lock:
+                self._rejections -= 1
+            raise
 
     def _start_handshake(self, conn: socket.socket, peer) -> bool:
         """Serves the connection's handshake, unless an attached client holds the slot (False)."""
@@ -237,17 +284,23 @@ class Listener:
             holder = self._session
             if self._closed.is_set() or (holder is not None and holder.active):
                 return False
-            displaced = None
-            if len(self._pending) >= MAX_PENDING_HANDSHAKES:
-                displaced = next(iter(self._pending))
-                del self._pending[displaced]
             config = SessionConfig(secret=self._secret, ssl_context=self._ssl_context,
                                    auth_timeout=self._auth_timeout, throttle=self._throttle,
                                    open_backend=self._open_backend, request_filter=self._request_filter,
                                    on_configured=self._configured.set, on_ending=self._session_ending,
                                    on_backend_done=self._on_backend_done, claim_slot=self._claim_slot)
-            session = self._last_accepted = ClientSession(conn, peer, config)
-            self._pending[session] = start_service_thread(session.run, "fastattach.relay")
+            session = ClientSession(conn, peer, config)
+            try:
+                thread = start_service_thread(session.run, "fastattach.relay")
+            except BaseException:
+                session.discard()
+                raise
+            displaced = None
+            if len(self._pending) >= MAX_PENDING_HANDSHAKES:
+                displaced = next(iter(self._pending))
+                del self._pending[displaced]
+            self._last_accepted = session
+            self._pending[session] = thread
         if displaced is not None:
             displaced.stop(f"{MAX_PENDING_HANDSHAKES} connections are waiting to authenticate; the oldest "
                            f"gives way to a new one")

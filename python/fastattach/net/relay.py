@@ -157,6 +157,10 @@ class ClientSession:
             self._injected.append(message)
         self._waker.wake()
 
+    def discard(self) -> None:
+        """Undoes __init__ for a session whose thread could not start; the connection is not ours."""
+        self._waker.close()
+
     def stop(self, reason: str = "the listener is closing") -> None:
         self._stop_reason = reason
         self._stop.set()

@@ -266,6 +266,56 @@ def _listening_differently(listener, host, port, secret):
     return None
 
 
+def _stop(settings, log):
+    """`--pid PID --stop`: fastattach.stop() in this process, if fastattach is here at all
+    (never imported for this), and a report of what it removed."""
+    fastattach = sys.modules.get("fastattach")
+    api = getattr(fastattach, "_api", None)
+    try:
+        if api is None:
+            summary = f"fastattach is not loaded in PID {os.getpid()}: nothing to remove"
+        else:
+            process = api.session()
+            listener, host = process.listener, process.host
+            removed = []
+            if listener is not None:
+                bound_host, bound_port = listener.address
+                removed.append(f"the listener on {bound_host}:{bound_port}")
+                if listener.client_connected:
+                    removed.append("its client's session (disconnected)")
+            if host is not None and host.started:
+                removed.append("pydevd's sys.monitoring callbacks and events (tool id freed)")
+            _without_a_dummy_thread(fastattach.stop)
+            summary = (f"removed from PID {os.getpid()}: " + "; ".join(removed) if removed
+                       else f"PID {os.getpid()} has fastattach loaded but not listening: nothing to remove")
+    except BaseException as exc:
+        _report_error(settings, log, "loader_failed", f"fastattach.stop() failed in the target: {exc!r}")
+        return
+    log(summary)
+    port_file = settings.get("PTVS_DEBUG_PORT_FILE")
+    if port_file:
+        try:
+            _write_atomically(port_file + _contract.STOPPED_SUFFIX, summary)
+        except Exception as exc:
+            log(f"cannot write {port_file}{_contract.STOPPED_SUFFIX}: {exc!r}", always=True)
+
+
+def _without_a_dummy_thread(function):
+    """Calls function; on a thread threading did not know (the injected one, ptrace delivery),
+    the _DummyThread that threading.current_thread() made for it meanwhile is dropped again: it
+    would be listed among the program's threads for ever."""
+    import threading
+
+    ident = threading.get_ident()
+    known = ident in threading._active
+    try:
+        function()
+    finally:
+        if not known:
+            with threading._active_limbo_lock:
+                threading._active.pop(ident, None)
+
+
 def _is_true(value):
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -370,6 +420,9 @@ def _main(namespace):
     if settings is None:
         return
     log = _Log(settings)
+    if settings.get("FASTATTACH_ACTION") == "stop":
+        _stop(settings, log)
+        return
     main_ident = namespace.get(_contract.MAIN_IDENT_GLOBAL, 0)
     try:
         _fix_main_thread(main_ident, log)

@@ -401,6 +401,19 @@ def send_output(py_db, text: str) -> None:
 
 
 _STATE_SUSPEND = 2  # pydevd_constants.STATE_SUSPEND
+# pydevd's functions that run a client's evaluate request (the debug console, hovers, watches).
+_EVALUATE_FUNCTIONS = frozenset({"internal_evaluate_expression_json", "internal_evaluate_expression"})
+
+
+def in_client_evaluation() -> bool:
+    """Whether the caller runs inside pydevd's evaluation of a client's request."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name in _EVALUATE_FUNCTIONS and "pydevd" in code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def suspended_threads() -> list:

@@ -146,6 +146,12 @@ class Listener:
         session = self._session
         return session is not None and session.active
 
+    @property
+    def responses_relayed(self) -> int:
+        """How many of the backend's responses the attached client has been sent."""
+        session = self._session
+        return session.responses_relayed if session is not None else 0
+
     def wait_configured(self, timeout: float | None = None) -> bool:
         """Waits until a client's configurationDone got a successful response."""
         return self._configured.wait(timeout)

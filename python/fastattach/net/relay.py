@@ -133,6 +133,7 @@ class ClientSession:
         self._gil_handoffs: prompt_gil_handoffs | None = None
         self.attached = False
         self.finished = False
+        self.responses_relayed = 0   # the backend's responses queued for the client
         self.done = threading.Event()
 
     @property
@@ -432,6 +433,8 @@ class ClientSession:
                 self._end("the client disconnected")
                 return
         self._send_to_client(message)
+        if message["type"] == "response":
+            self.responses_relayed += 1
 
     def _send_to_client(self, message: dict) -> None:
         self._seq += 1

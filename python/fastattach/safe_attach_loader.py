@@ -442,22 +442,10 @@ def _main(namespace):
     secret = settings.get("FASTATTACH_SECRET") or None
     try:
         port = int(settings.get("PTVS_DEBUG_PORT") or 0)
-        already = _current_listener(fastattach)
-        if already is not None:
-            # A second attach to a process that still listens: the same listener is handed out
-            # only if it is the one asked for. Changing it would cut off its client, if any.
-            different = _listening_differently(already, host, port, secret)
-            if different is not None:
-                described, why = different
-                _report_error(settings, log, "already_listening",
-                              f"PID {os.getpid()} is already listening on {described}, and {why}. To change "
-                              f"it, stop that listener first (fastattach.stop() in the process, e.g. from a "
-                              f"client's debug console), then attach again; or attach with the same settings")
-                return
-            bound_host, bound_port = already.address
-            log(f"already listening on {bound_host}:{bound_port}")
-        else:
-            bound_host, bound_port = fastattach.listen((host, port), secret=secret)
+        with _listen_lock(fastattach):
+            bound_host, bound_port = _listen_or_join(fastattach, settings, log, host, port, secret)
+    except _AlreadyReported:
+        return
     except OSError as exc:
         _report_error(settings, log, "bind_failed", f"port bind failed in the target: cannot listen on "
                                                     f"{host}:{settings.get('PTVS_DEBUG_PORT')}: {exc}")
@@ -477,6 +465,38 @@ def _main(namespace):
             _wait_and_break(fastattach, main_ident, log)
         except BaseException as exc:
             log(f"waiting for the client failed: {exc!r}", always=True)
+
+
+class _AlreadyReported(Exception):
+    pass
+
+
+def _listen_lock(fastattach):
+    """Loaders of concurrent attaches (each on its own thread of this process) take turns
+    between looking for a listener and starting one: the later ones find the first's."""
+    import contextlib
+
+    lock = getattr(getattr(fastattach, "_api", None), "session", lambda: None)()
+    return getattr(lock, "_lock", None) or contextlib.nullcontext()
+
+
+def _listen_or_join(fastattach, settings, log, host, port, secret):
+    """The listener this attach hands out: the one already here if it is the one asked for."""
+    already = _current_listener(fastattach)
+    if already is not None:
+        # A second attach to a process that still listens: the same listener is handed out
+        # only if it is the one asked for. Changing it would cut off its client, if any.
+        different = _listening_differently(already, host, port, secret)
+        if different is not None:
+            described, why = different
+            _report_error(settings, log, "already_listening",
+                          f"PID {os.getpid()} is already listening on {described}, and {why}. To change "
+                          f"it, stop that listener first (fastattach.stop() in the process, e.g. from a "
+                          f"client's debug console), then attach again; or attach with the same settings")
+            raise _AlreadyReported
+        log(f"already listening on {already.address[0]}:{already.address[1]}")
+        return already.address
+    return fastattach.listen((host, port), secret=secret)
 
 
 # runpy.run_path's default name: the orchestrator's bootstrap runs us that way. Importing

@@ -22,6 +22,8 @@ detaches in ``finally``, and a timeout reports the target's state from /proc.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -344,12 +346,47 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
     runtime = _runtime.locate(pid)
     _runtime.check_supported(runtime)
 
+    with _one_attach_at_a_time(pid, deadline):
+        return _attach_locked(pid, runtime, host, port, loader, method, deadline, started_at, timeout,
+                              wait_for_client=wait_for_client, log_file=log_file, verbose=verbose, secret=secret,
+                              log_dir=log_dir, report=report, action=_action)
+
+
+@contextlib.contextmanager
+def _one_attach_at_a_time(pid: int, deadline: float):
+    """Attaches to one PID take turns, whoever runs them: a target has one tracer at a time,
+    and each later attach finds the listener the first one started (and reports it).
+
+    The lock is a name in Linux's abstract socket namespace: no file another user could
+    replace, and the kernel drops it when its holder exits, however it exits."""
+    import socket
+
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        while True:
+            try:
+                lock.bind(f"\0fastattach-attach-{pid}")
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise AttachError("injection_failed", f"cannot take the attach lock for PID {pid}: {exc}") from None
+                if time.monotonic() >= deadline:
+                    raise AttachError("timeout", f"another attach to PID {pid} was still running when this one "
+                                                 f"timed out; try again when it is done") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        lock.close()
+
+
+def _attach_locked(pid, runtime, host, port, loader, method, deadline, started_at, timeout, *, wait_for_client,
+                   log_file, verbose, secret, log_dir, report, action) -> tuple[str, int]:
     session = _Session(pid)
     try:
         settings = _settings_payload(host, port, wait_for_client, log_file, session.port_file, verbose, secret,
                                      log_dir)
-        if _action is not None:
-            settings["FASTATTACH_ACTION"] = _action
+        if action is not None:
+            settings["FASTATTACH_ACTION"] = action
         session.write_settings(settings)
         delivered = _deliver(runtime, loader, session, method, deadline)
         loader_started = []
@@ -369,7 +406,7 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
             raise AttachError("no_such_process", f"PID {pid} exited during the attach")
         if isinstance(result, AttachError):
             raise result
-        if isinstance(result, str) != (_action == "stop"):
+        if isinstance(result, str) != (action == "stop"):
             raise AttachError("loader_failed", f"the loader in PID {pid} answered {result!r}, not what was asked: "
                                                f"it is an older fastattach, which cannot stop by PID")
         if report is not None:

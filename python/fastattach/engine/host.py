@@ -26,6 +26,22 @@ from .budgets import BudgetSupervisor
 from .gate import DEBUGGER_ID, Gate, clear_tool
 
 
+class DebuggerToolTaken(RuntimeError):
+    """Another tool holds sys.monitoring's debugger tool id, which pydevd cannot do without."""
+
+
+def check_debugger_tool_free() -> None:
+    """Raise DebuggerToolTaken, naming the holder, if another tool owns tool id 0 (AWS's and
+    Datadog's live debuggers take it; so may coverage or a profiler). pydevd would take it over
+    regardless, re-pointing that tool's events; so it is not started and the tool is left alone."""
+    holder = sys.monitoring.get_tool(DEBUGGER_ID)
+    if holder is not None and holder != "pydevd":
+        raise DebuggerToolTaken(
+            f"sys.monitoring's debugger tool id {DEBUGGER_ID} is held by {holder!r} in this process; "
+            f"the debugger needs that id, so it was not started and {holder!r} is left as it was: "
+            f"turn that tool off to debug with fastattach")
+
+
 class PydevdHost:
     """One pydevd in this process, serving the session's clients one after another.
 
@@ -59,6 +75,7 @@ class PydevdHost:
         """Our end of a new DAP connection served by pydevd (started on the first call)."""
         with self._lock:
             if self.py_db is None:
+                check_debugger_tool_free()
                 self._start()
             py_db = self.py_db
             ours, theirs = socket.socketpair()

@@ -338,7 +338,11 @@ class ClientSession:
         try:
             backend = self._config.open_backend()
         except Exception as error:
-            logger.exception("fastattach: could not start the debugger for %s", self._peer_name)
+            if isinstance(error, RuntimeError) and str(error):
+                # A refusal the backend explains itself (another tool holds what it needs).
+                logger.warning("fastattach: could not start the debugger for %s: %s", self._peer_name, error)
+            else:
+                logger.exception("fastattach: could not start the debugger for %s", self._peer_name)
             self._send_to_client(error_response(
                 attach, f"fastattach could not start the debugger in this process: {error}"))
             self._end("the debugger failed to start", warn=True)

@@ -295,7 +295,7 @@ class Listener:
                                    open_backend=self._open_backend, request_filter=self._request_filter,
                                    on_configured=self._configured.set, on_ending=self._session_ending,
                                    on_backend_done=self._on_backend_done, claim_slot=self._claim_slot)
-            session = ClientSession(conn, peer, config)
+            session = self._last_accepted = ClientSession(conn, peer, config)
             try:
                 thread = start_service_thread(session.run, "fastattach.relay")
             except BaseException:
@@ -305,7 +305,6 @@ class Listener:
             if len(self._pending) >= MAX_PENDING_HANDSHAKES:
                 displaced = next(iter(self._pending))
                 del self._pending[displaced]
-            self._last_accepted = session
             self._pending[session] = thread
         if displaced is not None:
             displaced.stop(f"{MAX_PENDING_HANDSHAKES} connections are waiting to authenticate; the oldest "

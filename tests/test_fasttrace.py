@@ -336,6 +336,70 @@ class TestNeverRaises:
         assert tracer.stats()["line_disable"] == 0
 
 
+class TestTheProgramsExceptions:
+    """KeyboardInterrupt and SystemExit (Ctrl-C, a SIGTERM handler's sys.exit) are the program's:
+    they go on to its frame, from pydevd's callback or from a condition evaluated in C."""
+
+    @pytest.mark.parametrize("exception", [KeyboardInterrupt, SystemExit])
+    def test_from_the_target_it_reaches_the_program(self, exception):
+        loop = make_function(LOOP, "loop")
+        bps = Breakpoints()
+        bps.lines["loop"] = {LOOP_HOT_LINE: None}
+        with trampolines(bps, {E.LINE: RecordingTarget(raises=exception("from a signal handler"))},
+                         local_to=[loop.__code__]) as tracer:
+            with pytest.raises(exception, match="from a signal handler"):
+                loop(3)
+        assert tracer.stats()["errors"] == 0 and tracer.take_error() is None
+
+    @pytest.mark.parametrize("exception", [KeyboardInterrupt, SystemExit])
+    def test_from_a_condition_it_reaches_the_program(self, exception):
+        namespace = {"exception": exception}
+        exec(compile(textwrap.dedent(LOOP), "<test interrupted condition>", "exec"), namespace)
+        exec("def arrives():\n    raise exception('while the condition ran')", namespace)
+        loop = namespace["loop"]
+        bps = Breakpoints()
+        bps.lines["loop"] = {LOOP_HOT_LINE: condition("arrives()")}
+        target = RecordingTarget()
+        with trampolines(bps, {E.LINE: target}, local_to=[loop.__code__]) as tracer:
+            with pytest.raises(exception, match="while the condition ran"):
+                loop(3)
+        assert target.calls == [], "the program's exception is not handed to pydevd as the condition's error"
+        assert tracer.stats()["errors"] == 0
+
+
+class TestLifetime:
+    def test_a_trampoline_replaced_from_inside_its_own_callback_stays_alive(self):
+        """What pydevd does while a thread is suspended in its LINE callback: it registers its
+        callback again, which drops sys.monitoring's only reference to the running trampoline,
+        and then the callback fails. Under ASan (scripts/asan.sh) a use after free shows here."""
+        loop = make_function(LOOP, "loop")
+        bps = Breakpoints()
+        bps.lines["loop"] = {LOOP_HOT_LINE: None}
+        tracer = _fasttrace.Tracer(M.DISABLE, bps.compute, bps.need_slow)
+        replacement = RecordingTarget()
+        running = []
+
+        def reregisters_then_fails(code, line):
+            M.register_callback(TOOL, E.LINE, tracer.trampoline(_fasttrace.LINE, replacement))
+            gc.collect()
+            running.append(line)
+            raise ValueError("pydevd failed after re-registering")
+
+        M.use_tool_id(TOOL, "fastattach-test")
+        try:
+            M.register_callback(TOOL, E.LINE, tracer.trampoline(_fasttrace.LINE, reregisters_then_fails))
+            M.set_local_events(TOOL, loop.__code__, E.LINE)
+            assert loop(3) == 3
+        finally:
+            M.register_callback(TOOL, E.LINE, None)
+            M.set_local_events(TOOL, loop.__code__, 0)
+            M.free_tool_id(TOOL)
+            M.restart_events()
+        assert len(running) == 1 and len(replacement.calls) == 2
+        error = tracer.take_error()
+        assert isinstance(error, ValueError) and tracer.stats()["errors"] == 1
+
+
 class TestCache:
     def test_changed_breakpoints_invalidate_the_cache(self):
         loop = make_function(LOOP, "loop")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import queue
 import re
+import signal
 import ssl
 import subprocess
 import sys
 import threading
 import time
 
+import dap_schema
 import pytest
+from _e2e import DebugServer
 from conftest import wait_until
 from test_security import SECRET, tls_files  # noqa: F401  (a fixture)
 from test_server import fake  # noqa: F401  (a fixture)
@@ -233,3 +236,33 @@ def test_attach_that_brings_its_own_secret_is_left_alone(tls_listener, forwarder
         assert tls_listener.client_connected
     finally:
         client.close()
+
+
+KILLED_SERVICE = """
+import time
+while True:
+    time.sleep(0.02)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_debuggee_killed_while_attached_ends_the_editors_session(forwarder, tmp_path, signum):
+    script = tmp_path / "service.py"
+    script.write_text(KILLED_SERVICE)
+    with DebugServer("fastattach", script, out_dir=tmp_path, wait_for_client=False) as server:
+        proxy = forwarder("{}:{}".format(*server.address), "--no-tls")
+        client = attach_through(proxy.port)
+        try:
+            # WHEN the debuggee is killed while the editor is attached through the forwarder
+            server.process.send_signal(signum)
+            server.process.wait(10)
+            # THEN the editor gets `terminated` exactly once (pydevd's own, when it could send
+            # one), and after a SIGKILL the forwarder's log says why the connection dropped
+            client.wait_event("terminated", timeout=10)
+            time.sleep(0.5)
+            assert client.events("terminated") == [], "a second terminated"
+            if signum == signal.SIGKILL:
+                assert "dropped" in proxy.read_line(r"the debuggee's connection dropped \(")
+            dap_schema.assert_valid(client.transcript)
+        finally:
+            client.close()

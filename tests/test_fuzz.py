@@ -208,7 +208,7 @@ def drain(sock: socket.socket, limit: float = 2.0) -> None:
 def wait_session_done(listener: Listener, client_port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        session = listener._session
+        session = listener._last_accepted
         if session is not None and session._peer[1] == client_port and session.finished:
             return
         assert time.monotonic() < deadline, "the hostile session never ended"

@@ -328,7 +328,7 @@ class TestHostileInput:
     def test_truncated_body_then_vanish(self, make_listener, fake):
         listener = make_listener(secret=SECRET)
         self.send_and_collect(listener, b"Content-Length: 500\r\n\r\n{\"seq\":1,")
-        wait_until(lambda: listener._session.finished, what="the session to end")
+        wait_until(lambda: listener._last_accepted.finished, what="the session to end")
         assert fake.opened == 0
 
     def test_unknown_and_out_of_order_requests_get_errors(self, make_listener, clients, fake):

@@ -286,7 +286,7 @@ def test_relay_sockets_use_tcp_nodelay(make_listener, fake):
     with socket.create_connection(listener.address, timeout=5) as raw:
         raw.sendall(encode_message({"seq": 1, "type": "request", "command": "initialize", "arguments": {}}))
         raw.recv(65536)
-        server_side = listener._session._client
+        server_side = listener._last_accepted._client
         assert server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
@@ -358,7 +358,7 @@ def test_a_port_probe_does_not_make_the_next_client_busy(make_listener, clients,
     # GIVEN a connection that sends nothing (a port probe, a health check) still open
     listener = make_listener()
     probe = socket.create_connection(listener.address, timeout=5)
-    wait_until(lambda: listener._session is not None, what="the probe to be accepted")
+    wait_until(lambda: listener._last_accepted is not None, what="the probe to be accepted")
     # WHEN a client connects, and only then the probe goes away
     client = clients(listener)
     time.sleep(0.2)  # accepted by now, while the probe is open

@@ -83,7 +83,8 @@ class _Process:
             ssl_context = security.server_ssl_context(certfile, keyfile)
             self.listener = listener.Listener(host, port, open_backend=self.open_backend,
                                               request_filter=self.filter_request, secret=secret,
-                                              ssl_context=ssl_context, allow_unauthenticated=allow_unauthenticated)
+                                              ssl_context=ssl_context, allow_unauthenticated=allow_unauthenticated,
+                                              on_backend_done=self.backend_done)
             self._install_breakpointhook()
             return self.listener.address
 
@@ -97,6 +98,13 @@ class _Process:
             session = self.host.open_session()
             self._reassert_breakpointhook()
             return session
+
+    def backend_done(self) -> None:
+        """A client's session with pydevd is over, normally or not: nothing may stay suspended."""
+        with self._host_lock:
+            host = self.host
+            if host is not None:
+                host.session_over()
 
     def filter_request(self, message: dict):
         """Production mode's refusals (see engine/production.py); None outside production mode."""
@@ -151,6 +159,27 @@ class _Process:
             host.debug_this_thread()
 
     # -- teardown --------------------------------------------------------------------------
+    def stop_after_reply(self) -> None:
+        """stop() once the client has been sent the answer to the request running now (the
+        debug console's evaluate of fastattach.stop()), on a thread of its own: stopping from
+        inside that request would close the session before pydevd answers it."""
+        listener = self.listener
+        if listener is None:
+            return
+        answered_before = listener.responses_relayed
+        self.notify("output", {"category": "console",
+                               "output": "fastattach: stopping: this session ends and the debugger is removed\n"})
+
+        def stop_when_answered() -> None:
+            deadline = time.monotonic() + 5.0
+            while listener.responses_relayed == answered_before and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.stop()
+
+        from .net.sockets import start_service_thread  # RSS: loaded already, with the listener
+
+        start_service_thread(stop_when_answered, "fastattach.stop")
+
     def stop(self) -> None:
         """The reverse of listen() and open_backend(): first the listener (the client is
         disconnected, so pydevd gets a disconnect and suspended threads resume), then the
@@ -281,7 +310,15 @@ def stop() -> None:
 
     Call it from a thread the debugger does not trace (or with no client holding the
     program at a breakpoint): with "stop all threads" on, a stop suspends the caller too.
+    Called from the client's debug console, it returns at once and stops once the client
+    has its answer.
     """
+    if _process.client_connected and "fastattach.engine.seam" in sys.modules:
+        from .engine import seam  # RSS: loaded already, with pydevd
+
+        if seam.in_client_evaluation():
+            _process.stop_after_reply()
+            return
     _process.stop()
 
 

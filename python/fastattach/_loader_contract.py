@@ -10,7 +10,11 @@ LOADER_NAME = "safe_attach_loader.py"
 SETTING_NAMES = (
     "PTVS_DEBUG_HOST", "PTVS_DEBUG_PORT", "PTVS_WAIT_FOR_CLIENT", "PTVS_DEBUG_BREAK", "PTVS_DEBUG_PORT_FILE",
     "PTVS_SAFE_ATTACH_LOADER_VERBOSE", "PTVS_DEBUG_LOG_FILE", "FASTATTACH_SECRET", "FASTATTACH_LOG_DIR",
+    "FASTATTACH_ACTION",
 )
+# FASTATTACH_ACTION=stop: remove fastattach from the process instead of listening; the loader
+# reports what it removed in the port file's STOPPED_SUFFIX file.
+STOPPED_SUFFIX = ".stopped"
 
 # The names the loader finds in its globals, put there by the bootstrap code that runs it.
 SETTINGS_GLOBAL = "_fa_settings"

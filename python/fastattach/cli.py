@@ -26,6 +26,7 @@ USAGE = (
     "                     [--condition-cpu F] [--budget-cooldown S] [--snapshot-rate N] [--snapshot-max-bytes N]\n"
     "                     [--probe-expiry S]\n"
     "                     (script.py [args] | -m module [args] | -c code [args] | --pid PID)\n"
+    "       python -m fastattach --pid PID --stop\n"
     "       python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]"
 )
 
@@ -81,12 +82,15 @@ def budget_options(options: argparse.Namespace) -> dict:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fastattach", usage=USAGE, add_help=True, epilog=EPILOG)
     parser.add_argument("-V", "--version", action="version", version=_version())
-    parser.add_argument("--listen", metavar="[HOST:]PORT", required=True, type=parse_address_arg)
+    parser.add_argument("--listen", metavar="[HOST:]PORT", type=parse_address_arg)
     parser.add_argument("--wait-for-client", action="store_true")
     parser.add_argument("--log-to", metavar="DIR", help="write debugpy's and pydevd's logs to this directory")
     parser.add_argument("--log-to-stderr", action="store_true",
                         help="log fastattach's and debugpy's own messages to stderr")
     parser.add_argument("--pid", type=int, help="attach to this running process instead of starting one")
+    parser.add_argument("--stop", action="store_true",
+                        help="with --pid: remove fastattach from that process (listener, client, pydevd's "
+                             "callbacks) and say what was removed")
     parser.add_argument("--secret", help="require this secret in the client's attach request "
                                          "(prefer the FASTATTACH_SECRET environment variable: not visible in ps)")
     parser.add_argument("--certfile", help="serve DAP over TLS with this certificate (PEM)")
@@ -156,6 +160,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fastattach: {exc}", file=sys.stderr)
         return 2
     options = _parser().parse_args(["-h" if arg == "-?" else arg for arg in ours])
+    if options.stop:
+        if options.pid is None:
+            _parser().error("--stop removes fastattach from a running process: give it --pid PID")
+        if options.listen or rest or options.module or options.code:
+            _parser().error("--pid PID --stop takes no --listen and no program")
+        from . import attach  # RSS: cffi only for an attach
+
+        return attach.cli_stop(options.pid, log_dir=options.log_to)
+    if options.listen is None:
+        _parser().error("the following arguments are required: --listen")
     host, port = options.listen
 
     if options.pid is not None:

@@ -266,6 +266,56 @@ def _listening_differently(listener, host, port, secret):
     return None
 
 
+def _stop(settings, log):
+    """`--pid PID --stop`: fastattach.stop() in this process, if fastattach is here at all
+    (never imported for this), and a report of what it removed."""
+    fastattach = sys.modules.get("fastattach")
+    api = getattr(fastattach, "_api", None)
+    try:
+        if api is None:
+            summary = f"fastattach is not loaded in PID {os.getpid()}: nothing to remove"
+        else:
+            process = api.session()
+            listener, host = process.listener, process.host
+            removed = []
+            if listener is not None:
+                bound_host, bound_port = listener.address
+                removed.append(f"the listener on {bound_host}:{bound_port}")
+                if listener.client_connected:
+                    removed.append("its client's session (disconnected)")
+            if host is not None and host.started:
+                removed.append("pydevd's sys.monitoring callbacks and events (tool id freed)")
+            _without_a_dummy_thread(fastattach.stop)
+            summary = (f"removed from PID {os.getpid()}: " + "; ".join(removed) if removed
+                       else f"PID {os.getpid()} has fastattach loaded but not listening: nothing to remove")
+    except BaseException as exc:
+        _report_error(settings, log, "loader_failed", f"fastattach.stop() failed in the target: {exc!r}")
+        return
+    log(summary)
+    port_file = settings.get("PTVS_DEBUG_PORT_FILE")
+    if port_file:
+        try:
+            _write_atomically(port_file + _contract.STOPPED_SUFFIX, summary)
+        except Exception as exc:
+            log(f"cannot write {port_file}{_contract.STOPPED_SUFFIX}: {exc!r}", always=True)
+
+
+def _without_a_dummy_thread(function):
+    """Calls function; on a thread threading did not know (the injected one, ptrace delivery),
+    the _DummyThread that threading.current_thread() made for it meanwhile is dropped again: it
+    would be listed among the program's threads for ever."""
+    import threading
+
+    ident = threading.get_ident()
+    known = ident in threading._active
+    try:
+        function()
+    finally:
+        if not known:
+            with threading._active_limbo_lock:
+                threading._active.pop(ident, None)
+
+
 def _is_true(value):
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -370,6 +420,9 @@ def _main(namespace):
     if settings is None:
         return
     log = _Log(settings)
+    if settings.get("FASTATTACH_ACTION") == "stop":
+        _stop(settings, log)
+        return
     main_ident = namespace.get(_contract.MAIN_IDENT_GLOBAL, 0)
     try:
         _fix_main_thread(main_ident, log)
@@ -389,22 +442,10 @@ def _main(namespace):
     secret = settings.get("FASTATTACH_SECRET") or None
     try:
         port = int(settings.get("PTVS_DEBUG_PORT") or 0)
-        already = _current_listener(fastattach)
-        if already is not None:
-            # A second attach to a process that still listens: the same listener is handed out
-            # only if it is the one asked for. Changing it would cut off its client, if any.
-            different = _listening_differently(already, host, port, secret)
-            if different is not None:
-                described, why = different
-                _report_error(settings, log, "already_listening",
-                              f"PID {os.getpid()} is already listening on {described}, and {why}. To change "
-                              f"it, stop that listener first (fastattach.stop() in the process, e.g. from a "
-                              f"client's debug console), then attach again; or attach with the same settings")
-                return
-            bound_host, bound_port = already.address
-            log(f"already listening on {bound_host}:{bound_port}")
-        else:
-            bound_host, bound_port = fastattach.listen((host, port), secret=secret)
+        with _listen_lock(fastattach):
+            bound_host, bound_port = _listen_or_join(fastattach, settings, log, host, port, secret)
+    except _AlreadyReported:
+        return
     except OSError as exc:
         _report_error(settings, log, "bind_failed", f"port bind failed in the target: cannot listen on "
                                                     f"{host}:{settings.get('PTVS_DEBUG_PORT')}: {exc}")
@@ -424,6 +465,38 @@ def _main(namespace):
             _wait_and_break(fastattach, main_ident, log)
         except BaseException as exc:
             log(f"waiting for the client failed: {exc!r}", always=True)
+
+
+class _AlreadyReported(Exception):
+    pass
+
+
+def _listen_lock(fastattach):
+    """Loaders of concurrent attaches (each on its own thread of this process) take turns
+    between looking for a listener and starting one: the later ones find the first's."""
+    import contextlib
+
+    lock = getattr(getattr(fastattach, "_api", None), "session", lambda: None)()
+    return getattr(lock, "_lock", None) or contextlib.nullcontext()
+
+
+def _listen_or_join(fastattach, settings, log, host, port, secret):
+    """The listener this attach hands out: the one already here if it is the one asked for."""
+    already = _current_listener(fastattach)
+    if already is not None:
+        # A second attach to a process that still listens: the same listener is handed out
+        # only if it is the one asked for. Changing it would cut off its client, if any.
+        different = _listening_differently(already, host, port, secret)
+        if different is not None:
+            described, why = different
+            _report_error(settings, log, "already_listening",
+                          f"PID {os.getpid()} is already listening on {described}, and {why}. To change "
+                          f"it, stop that listener first (fastattach.stop() in the process, e.g. from a "
+                          f"client's debug console), then attach again; or attach with the same settings")
+            raise _AlreadyReported
+        log(f"already listening on {already.address[0]}:{already.address[1]}")
+        return already.address
+    return fastattach.listen((host, port), secret=secret)
 
 
 # runpy.run_path's default name: the orchestrator's bootstrap runs us that way. Importing

@@ -64,6 +64,16 @@ ft_record_error(TracerObject *self)
     }
 }
 
+/* 1 when the raised exception is the program's to see, not ours to swallow: a
+   KeyboardInterrupt or SystemExit (what SIGINT and the usual SIGTERM handlers raise, also
+   while pydevd keeps the thread suspended inside its callback).  As under debugpy, it goes
+   on to the user's frame. */
+static int
+ft_belongs_to_program(void)
+{
+    return PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) || PyErr_ExceptionMatches(PyExc_SystemExit);
+}
+
 /* 1 while pydevd must see every event, 0 otherwise.  Never raises. */
 static int
 ft_is_slow(TracerObject *self)
@@ -120,7 +130,8 @@ ft_lookup(TracerObject *self, PyObject *code)
     return info;
 }
 
-/* 1 true, 0 false, -1 could not tell (it raised): pydevd then evaluates it and reports. */
+/* 1 true, 0 false, -1 could not tell (it raised): pydevd then evaluates it and reports.
+   -2: a KeyboardInterrupt or SystemExit arrived meanwhile; it is set, for the program. */
 static int
 ft_condition_holds(PyObject *condition)
 {
@@ -141,6 +152,10 @@ ft_condition_holds(PyObject *condition)
         Py_XDECREF(locals);
     }
     if (result < 0) {
+        if (ft_belongs_to_program()) {
+            Py_XDECREF(saved);
+            return -2;
+        }
         PyErr_Clear();
         result = -1;
     }
@@ -150,12 +165,16 @@ ft_condition_holds(PyObject *condition)
 
 /* ------------------------------------------------------------------ Trampoline */
 
-/* pydevd's answer for this event: a new reference, never NULL. */
+/* pydevd's answer for this event: a new reference; NULL only with a KeyboardInterrupt or
+   SystemExit set, for the program (see ft_belongs_to_program). */
 static PyObject *
 ft_forward(TrampolineObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     PyObject *result = PyObject_Vectorcall(self->target, args, nargsf, kwnames);
     if (result == NULL) {
+        if (ft_belongs_to_program()) {
+            return NULL;
+        }
         ft_record_error(self->tracer);
         Py_RETURN_NONE;
     }
@@ -222,6 +241,9 @@ ft_on_budgeted_hit(TrampolineObject *self, TracerObject *tracer, const ft_bpline
         int64_t after = ft_monotonic_ns();
         tripped = ft_budget_charge_time(b, after - now, after);
         now = after;
+        if (holds == -2) {
+            goto done;   /* result stays NULL: the program's exception is set */
+        }
         if (holds == 0) {
             tracer->stats[ST_CONDITION_FALSE]++;
             result = b->paused ? Py_NewRef(tracer->disable) : Py_NewRef(Py_None);
@@ -288,7 +310,12 @@ ft_on_line(TrampolineObject *self, TracerObject *tracer, ft_codeinfo *info,
     }
     /* Owned: the condition may release the GIL, and another thread reload the table. */
     PyObject *condition = Py_XNewRef(bp->condition);
-    if (condition != NULL && ft_condition_holds(condition) == 0) {
+    int holds = condition != NULL ? ft_condition_holds(condition) : 1;
+    if (holds == -2) {
+        Py_DECREF(condition);
+        return NULL;   /* the program's exception is set */
+    }
+    if (holds == 0) {
         /* Stay armed (None, not DISABLE): the condition may hold next time. */
         tracer->stats[ST_CONDITION_FALSE]++;
         Py_DECREF(condition);
@@ -332,9 +359,8 @@ ft_on_jump(TrampolineObject *self, TracerObject *tracer, ft_codeinfo *info,
 }
 
 static PyObject *
-Trampoline_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+ft_dispatch(TrampolineObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    TrampolineObject *self = (TrampolineObject *)op;
     TracerObject *tracer = self->tracer;
     if (tracer->closed || kwnames != NULL || PyVectorcall_NARGS(nargsf) < 2 || !PyCode_Check(args[0])) {
         return ft_forward(self, args, nargsf, kwnames);
@@ -355,6 +381,18 @@ Trampoline_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObje
     default:
         return ft_on_jump(self, tracer, info, args, nargsf);
     }
+}
+
+static PyObject *
+Trampoline_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    /* CPython holds no reference to a callback while it runs, and pydevd re-registers its
+       callbacks from inside them (a suspended thread waits inside its LINE callback): without
+       this one, the registration that replaces us would free us under our own feet. */
+    Py_INCREF(op);
+    PyObject *result = ft_dispatch((TrampolineObject *)op, args, nargsf, kwnames);
+    Py_DECREF(op);
+    return result;
 }
 
 static int

@@ -22,6 +22,8 @@ detaches in ``finally``, and a timeout reports the target's state from /proc.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -35,6 +37,7 @@ from .._loader_contract import (
     LOADER_NAME,
     MAIN_IDENT_GLOBAL,
     SETTINGS_GLOBAL,
+    STOPPED_SUFFIX,
     SWITCH_INTERVAL_GLOBAL,
     decode_fields,
     encode_fields,
@@ -231,12 +234,16 @@ class _Session:
         finally:
             os.close(fd)
 
-    def result(self) -> int | AttachError | None:
-        """The port the loader reported, its error, or None while it has reported nothing."""
+    def result(self) -> int | str | AttachError | None:
+        """The port the loader reported (what it removed, for a stop), its error, or None while
+        it has reported nothing."""
         error = self._read_loader_file(os.path.basename(self.error_file))
         if error is not None:
             info = decode_fields(error)  # the loader replaces it atomically: always whole
             return AttachError(info.get("reason", "injection_failed"), info.get("message", "the loader failed"))
+        stopped = self._read_loader_file(os.path.basename(self.port_file) + STOPPED_SUFFIX)
+        if stopped is not None:
+            return stopped
         text = (self._read_loader_file(os.path.basename(self.port_file)) or "").strip()
         if text:
             if not text.isdigit() or not 0 < int(text) < 65536:
@@ -308,7 +315,7 @@ def _wait(predicate, deadline: float) -> bool:
 def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False, log_file: str | None = None,
            timeout: float = DEFAULT_TIMEOUT, secret: str | None = None, log_dir: str | None = None,
            loader: str | None = None, method: str = "auto", verbose: bool = True,
-           report: dict | None = None) -> tuple[str, int]:
+           report: dict | None = None, _action: str | None = None) -> tuple[str, int]:
     """Start fastattach's listener inside the running process ``pid``; return (host, port).
 
     ``secret``: clients must present it (see fastattach.listen). ``log_file``: the loader's
@@ -339,10 +346,48 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
     runtime = _runtime.locate(pid)
     _runtime.check_supported(runtime)
 
+    with _one_attach_at_a_time(pid, deadline):
+        return _attach_locked(pid, runtime, host, port, loader, method, deadline, started_at, timeout,
+                              wait_for_client=wait_for_client, log_file=log_file, verbose=verbose, secret=secret,
+                              log_dir=log_dir, report=report, action=_action)
+
+
+@contextlib.contextmanager
+def _one_attach_at_a_time(pid: int, deadline: float):
+    """Attaches to one PID take turns, whoever runs them: a target has one tracer at a time,
+    and each later attach finds the listener the first one started (and reports it).
+
+    The lock is a name in Linux's abstract socket namespace: no file another user could
+    replace, and the kernel drops it when its holder exits, however it exits."""
+    import socket
+
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        while True:
+            try:
+                lock.bind(f"\0fastattach-attach-{pid}")
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise AttachError("injection_failed", f"cannot take the attach lock for PID {pid}: {exc}") from None
+                if time.monotonic() >= deadline:
+                    raise AttachError("timeout", f"another attach to PID {pid} was still running when this one "
+                                                 f"timed out; try again when it is done") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        lock.close()
+
+
+def _attach_locked(pid, runtime, host, port, loader, method, deadline, started_at, timeout, *, wait_for_client,
+                   log_file, verbose, secret, log_dir, report, action) -> tuple[str, int]:
     session = _Session(pid)
     try:
-        session.write_settings(_settings_payload(host, port, wait_for_client, log_file, session.port_file, verbose,
-                                                 secret, log_dir))
+        settings = _settings_payload(host, port, wait_for_client, log_file, session.port_file, verbose, secret,
+                                     log_dir)
+        if action is not None:
+            settings["FASTATTACH_ACTION"] = action
+        session.write_settings(settings)
         delivered = _deliver(runtime, loader, session, method, deadline)
         loader_started = []
 
@@ -361,6 +406,9 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
             raise AttachError("no_such_process", f"PID {pid} exited during the attach")
         if isinstance(result, AttachError):
             raise result
+        if isinstance(result, str) != (action == "stop"):
+            raise AttachError("loader_failed", f"the loader in PID {pid} answered {result!r}, not what was asked: "
+                                               f"it is an older fastattach, which cannot stop by PID")
         if report is not None:
             report.update(method=delivered, loader_started_s=(loader_started or [time.monotonic()])[0] - started_at,
                           listening_s=time.monotonic() - started_at)
@@ -438,6 +486,26 @@ def _deliver(runtime: _runtime.PythonRuntime, loader: str, session: _Session, me
 
 def _post_pep768(runtime: _runtime.PythonRuntime, session: _Session, code: str) -> _pep768.WritePlan:
     return _pep768.send(runtime.pid, runtime.runtime_address, session.write_private("bootstrap.py", code))
+
+
+def stop(pid: int, *, timeout: float = DEFAULT_TIMEOUT, log_file: str | None = None,
+         method: str = "auto") -> str:
+    """fastattach.stop() inside the running process ``pid``, delivered as an attach is; returns
+    what it removed (a sentence). A process without fastattach is left without it. Raises AttachError."""
+    return attach(pid, log_file=log_file, timeout=timeout, method=method, _action="stop")[1]
+
+
+def cli_stop(pid: int, *, log_dir: str | None = None, timeout: float = DEFAULT_TIMEOUT, stdout=None,
+             stderr=None) -> int:
+    """``python -m fastattach --pid PID --stop``: print what was removed; exit code 0, or 1."""
+    log_file = os.path.join(log_dir, f"fastattach-attach-{pid}.log") if log_dir else None
+    try:
+        summary = stop(pid, timeout=timeout, log_file=log_file)
+    except AttachError as exc:
+        print(f"fastattach: {exc}", file=stderr or sys.stderr)
+        return 1
+    print(f"fastattach: {summary}", file=stdout or sys.stdout, flush=True)
+    return 0
 
 
 def cli_attach(host: str, port: int, pid: int, *, wait_for_client: bool = False, log_dir: str | None = None,

@@ -60,7 +60,7 @@ class _MonitorProxy:
             else:
                 gate.unheard_events &= ~event
         if tool_id == DEBUGGER_ID and func is not None and event in _TRAMPOLINE_KINDS:
-            func = gate.tracer.trampoline(_TRAMPOLINE_KINDS[event], func)
+            func = gate.trampoline_for(event, func)
         gate.tracer.enter_slow()
         return _monitoring.register_callback(tool_id, event, func)
 
@@ -96,12 +96,22 @@ class Gate:
         self.unheard_events = _ARMED_WITHOUT_CALLBACK
         self._armed_codes: weakref.WeakSet = weakref.WeakSet()  # tool 0 has local events there
         self._compiled_conditions: dict[str, object] = {}
+        # One trampoline per (event, pydevd callback), so pydevd re-registering a callback,
+        # which it does from inside a running one, gets back the trampoline already running.
+        self._trampolines: dict[tuple[int, object], object] = {}
         self.budgets = None   # budgets.BudgetSupervisor, set by whoever made the gate
 
     def breakpoints_changed(self) -> None:
         """pydevd invalidated its caches: so do we, and forward everything until we know again."""
         self.tracer.breakpoints_changed()
         self.tracer.enter_slow()
+
+    def trampoline_for(self, event: int, callback):
+        key = (event, callback)
+        trampoline = self._trampolines.get(key)
+        if trampoline is None:
+            trampoline = self._trampolines[key] = self.tracer.trampoline(_TRAMPOLINE_KINDS[event], callback)
+        return trampoline
 
     @staticmethod
     def is_trampoline(callback) -> bool:

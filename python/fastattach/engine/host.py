@@ -26,6 +26,22 @@ from .budgets import BudgetSupervisor
 from .gate import DEBUGGER_ID, Gate, clear_tool
 
 
+class DebuggerToolTaken(RuntimeError):
+    """Another tool holds sys.monitoring's debugger tool id, which pydevd cannot do without."""
+
+
+def check_debugger_tool_free() -> None:
+    """Raise DebuggerToolTaken, naming the holder, if another tool owns tool id 0 (AWS's and
+    Datadog's live debuggers take it; so may coverage or a profiler). pydevd would take it over
+    regardless, re-pointing that tool's events; so it is not started and the tool is left alone."""
+    holder = sys.monitoring.get_tool(DEBUGGER_ID)
+    if holder is not None and holder != "pydevd":
+        raise DebuggerToolTaken(
+            f"sys.monitoring's debugger tool id {DEBUGGER_ID} is held by {holder!r} in this process; "
+            f"the debugger needs that id, so it was not started and {holder!r} is left as it was: "
+            f"turn that tool off to debug with fastattach")
+
+
 class PydevdHost:
     """One pydevd in this process, serving the session's clients one after another.
 
@@ -59,6 +75,7 @@ class PydevdHost:
         """Our end of a new DAP connection served by pydevd (started on the first call)."""
         with self._lock:
             if self.py_db is None:
+                check_debugger_tool_free()
                 self._start()
             py_db = self.py_db
             ours, theirs = socket.socketpair()
@@ -71,6 +88,24 @@ class PydevdHost:
             self._close_pydevd_end()
             self._pydevd_end = theirs
             return ours
+
+    def session_over(self) -> None:
+        """What pydevd does on a disconnect, unless it already did: resume every suspended thread,
+        clear every breakpoint. A session that died (pydevd's reader gone, its stream broken,
+        the client vanished) must not leave a thread stopped until some later client continues it."""
+        with self._lock:
+            py_db = self.py_db
+            if py_db is None:
+                return
+            suspended = seam_module.suspended_threads()
+            if not suspended and not seam_module.has_breakpoints(py_db):
+                return
+            from _pydevd_bundle.pydevd_api import PyDevdAPI
+
+            log.warning("fastattach: the session ended without pydevd's disconnect; resuming %d suspended "
+                        "thread(s) and clearing the breakpoints", len(suspended))
+            py_db.enable_output_redirection(False, False)
+            PyDevdAPI().request_disconnect(py_db, resume_threads=True)
 
     def break_at(self, frame) -> None:
         """Stop this thread at the next line `frame` runs; nothing in production mode."""

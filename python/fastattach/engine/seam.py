@@ -26,6 +26,7 @@ import collections
 import contextlib
 import itertools
 import sys
+import threading
 import time
 
 from .._log import logger as log
@@ -397,3 +398,32 @@ def send_output(py_db, text: str) -> None:
     writer = getattr(py_db, "writer", None)
     if writer is not None:
         writer.add_command(py_db.cmd_factory.make_io_message(text, "1"))
+
+
+_STATE_SUSPEND = 2  # pydevd_constants.STATE_SUSPEND
+# pydevd's functions that run a client's evaluate request (the debug console, hovers, watches).
+_EVALUATE_FUNCTIONS = frozenset({"internal_evaluate_expression_json", "internal_evaluate_expression"})
+
+
+def in_client_evaluation() -> bool:
+    """Whether the caller runs inside pydevd's evaluation of a client's request."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name in _EVALUATE_FUNCTIONS and "pydevd" in code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def suspended_threads() -> list:
+    """The threads pydevd keeps suspended (its per-thread state, as gate._need_slow reads it)."""
+    return [thread for thread in list(threading._active.values())
+            if getattr(getattr(thread, "additional_info", None), "pydev_state", None) == _STATE_SUSPEND]
+
+
+def has_breakpoints(py_db) -> bool:
+    """Any line, function or exception breakpoint left in pydevd."""
+    return bool(any(py_db.breakpoints.values()) or py_db.function_breakpoint_name_to_breakpoint
+                or py_db.break_on_caught_exceptions or py_db.break_on_uncaught_exceptions
+                or getattr(py_db, "break_on_user_uncaught_exceptions", None))

@@ -116,6 +116,7 @@ class Forwarder:
     def _relay(self, local: socket.socket, upstream: socket.socket) -> None:
         """Copies both ways in one thread: an SSL connection must never be inside two threads at once."""
         decoder = FrameDecoder()
+        server_stream = _ServerStream()
         to_upstream, to_local = bytearray(), bytearray()
         local.setblocking(False)
         upstream.setblocking(False)
@@ -149,7 +150,7 @@ class Forwarder:
                         if not _send_some(sock, pending):
                             local_open = upstream_open = False
                     if mask & selectors.EVENT_READ and reading[sock]:
-                        data = _recv_some(sock)
+                        data, why = _recv_some(sock)
                         if data is None:
                             continue
                         if not data:
@@ -157,8 +158,10 @@ class Forwarder:
                                 local_open = False
                             else:
                                 upstream_open = False
+                                to_local += server_stream.dropped(why)
                             continue
                         if sock is upstream:
+                            server_stream.feed(data)
                             to_local += data
                             continue
                         try:
@@ -188,14 +191,57 @@ class Forwarder:
 _WOULD_BLOCK = would_block(tls=True)
 
 
-def _recv_some(sock: socket.socket) -> bytes | None:
-    """Bytes read, b"" at the end of the stream, None when nothing is ready yet."""
+class _ServerStream:
+    """Follows the debuggee's messages (copied unchanged) to tell the editor when it vanishes.
+
+    A debuggee killed outright (SIGKILL, the OOM killer, a crash) cannot say goodbye; debugpy's
+    adapter, a process of its own, then still sends `terminated`. So do we, once, when the
+    debuggee's connection drops after an attach without pydevd's `terminated`; and we log why."""
+
+    def __init__(self):
+        self._decoder = FrameDecoder(64 * 1024 * 1024)
+        self._last_seq = 0
+        self._attached = False
+        self._terminated = False
+        self._following = True
+
+    def feed(self, data: bytes) -> None:
+        if not self._following:
+            return
+        try:
+            for body in self._decoder.feed(data):
+                message = decode_message(body)
+                self._last_seq = message["seq"]
+                if message["type"] == "event" and message["event"] == "terminated":
+                    self._terminated = True
+                elif message["type"] == "response" and message["command"] == "attach" and message.get("success"):
+                    self._attached = True
+        except ProtocolError as error:
+            logger.warning("fastattach connect: cannot follow the debuggee's messages (%s)", error)
+            self._following = False
+
+    def dropped(self, why: str) -> bytes:
+        """What the editor is sent when the debuggee's connection ends."""
+        if self._terminated or not self._attached:
+            logger.info("fastattach connect: the debuggee closed the connection (%s)", why)
+            return b""
+        logger.warning("fastattach connect: the debuggee's connection dropped (%s) before the session ended: the "
+                       "process was probably killed; telling the editor the session is over", why)
+        self._terminated = True
+        if not self._following:
+            return b""
+        return encode_message({"seq": self._last_seq + 1, "type": "event", "event": "terminated", "body": {}})
+
+
+def _recv_some(sock: socket.socket) -> tuple[bytes | None, str]:
+    """(bytes read, ""), (b"", why) at the end of the stream, (None, "") when nothing is ready yet."""
     try:
-        return sock.recv(65536)
+        data = sock.recv(65536)
     except _WOULD_BLOCK:
-        return None
-    except OSError:
-        return b""
+        return None, ""
+    except OSError as error:
+        return b"", f"connection lost: {error.strerror or error}"
+    return data, "" if data else "end of stream"
 
 
 def _send_some(sock: socket.socket, pending: bytearray) -> bool:

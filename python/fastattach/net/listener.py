@@ -18,6 +18,7 @@ import errno
 import select
 import sys
 import threading
+import time
 
 from .._handoff import prompt_gil_handoffs
 from .._log import logger
@@ -36,9 +37,10 @@ if TYPE_CHECKING:
 DEFAULT_AUTH_TIMEOUT = 20.0
 # Second clients being told "busy" at once; more are just closed.
 MAX_CONCURRENT_REJECTIONS = 4
-# How long a new client waits for a connection that has not attached (a port probe, a health
-# check, a client mid-handshake) to go away before it is told "busy".
-NOT_ATTACHED_GRACE = 2.0
+# Connections still in their handshake (not yet attached), each served by its own thread.
+# Beyond this the oldest is closed for the newest: a flood of idle connections can neither
+# hold the client slot nor exhaust threads, and a client that authenticates at once gets in.
+MAX_PENDING_HANDSHAKES = 32
 
 BUSY_MESSAGE = ("another debugger client is already attached to this process; fastattach serves one client "
                 "at a time: disconnect the other one first")
@@ -51,17 +53,22 @@ class ListenError(OSError):
 class Listener:
     """Listens for DAP clients on (host, port) and relays one at a time to a backend.
 
+    The one client slot goes to the first connection to complete an accepted attach (right
+    secret), not to the first to connect: until then a connection holds nothing another needs.
+
     ``open_backend()`` returns our end of a new DAP connection to the debugger (pydevd, for
     the public API); it is called on the relay thread once a client has authenticated.
     ``request_filter(request)``, if given, sees each authenticated client request first and
     returns None (forward it unchanged), a str (refuse it with that message) or a dict (forward
-    this rewritten request instead).
+    this rewritten request instead). ``on_backend_done()``, if given, is called on the relay
+    thread after each session's backend got its disconnect (or could not), however it ended.
     """
 
     def __init__(self, host: str, port: int, *, open_backend: Callable[[], socket.socket],
                  request_filter: Callable[[dict], object] | None = None, secret: str | None = None,
                  ssl_context: ssl.SSLContext | None = None, allow_unauthenticated: bool = False,
-                 auth_timeout: float = DEFAULT_AUTH_TIMEOUT, throttle: FailureThrottle | None = None):
+                 auth_timeout: float = DEFAULT_AUTH_TIMEOUT, throttle: FailureThrottle | None = None,
+                 on_backend_done: Callable[[], None] | None = None):
         if secret is not None and (not isinstance(secret, str) or not secret):
             raise ValueError("secret must be a non-empty string (or None for no secret)")
         check_bind_allowed(host, port, secret=secret, allow_unauthenticated=allow_unauthenticated)
@@ -70,16 +77,23 @@ class Listener:
         self._ssl_context = ssl_context
         self._open_backend = open_backend
         self._request_filter = request_filter
+        self._on_backend_done = on_backend_done
         self._auth_timeout = auth_timeout
         self._throttle = throttle or FailureThrottle()
         self._sock = self._bind(host, port)
         self.address: tuple[str, int] = self._sock.getsockname()[:2]
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        self._session: ClientSession | None = None
+        self._session: ClientSession | None = None   # holds the client slot (attached)
         self._session_thread: threading.Thread | None = None
+        self._pending: dict[ClientSession, threading.Thread] = {}   # in their handshake, oldest first
+        self._last_accepted: ClientSession | None = None
         self._configured = threading.Event()
         self._rejections = 0
+        self._failing_since: float | None = None   # monotonic time the accept loop began failing
+        self._failure: Exception | None = None     # why, and whether the log has said so yet
+        self._failure_logged = False
+        self._unserved: tuple[int, object] | None = None   # (fd, peer) accepted, not yet served
         self._waker = Waker()
         self._accept_thread = start_service_thread(self._accept_loop, "fastattach.listener")
         logger.info("fastattach: listening on %s:%s%s%s", *self.address,
@@ -100,7 +114,9 @@ class Listener:
             # Lets a restarted debuggee reuse its port at once; Linux still refuses a port in active use.
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
             sock.bind(sockaddr)
-            sock.listen(8)
+            # Room for a burst of connections (a flood, a port scan) while the accept thread catches up:
+            # with a short backlog a real client's SYN is dropped and retried a second later.
+            sock.listen(128)
             sock.setblocking(False)
         except OSError as error:
             sock.close()
@@ -130,6 +146,12 @@ class Listener:
         session = self._session
         return session is not None and session.active
 
+    @property
+    def responses_relayed(self) -> int:
+        """How many of the backend's responses the attached client has been sent."""
+        session = self._session
+        return session.responses_relayed if session is not None else 0
+
     def wait_configured(self, timeout: float | None = None) -> bool:
         """Waits until a client's configurationDone got a successful response."""
         return self._configured.wait(timeout)
@@ -148,9 +170,12 @@ class Listener:
         self._waker.wake()
         with self._lock:
             session, thread = self._session, self._session_thread
+            pending = list(self._pending.items())
+        for other, _ in pending:
+            other.stop()
         if session is not None:
             session.stop()
-        for worker in (self._accept_thread, thread):
+        for worker in (self._accept_thread, thread, *(worker for _, worker in pending)):
             # close() may come from code the client evaluates; never wait for ourselves.
             if worker is not None and worker is not threading.current_thread():
                 worker.join(timeout)
@@ -168,26 +193,56 @@ class Listener:
             poller.register(self._sock.fileno(), select.POLLIN)
             poller.register(self._waker.reader, select.POLLIN)
             while not self._closed.is_set():
-                ready = poller.poll()
+                # A connection we could not serve yet is retried every 100 ms.
+                ready = poller.poll(100 if self._unserved is not None else None)
                 if self._closed.is_set():
                     break
-                if any(fd == self._sock.fileno() for fd, _ in ready):
-                    self._accept_one()
-                else:
+                if self._unserved is not None or any(fd == self._sock.fileno() for fd, _ in ready):
+                    self._accept_and_recover()
+                if any(fd == self._waker.reader for fd, _ in ready):
                     self._waker.drain()
         except Exception:
             logger.exception("fastattach: the listener failed; no more clients will be accepted")
 
-    def _accept_one(self) -> None:
+    def _accept_and_recover(self) -> None:
+        """Accepts and serves one connection; a failure (out of file descriptors or threads,
+        typically) is waited out, the connection kept (or left in the kernel's queue) until
+        it can be served. One log line when the shortage starts and one when it ends."""
+        if self._unserved is None:
+            try:
+                self._unserved = self._sock._accept()
+            except WOULD_BLOCK:
+                return
+            except OSError as error:
+                self._serving_failed(error)
+                return
+        fd, peer = self._unserved
         try:
-            fd, peer = self._sock._accept()
-        except WOULD_BLOCK:
+            self._serve(fd, peer)
+        except Exception as error:
+            self._serving_failed(error)
             return
-        except OSError as error:
-            # Out of file descriptors, typically: back off instead of spinning on the ready socket.
-            logger.warning("fastattach: accept() failed: %s", error)
-            self._closed.wait(0.1)
-            return
+        self._unserved = None
+        if self._failing_since is not None:
+            if not self._failure_logged:   # logging itself needed a descriptor (its first import does)
+                logger.warning("fastattach: could not serve new connections (%s)", self._failure)
+            logger.warning("fastattach: serving new connections again, after %.1f s",
+                           time.monotonic() - self._failing_since)
+            self._failing_since = self._failure = None
+
+    def _serving_failed(self, error: Exception) -> None:
+        if self._failing_since is None:
+            self._failing_since, self._failure, self._failure_logged = time.monotonic(), error, False
+        if not self._failure_logged:
+            try:
+                logger.warning("fastattach: cannot serve new connections (%s); retrying until it can", error)
+                self._failure_logged = True
+            except Exception:
+                pass   # said on recovery instead
+        self._closed.wait(0.1)   # back off instead of spinning on the ready socket
+
+    def _serve(self, fd: int, peer) -> None:
+        """Starts the connection's handshake or refusal; on failure the fd stays open for a retry."""
         if f"{__package__}.relay" not in sys.modules:
             # The first connection loads what serving one needs (socket, selectors, the relay
             # and the handshake): a few hundred blocking calls that must not each wait a whole
@@ -197,60 +252,85 @@ class Listener:
         import socket
 
         conn = socket.socket(self._sock.family, _socket.SOCK_STREAM, fileno=fd)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._admit_or_refuse(conn, peer)
+        except BaseException:
+            conn.detach()   # the fd is retried, so this object must not close it
+            raise
+
+    def _admit_or_refuse(self, conn: socket.socket, peer) -> None:
         peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
         wait = self._throttle.retry_after(peer_host)
         if wait:
             refusal = (f"too many failed attempts from {peer_host}: try again in {wait:.1f} s, "
                        f"with the right secret")
-        elif self._admit(conn, peer):
+        elif self._start_handshake(conn, peer):
             return
         else:
-            refusal = None
+            refusal = BUSY_MESSAGE
         with self._lock:
             if self._rejections >= MAX_CONCURRENT_REJECTIONS:
-                logger.warning("fastattach: closed a connection from %s: a client is already attached",
-                               format_peer(peer))
+                logger.warning("fastattach: closed a connection from %s: %s", format_peer(peer), refusal)
                 close_quietly(conn)
                 return
             self._rejections += 1
-        if refusal is not None:
+        try:
             start_service_thread(lambda: self._reject(conn, peer, refusal), "fastattach.reject")
-        else:
-            start_service_thread(lambda: self._admit_later_or_reject(conn, peer), "fastattach.reject")
+        except BaseException:
+            with self._lock:
+                self._rejections -= 1
+            raise
 
-    def _admit(self, conn: socket.socket, peer) -> bool:
-        """Starts a session for this connection unless another one is still running."""
+    def _start_handshake(self, conn: socket.socket, peer) -> bool:
+        """Serves the connection's handshake, unless an attached client holds the slot (False)."""
+        from .relay import ClientSession, SessionConfig  # RSS: loaded with the first client
+
         with self._lock:
-            if self._closed.is_set() or (self._session is not None and not self._session.finished):
+            holder = self._session
+            if self._closed.is_set() or (holder is not None and holder.active):
                 return False
-            from .relay import ClientSession, SessionConfig  # RSS: loaded with the first client
-
-            self._configured.clear()
             config = SessionConfig(secret=self._secret, ssl_context=self._ssl_context,
                                    auth_timeout=self._auth_timeout, throttle=self._throttle,
                                    open_backend=self._open_backend, request_filter=self._request_filter,
-                                   on_configured=self._configured.set, on_ending=self._session_ending)
-            self._session = ClientSession(conn, peer, config)
-            self._session_thread = start_service_thread(self._session.run, "fastattach.relay")
-            return True
+                                   on_configured=self._configured.set, on_ending=self._session_ending,
+                                   on_backend_done=self._on_backend_done, claim_slot=self._claim_slot)
+            session = self._last_accepted = ClientSession(conn, peer, config)
+            try:
+                thread = start_service_thread(session.run, "fastattach.relay")
+            except BaseException:
+                session.discard()
+                raise
+            displaced = None
+            if len(self._pending) >= MAX_PENDING_HANDSHAKES:
+                displaced = next(iter(self._pending))
+                del self._pending[displaced]
+            self._pending[session] = thread
+        if displaced is not None:
+            displaced.stop(f"{MAX_PENDING_HANDSHAKES} connections are waiting to authenticate; the oldest "
+                           f"gives way to a new one")
+        return True
 
-    def _admit_later_or_reject(self, conn: socket.socket, peer) -> None:
-        # A client that reconnects right after its disconnect response can arrive while
-        # the old session is still detaching, and any client can arrive just after a port
-        # probe whose connection we have not seen close yet: wait for those instead of
-        # calling the process busy.
+    def _claim_slot(self, session: ClientSession) -> str | None:
+        """Called by a session whose attach was accepted: None if it now holds the client slot,
+        else why not. A client that reconnects right after its disconnect response can arrive
+        while the old session is still detaching: it waits for that one instead of being busy."""
         from . import relay  # RSS: loaded with the first client
 
-        session = self._session
-        if session is not None and (session.leaving or not session.attached):
-            session.done.wait(relay.FLUSH_TIMEOUT + relay.BACKEND_DISCONNECT_TIMEOUT if session.leaving
-                              else NOT_ATTACHED_GRACE)
-            if self._admit(conn, peer):
-                with self._lock:
-                    self._rejections -= 1
-                return
-        self._reject(conn, peer, BUSY_MESSAGE)
+        for waited in (False, True):
+            with self._lock:
+                if self._closed.is_set():
+                    return "the listener is closing"
+                holder = self._session
+                if holder is None or holder.finished or holder is session:
+                    self._session = session
+                    self._session_thread = self._pending.pop(session, None)
+                    self._configured.clear()
+                    return None
+            if waited or not holder.leaving:
+                return BUSY_MESSAGE
+            holder.done.wait(relay.FLUSH_TIMEOUT + relay.BACKEND_DISCONNECT_TIMEOUT)
+        return BUSY_MESSAGE
 
     def _reject(self, conn: socket.socket, peer, reason: str) -> None:
         """Answers the connection's first request with `reason`, without touching the current session."""
@@ -274,5 +354,7 @@ class Listener:
 
     def _session_ending(self, session: ClientSession) -> None:
         with self._lock:
+            if session.finished:
+                self._pending.pop(session, None)
             if session is self._session:
                 self._configured.clear()

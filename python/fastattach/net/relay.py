@@ -23,6 +23,7 @@ from typing import NamedTuple
 from .._handoff import prompt_gil_handoffs
 from .._log import logger
 from .handshake import MAX_BODY_BYTES_BEFORE_ATTACH, Handshake
+from .request_shapes import check_request
 from .security import FailureThrottle
 from .sockets import WOULD_BLOCK, Waker, close_quietly, format_peer, would_block
 from .wire import (
@@ -61,6 +62,11 @@ class SessionConfig(NamedTuple):
     request_filter: Callable[[dict], object] | None   # see Listener
     on_configured: Callable[[], None]       # a configurationDone succeeded
     on_ending: Callable[[ClientSession], None]   # the client counts as gone from now on
+    # After pydevd got (or could not get) our disconnect: the backend's owner makes sure no
+    # thread stays suspended and no breakpoint stays set, whatever pydevd made of it.
+    on_backend_done: Callable[[], None] | None = None
+    # An accepted attach asks for the one client slot: None if granted, else the refusal.
+    claim_slot: Callable[[ClientSession], str | None] | None = None
 
 
 def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = None) -> None:
@@ -113,11 +119,13 @@ class ClientSession:
         self._replayed_initialize_seq: int | None = None
         self._client_disconnect_seq: int | None = None
         self._backend_disconnected = False
+        self._backend_unreadable = False   # its stream broke (an oversized message): write only
         self._injected: collections.deque = collections.deque()
         self._injected_lock = threading.Lock()
         self._dropped_events = 0
         self._waker = Waker()
         self._stop = threading.Event()
+        self._stop_reason = "the listener is closing"
         self._deadline = time.monotonic() + config.auth_timeout
         self._ending: str | None = None  # why the session is ending: flush, then close
         # From the start of an authenticated session to its end: without it, pydevd's threads
@@ -125,6 +133,7 @@ class ClientSession:
         self._gil_handoffs: prompt_gil_handoffs | None = None
         self.attached = False
         self.finished = False
+        self.responses_relayed = 0   # the backend's responses queued for the client
         self.done = threading.Event()
 
     @property
@@ -149,7 +158,12 @@ class ClientSession:
             self._injected.append(message)
         self._waker.wake()
 
-    def stop(self) -> None:
+    def discard(self) -> None:
+        """Undoes __init__ for a session whose thread could not start; the connection is not ours."""
+        self._waker.close()
+
+    def stop(self, reason: str = "the listener is closing") -> None:
+        self._stop_reason = reason
         self._stop.set()
         self._waker.wake()
 
@@ -186,7 +200,7 @@ class ClientSession:
                 self._read_client()
             while True:
                 if self._stop.is_set() and self._ending is None:
-                    self._end("the listener is closing")
+                    self._end(self._stop_reason)
                 self._drain_injected()
                 if self._ending is not None and not self._to_client:
                     return
@@ -227,7 +241,8 @@ class ClientSession:
             selectors.EVENT_WRITE if self._to_client else 0)
         self._set_interest(selector, self._client, client_events, "client")
         if self._backend is not None:
-            backend_events = (0 if self._backend_disconnected else selectors.EVENT_READ) | (
+            reading = not (self._backend_disconnected or self._backend_unreadable)
+            backend_events = (selectors.EVENT_READ if reading else 0) | (
                 selectors.EVENT_WRITE if self._to_backend else 0)
             self._set_interest(selector, self._backend, backend_events, "backend")
 
@@ -308,14 +323,26 @@ class ClientSession:
             logger.info("fastattach: %s: %s", self._peer_name, step.log)
         if step.start_session is not None:
             self._config.throttle.record_success(self._peer_host)
-            self._start_session(*step.start_session)
+            initialize, attach = step.start_session
+            problem = check_request(attach)
+            if problem is None and self._config.claim_slot is not None:
+                problem = self._config.claim_slot(self)
+            if problem is not None:
+                self._send_to_client(error_response(attach, problem))
+                self._end(problem, warn=True)
+                return
+            self._start_session(initialize, attach)
 
     def _start_session(self, initialize: dict, attach: dict) -> None:
         self._gil_handoffs = prompt_gil_handoffs().__enter__()
         try:
             backend = self._config.open_backend()
         except Exception as error:
-            logger.exception("fastattach: could not start the debugger for %s", self._peer_name)
+            if isinstance(error, RuntimeError) and str(error):
+                # A refusal the backend explains itself (another tool holds what it needs).
+                logger.warning("fastattach: could not start the debugger for %s: %s", self._peer_name, error)
+            else:
+                logger.exception("fastattach: could not start the debugger for %s", self._peer_name)
             self._send_to_client(error_response(
                 attach, f"fastattach could not start the debugger in this process: {error}"))
             self._end("the debugger failed to start", warn=True)
@@ -331,6 +358,12 @@ class ClientSession:
         logger.info("fastattach: client %s attached", self._peer_name)
 
     def _client_to_backend(self, message: dict, body: bytes) -> None:
+        if message["type"] == "request":
+            problem = check_request(message)
+            if problem is not None:
+                logger.warning("fastattach: refused a request from %s: %s", self._peer_name, problem)
+                self._send_to_client(error_response(message, problem))
+                return
         # Before the filter: a disconnect it rewrites (production mode drops terminateDebuggee)
         # keeps its seq, and pydevd's answer to it must still end the session.
         if message["type"] == "request" and message["command"] == "disconnect":
@@ -374,9 +407,16 @@ class ClientSession:
             try:
                 messages = [decode_message(body) for body in self._backend_decoder.feed(data)]
             except ProtocolError as error:
-                logger.error("fastattach: pydevd sent a malformed message (%s); ending the session", error)
-                self._backend_disconnected = True
-                self._end("internal error")
+                # pydevd's stream cannot be followed any more; its reader still takes our
+                # disconnect (see _teardown), so suspended threads resume.
+                logger.error("fastattach: pydevd sent a message the relay cannot pass on (%s); ending the session",
+                             error)
+                self._backend_unreadable = True
+                self._send_to_client({"type": "event", "event": "output", "body": {
+                    "category": "important",
+                    "output": f"fastattach: the debugger's answer could not be passed on ({error}); the session "
+                              f"ends and the program runs on\n"}})
+                self._end("pydevd sent a message the relay cannot pass on", warn=True)
                 return
             for message in messages:
                 self._backend_to_client(message)
@@ -397,6 +437,8 @@ class ClientSession:
                 self._end("the client disconnected")
                 return
         self._send_to_client(message)
+        if message["type"] == "response":
+            self.responses_relayed += 1
 
     def _send_to_client(self, message: dict) -> None:
         self._seq += 1
@@ -436,6 +478,8 @@ class ClientSession:
         try:
             if self._backend is not None:
                 self._disconnect_backend()
+                if self._config.on_backend_done is not None:
+                    self._config.on_backend_done()
         except Exception:
             logger.exception("fastattach: error while detaching pydevd from %s", self._peer_name)
         finally:
@@ -462,6 +506,8 @@ class ClientSession:
         try:
             self._backend.sendall(bytes(self._to_backend) + encode_message(request))
             self._to_backend.clear()
+            if self._backend_unreadable:
+                return   # no answer can be read; on_backend_done sees to the threads
             while time.monotonic() < deadline:
                 self._backend.settimeout(max(0.01, deadline - time.monotonic()))
                 data = self._backend.recv(262144)

@@ -180,3 +180,23 @@ def test_a_request_pydevd_cannot_answer_before_exit_gets_an_error_not_silence():
         (5, "stackTrace", False), (6, "continue", True), (7, "terminate", True), (None, "terminated", None)]
     assert "the debuggee ended before it answered" in goodbye[0]["message"]
     assert rules.goodbye() == []
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", KINDS)
+def test_terminate_ends_the_debuggee_with_an_answer_and_terminated(kind, tmp_path):
+    # GIVEN a running program with two threads, stopped at a breakpoint
+    server, client, _ = stopped_session(kind, "spin", tmp_path)
+    try:
+        # WHEN the client asks to terminate it (pydevd ends the process with os._exit)
+        response = client.request("terminate", {}, check=False)
+        # THEN the request succeeded, the client hears `terminated`, and the program is gone
+        assert response["success"], response
+        client.wait_event("terminated", timeout=20)
+        server.wait()
+        assert server.stdout().splitlines() == ["STARTED"]
+        client.close()
+        assert_schema(client, kind)
+    finally:
+        client.close()
+        server.stop()

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from . import _options
+from . import _exit_hook, _options
 from ._address import parse_address
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB with its imports)
@@ -86,7 +86,14 @@ class _Process:
                                               ssl_context=ssl_context, allow_unauthenticated=allow_unauthenticated,
                                               on_backend_done=self.backend_done)
             self._install_breakpointhook()
+            _exit_hook.install(self.process_exiting)
             return self.listener.address
+
+    def process_exiting(self) -> None:
+        """os._exit() was called (see _exit_hook.py): the client hears `terminated` first."""
+        listener = self.listener
+        if listener is not None:
+            listener.process_exiting()
 
     def open_backend(self) -> socket.socket:
         """Our end of a DAP connection to pydevd, for the relay thread of an authenticated client."""
@@ -186,6 +193,7 @@ class _Process:
         host (see PydevdHost.close for its order). Options stay as configured."""
         with self._lock:
             listener, self.listener = self.listener, None
+            _exit_hook.uninstall()
             if listener is not None:
                 listener.close()
             self._restore_breakpointhook()

@@ -214,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fastattach: {exc}", file=sys.stderr)
         return 2
     print(f"fastattach: listening on {bound_host}:{bound_port}", file=sys.stderr, flush=True)
+    # A program written for debugpy runs unchanged: its debugpy.* calls are fastattach's.
+    from . import _debugpy_shim  # RSS: a program started by `python -m fastattach` only
+
+    _debugpy_shim.install()
     if options.wait_for_client:
         fastattach.wait_for_client()
     return _run_target(options, rest)

@@ -152,9 +152,9 @@ class PydevdHost:
         if log_dir is not None:
             os.makedirs(log_dir, exist_ok=True)
             if not debugpy_api.ensure_logging.ensured:
-                debugpy.log_to(log_dir)
+                debugpy_api.log_to(log_dir)   # not debugpy.log_to: _debugpy_shim.py may make it ours
         if self.options["log_to_stderr"] and not debugpy_api.ensure_logging.ensured:
-            debugpy.log_to(sys.stderr)
+            debugpy_api.log_to(sys.stderr)
         debugpy_api.ensure_logging()
         hidden_paths = tuple(
             os.path.dirname(os.path.abspath(module.__file__))

@@ -162,6 +162,13 @@ class Listener:
         if session is not None and session.active:
             session.inject_event(event, body)
 
+    def process_exiting(self) -> None:
+        """The process ends now (os._exit): the attached client, if any, gets its last answers and
+        `terminated` before this returns (bounded in time, see relay.EXIT_FLUSH_TIMEOUT)."""
+        session = self._session
+        if session is not None and session.active:
+            session.process_exiting()
+
     def close(self, timeout: float = 5.0) -> None:
         """Disconnects the client (pydevd gets a disconnect, so threads resume), stops listening."""
         if self._closed.is_set():

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from .._handoff import prompt_gil_handoffs
 from .._log import logger
+from .adapter import AdapterRules
 from .handshake import MAX_BODY_BYTES_BEFORE_ATTACH, Handshake
 from .request_shapes import check_request
 from .security import FailureThrottle
@@ -50,6 +51,8 @@ BACKEND_DISCONNECT_TIMEOUT = 5.0
 FLUSH_TIMEOUT = 2.0
 # How long a refused connection gets to send the request we answer with the reason.
 REFUSAL_TIMEOUT = 5.0
+# How long os._exit() waits for the relay to tell the client the debuggee is ending.
+EXIT_FLUSH_TIMEOUT = 2.0
 
 
 class SessionConfig(NamedTuple):
@@ -135,6 +138,12 @@ class ClientSession:
         self.finished = False
         self.responses_relayed = 0   # the backend's responses queued for the client
         self.done = threading.Event()
+        # What debugpy's adapter would do on top of pydevd (see adapter.py).
+        self._adapter = AdapterRules()
+        self._process_exiting = False
+        self._said_goodbye = False
+        self._relay_thread: threading.Thread | None = None
+        self._relay_over = threading.Event()   # the relay loop has ended: the client has our last words
 
     @property
     def leaving(self) -> bool:
@@ -167,8 +176,18 @@ class ClientSession:
         self._stop.set()
         self._waker.wake()
 
+    def process_exiting(self, timeout: float = EXIT_FLUSH_TIMEOUT) -> None:
+        """The debuggee calls os._exit() (see _exit_hook.py): the relay answers what pydevd
+        left open, says `terminated` and flushes, while this thread waits, at most `timeout`."""
+        if self._relay_thread is threading.current_thread() or not self.attached or self._relay_over.is_set():
+            return
+        self._process_exiting = True
+        self._waker.wake()
+        self._relay_over.wait(timeout)
+
     # -- the relay thread --------------------------------------------------------------------
     def run(self) -> None:
+        self._relay_thread = threading.current_thread()
         try:
             logger.info("fastattach: client connected from %s", self._peer_name)
             if self._config.ssl_context is not None and not self._tls_handshake():
@@ -178,6 +197,7 @@ class ClientSession:
         except Exception:
             logger.exception("fastattach: the relay for %s failed; closing that connection", self._peer_name)
         finally:
+            self._relay_over.set()
             self._teardown()
 
     def _tls_handshake(self) -> bool:
@@ -200,7 +220,10 @@ class ClientSession:
                 self._read_client()
             while True:
                 if self._stop.is_set() and self._ending is None:
+                    self._say_goodbye()
                     self._end(self._stop_reason)
+                if self._process_exiting and self._ending is None:
+                    self._end_for_exit()
                 self._drain_injected()
                 if self._ending is not None and not self._to_client:
                     return
@@ -368,12 +391,29 @@ class ClientSession:
         # keeps its seq, and pydevd's answer to it must still end the session.
         if message["type"] == "request" and message["command"] == "disconnect":
             self._client_disconnect_seq = message["seq"]
+        if message["type"] == "request":
+            message, body, answered = self._as_debugpys_adapter(message, body)
+            if answered:
+                return
         request_filter = self._config.request_filter
         if request_filter is not None and message["type"] == "request" and self._apply_request_filter(
                 request_filter, message):
             return
         # Unchanged, and in one buffer so pydevd never sees half a message from us.
         self._to_backend += frame(body)
+
+    def _as_debugpys_adapter(self, message: dict, body: bytes) -> tuple[dict, bytes, bool]:
+        """The request as debugpy's adapter would pass it to pydevd (see adapter.py), and
+        whether it is answered already (refused)."""
+        verdict = self._adapter.request_from_client(message)
+        if isinstance(verdict, str):
+            self._send_to_client(error_response(message, verdict))
+            return message, body, True
+        if isinstance(verdict, dict):
+            import json
+
+            return verdict, json.dumps(verdict, separators=(",", ":")).encode("utf-8"), False
+        return message, body, False
 
     def _apply_request_filter(self, request_filter, message: dict) -> bool:
         """True if the request filter answered or rewrote the request (it is then handled)."""
@@ -402,6 +442,7 @@ class ClientSession:
                 logger.warning("fastattach: lost the connection to pydevd: %s", error)
             if not data:
                 self._backend_disconnected = True
+                self._say_goodbye()
                 self._end("pydevd closed the session")
                 return
             try:
@@ -425,6 +466,8 @@ class ClientSession:
                 return
 
     def _backend_to_client(self, message: dict) -> None:
+        if self._said_goodbye:
+            return  # the client has had its last answers and `terminated`: nothing may follow them
         if message["type"] == "response":
             if message["command"] == "initialize" and message["request_seq"] == self._replayed_initialize_seq:
                 self._replayed_initialize_seq = None  # we answered it already, before pydevd existed
@@ -432,7 +475,9 @@ class ClientSession:
             if message["command"] == "configurationDone" and message.get("success"):
                 self._config.on_configured()
             if message["request_seq"] == self._client_disconnect_seq and message["command"] == "disconnect":
-                self._send_to_client(message)
+                # debugpy's adapter says `terminated` first, then answers the disconnect
+                # (sessions.py, Session.finalize, then clients.py, disconnect_request).
+                self._say_goodbye(answering=message)
                 self._backend_disconnected = True
                 self._end("the client disconnected")
                 return
@@ -441,9 +486,32 @@ class ClientSession:
             self.responses_relayed += 1
 
     def _send_to_client(self, message: dict) -> None:
+        if self.attached:
+            message = self._adapter.to_client(message)
         self._seq += 1
         message["seq"] = self._seq
         self._to_client += encode_message(message)
+
+    def _say_goodbye(self, answering: dict | None = None) -> None:
+        """Tell the client that the session is over, as debugpy's adapter does: every request
+        pydevd left unanswered gets its answer, `terminated` is sent once (if pydevd has not
+        sent it), and then `answering`, pydevd's answer to the client's disconnect, if given."""
+        if self.attached and self._ending is None and not self._said_goodbye:
+            self._said_goodbye = True
+            for message in self._adapter.goodbye(answered_by_pydevd=None if answering is None
+                                                 else answering["request_seq"]):
+                self._send_to_client(message)
+        if answering is not None:
+            self._send_to_client(answering)
+
+    def _end_for_exit(self) -> None:
+        """os._exit() is under way: take what pydevd has written already, then say goodbye."""
+        if self._backend is not None and not self._backend_disconnected:
+            self._read_backend()
+        if self._ending is None:
+            self._say_goodbye()
+            self._backend_disconnected = True   # nothing may wait for pydevd: the process ends now
+            self._end("the debuggee is exiting (os._exit)")
 
     def _drain_injected(self) -> None:
         if not self._injected:

@@ -1,0 +1,54 @@
+"""os._exit() while a client is attached: the client hears `terminated` before the process ends.
+
+os._exit() ends the process at once: no atexit handler, no thread runs again, so pydevd never
+sends the `terminated` it sends on a normal exit, and a `continue` it had not answered yet
+stays unanswered. debugpy's adapter, a process of its own, sees the connection close and
+says both itself. fastattach's relay lives in the debuggee, so while a session is attached
+os._exit is wrapped: it lets the relay answer and say `terminated` (bounded in time, see
+relay.EXIT_FLUSH_TIMEOUT), then exits exactly as asked. pydevd's own `terminate` request
+ends the process through os._exit() too.
+
+Standard library only: listen() installs it before any client exists.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB with its imports)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+_real_exit = os._exit            # kept for good: a caller may hold our wrapper after uninstall()
+_announce: Callable[[], None] | None = None
+_announcing_pid: int | None = None   # a forked child has no relay thread: it exits at once
+
+
+def install(announce: Callable[[], None]) -> None:
+    """From now on os._exit() first calls `announce()` (in this process, not in its forks)."""
+    global _announce, _announcing_pid
+    _announce, _announcing_pid = announce, os.getpid()
+    if os._exit is not _exit_after_announcing:
+        os._exit = _exit_after_announcing
+
+
+def uninstall() -> None:
+    """os._exit is the one we found again, unless someone has wrapped ours since (theirs stays
+    and reaches ours, which now exits at once)."""
+    global _announce, _announcing_pid
+    _announce = _announcing_pid = None
+    if os._exit is _exit_after_announcing:
+        os._exit = _real_exit
+
+
+def _exit_after_announcing(status, /):
+    announce = _announce
+    if announce is not None and os.getpid() == _announcing_pid:
+        try:
+            announce()
+        except BaseException:  # noqa: BLE001 (os._exit never raises; the process ends whatever happened)
+            pass
+    _real_exit(status)
+
+
+_exit_after_announcing.__doc__ = _real_exit.__doc__

@@ -76,7 +76,7 @@ SCENARIOS = {
     "logpoint-tripped": ([], "logpoint", 2_000_000, 200_000),
     "logpoint-unbudgeted": (["--logpoint-rate", "0", "--logpoint-bytes", "0", "--condition-cpu", "0"],
                             "logpoint", 5_000, 500),
-    "snapshot": (["--production", "--snapshot-rate", "0", "--condition-cpu", "0"], "breakpoint", 300, 30),
+    "snapshot": (["--production", "--snapshot-rate", "0", "--probe-cpu", "0"], "breakpoint", 300, 30),
     # Unmodified debugpy 1.8.22 with the same logpoint: it has no budget, so this is what
     # every iteration costs for as long as the logpoint is set.
     "debugpy-logpoint": (["<debugpy>"], "logpoint", 5_000, 500),

@@ -13,8 +13,13 @@ DEFAULTS: dict[str, object] = {
     "production": False,
     "logpoint_messages_per_second": 50.0,
     "logpoint_bytes_per_second": 20_000.0,
-    "condition_evaluations_per_second": 5_000.0,
-    "condition_cpu_fraction": 0.01,
+    # Time governs conditions (docs/production.md, "The budget policy"): a count cap would
+    # pause a cheap condition on a hot line long before it costs anything, and lose the rare
+    # true case it waits for.  Count caps stay only where time is not fully measured.
+    "condition_evaluations_per_second": 0.0,
+    "pydevd_condition_evaluations_per_second": 5_000.0,
+    "condition_cpu_fraction": 0.10,
+    "probe_cpu_fraction": 0.01,
     "budget_cooldown": 30.0,
     "snapshots_per_second": 1.0,
     "snapshot_max_bytes": 32 * 1024,
@@ -51,8 +56,10 @@ DEBUGPY_REFUSALS = {
 
 _BOOLEANS = ("production", "probe_logging", "log_to_stderr")
 _NONNEGATIVE_FLOATS = ("logpoint_messages_per_second", "logpoint_bytes_per_second",
-                       "condition_evaluations_per_second", "condition_cpu_fraction", "budget_cooldown",
+                       "condition_evaluations_per_second", "pydevd_condition_evaluations_per_second",
+                       "condition_cpu_fraction", "probe_cpu_fraction", "budget_cooldown",
                        "snapshots_per_second", "production_expiry")
+_FRACTIONS = ("condition_cpu_fraction", "probe_cpu_fraction")
 _POSITIVE_INTS = ("snapshot_max_bytes", "snapshot_frames", "snapshot_stack_depth", "snapshot_repr_chars")
 SNAPSHOT_OUTPUTS = ("output", "event", "both")
 MIN_SNAPSHOT_BYTES = 512
@@ -76,8 +83,8 @@ def validate(name: str, value):
     if name in _NONNEGATIVE_FLOATS:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
             raise ValueError(f"{name} must be a finite number >= 0 (0 = unlimited / never), not {value!r}")
-        if name == "condition_cpu_fraction" and value > 1:
-            raise ValueError(f"condition_cpu_fraction is a fraction of one core (0.01 = 1%), not {value!r}")
+        if name in _FRACTIONS and value > 1:
+            raise ValueError(f"{name} is a fraction of one core (0.01 = 1%), not {value!r}")
         return float(value)
     if name in _POSITIVE_INTS:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -69,6 +69,23 @@ class ProbeSpec:
         return {"logpoint": "logpoint", "snapshot": "snapshot breakpoint"}.get(self.kind, "conditional breakpoint")
 
 
+def cpu_fraction(options: dict, *, always_on: bool) -> float:
+    """The share of one core a breakpoint's hits may take (the time budget, which governs
+    conditions): always-on breakpoints (probes, production mode) keep probe_cpu_fraction,
+    1% by default; a debugging session's breakpoints get condition_cpu_fraction, 10%."""
+    return options["probe_cpu_fraction"] if always_on else options["condition_cpu_fraction"]
+
+
+def condition_rate(options: dict, *, pydevd_evaluates: bool) -> float:
+    """The count cap on a breakpoint's condition evaluations, 0 = none.  Off by default where
+    fastattach evaluates the condition (in C, or in the probe): every evaluation is timed, so
+    the time budget suffices.  pydevd_condition_evaluations_per_second (5000) stays on where
+    pydevd evaluates it, because the time of pydevd's dispatch around the condition is not."""
+    if pydevd_evaluates:
+        return options["pydevd_condition_evaluations_per_second"]
+    return options["condition_evaluations_per_second"]
+
+
 def _compile(source: str | None, what: str):
     if not source:
         return None
@@ -165,10 +182,10 @@ class BudgetSupervisor:
             spec.expires_at = spec.created + o["production_expiry"]
         return _fasttrace.Budget(
             spec,
-            eval_rate=o["condition_evaluations_per_second"],
+            eval_rate=condition_rate(o, pydevd_evaluates=not probe and spec.c_condition is None),
             output_rate=output_rate,
             byte_rate=byte_rate,
-            time_fraction=o["condition_cpu_fraction"],
+            time_fraction=cpu_fraction(o, always_on=self.production),
             counts_evaluations=has_condition,
             probe=probe,
         )

@@ -8,6 +8,10 @@ See docs/production.md for what the budget and production options do.
 
 from __future__ import annotations
 
+DEFAULT_REDACT_NAMES = ("password", "passwd", "passphrase", "secret", "token", "api_key", "apikey",
+                        "authorization", "auth_header", "cookie", "session", "private_key", "privatekey",
+                        "credit_card", "creditcard", "card_number", "cvv", "ssn", "credential", "access_key")
+
 DEFAULTS: dict[str, object] = {
     "log_dir": None,
     "production": False,
@@ -29,6 +33,11 @@ DEFAULTS: dict[str, object] = {
     "snapshot_output": "both",
     "production_expiry": 3600.0,
     "probe_logging": True,
+    # Values whose variable name, dict key or attribute name contains one of these (ignoring
+    # case, '-' read as '_') show as <redacted> in snapshots and log messages; and values of
+    # these types (classes, or "module.QualName" strings), whatever their name.
+    "redact_names": DEFAULT_REDACT_NAMES,
+    "redact_types": (),
     "log_to_stderr": False,
     # debugpy's names, so that a program's debugpy.configure() call works unchanged. Each
     # takes only the value fastattach honours (see DEBUGPY_REFUSALS for why).
@@ -92,9 +101,41 @@ def validate(name: str, value):
         if name == "snapshot_max_bytes" and value < MIN_SNAPSHOT_BYTES:
             raise ValueError(f"snapshot_max_bytes must be at least {MIN_SNAPSHOT_BYTES}, not {value!r}")
         return value
+    if name == "redact_names":
+        return _redact_names(value)
+    if name == "redact_types":
+        return _redact_types(value)
     if value not in SNAPSHOT_OUTPUTS:   # snapshot_output, the only one left
         raise ValueError(f"snapshot_output must be one of {', '.join(SNAPSHOT_OUTPUTS)}, not {value!r}")
     return value
+
+
+def _items(name: str, value) -> tuple:
+    """A list option given as a list, a tuple, or a comma-separated str (the command line's form)."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return tuple(value)
+    raise ValueError(f"{name} must be a list of names (or one comma-separated str), not {value!r}")
+
+
+def _redact_names(value) -> tuple:
+    names = _items("redact_names", value)
+    for item in names:
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"redact_names must hold non-empty strs, not {item!r}")
+    # Matching is a substring test on the name lowered with '-' read as '_'; keep the list that way.
+    return tuple(dict.fromkeys(item.strip().lower().replace("-", "_") for item in names))
+
+
+def _redact_types(value) -> tuple:
+    types = _items("redact_types", value)
+    for item in types:
+        if isinstance(item, type):
+            continue
+        if not isinstance(item, str) or not item.strip() or "." not in item.strip(".") or " " in item:
+            raise ValueError(f"redact_types must hold classes or 'module.QualName' strs, not {item!r}")
+    return tuple(item.strip() if isinstance(item, str) else item for item in types)
 
 
 def parse_text(name: str, text: str):

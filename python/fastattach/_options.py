@@ -33,6 +33,10 @@ DEFAULTS: dict[str, object] = {
     "snapshot_output": "both",
     "production_expiry": 3600.0,
     "probe_logging": True,
+    # With opentelemetry (the otel extra) imported and configured by the application: each
+    # probe record is also an OTel log record, and with otel_span_events an event on the current span.
+    "otel_logs": True,
+    "otel_span_events": False,
     # Values whose variable name, dict key or attribute name contains one of these (ignoring
     # case, '-' read as '_') show as <redacted> in snapshots and log messages; and values of
     # these types (classes, or "module.QualName" strings), whatever their name.
@@ -63,7 +67,7 @@ DEBUGPY_REFUSALS = {
                   f"{_NO_SUBPROCESSES}",
 }
 
-_BOOLEANS = ("production", "probe_logging", "log_to_stderr")
+_BOOLEANS = ("production", "probe_logging", "log_to_stderr", "otel_logs", "otel_span_events")
 _NONNEGATIVE_FLOATS = ("logpoint_messages_per_second", "logpoint_bytes_per_second",
                        "condition_evaluations_per_second", "pydevd_condition_evaluations_per_second",
                        "condition_cpu_fraction", "probe_cpu_fraction", "budget_cooldown",

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 
-from . import redact
+from . import otel, redact
 
 log = logging.getLogger("fastattach")
 probe_log = logging.getLogger("fastattach.probe")
@@ -153,10 +153,13 @@ def snapshot_hit(spec, frame, o: dict, notify) -> int:
 def emit_probe_record(o: dict, message: str, fields: dict) -> None:
     """The one output seam of probe records (logpoint messages, snapshots, probes): the
     ``fastattach.probe`` logger with ``fields`` as its record's ``extra``, when
-    ``probe_logging`` is on.  Runs on the user's thread inside the probe; the caller turns
-    what it raises into a probe error, never into the user's frame."""
+    ``probe_logging`` is on; and OpenTelemetry, when the application uses it (otel.py).
+    ``message`` and ``fields`` hold redacted values only (redact.py).  Runs on the user's
+    thread inside the probe; the caller turns what it raises into a probe error, never into
+    the user's frame."""
     if o["probe_logging"]:
         probe_log.info("%s", message, extra=fields)
+    otel.emit(o, message, fields)
 
 
 # -- the relay's request filter, while production mode is on -------------------------------

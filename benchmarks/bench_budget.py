@@ -19,11 +19,24 @@ Scenarios:
   snapshot         --production, breakpoint on the hot line, snapshots unlimited: each
                    iteration takes one snapshot (stack + locals of 3 frames, <= 32 KB)
   debugpy-logpoint unmodified debugpy with the same logpoint (no budget: this cost stays)
+
+With --rare-catch it measures the budget policy instead (docs/production.md, "The budget
+policy"): a conditional breakpoint whose condition holds once, on a line the program runs
+--rates times a second (400000 by default) for --seconds, outside production mode.
+
+    .venv/3.12/bin/python benchmarks/bench_budget.py --rare-catch --reps 3 [--rates 400000,100000]
+
+  nodebug          the line's rate without a debugger (the pacing work is calibrated to it)
+  old-policy       the budgets before issue 14: 5000 evaluations/s, 1% of a core
+  default          today's defaults: no count cap on a condition C evaluates, 10% of a core
+For each it reports whether the breakpoint paused (and why), whether the true case stopped,
+the line's rate while armed, and what C measured per evaluation and as a share of a core.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -76,7 +89,7 @@ SCENARIOS = {
     "logpoint-tripped": ([], "logpoint", 2_000_000, 200_000),
     "logpoint-unbudgeted": (["--logpoint-rate", "0", "--logpoint-bytes", "0", "--condition-cpu", "0"],
                             "logpoint", 5_000, 500),
-    "snapshot": (["--production", "--snapshot-rate", "0", "--condition-cpu", "0"], "breakpoint", 300, 30),
+    "snapshot": (["--production", "--snapshot-rate", "0", "--probe-cpu", "0"], "breakpoint", 300, 30),
     # Unmodified debugpy 1.8.22 with the same logpoint: it has no budget, so this is what
     # every iteration costs for as long as the logpoint is set.
     "debugpy-logpoint": (["<debugpy>"], "logpoint", 5_000, 500),
@@ -200,13 +213,175 @@ def capture_cost(batches: int = 5, per_batch: int = 500) -> list[float]:
     return hot(0, {"blob": "x" * 10_000, "numbers": list(range(1000))})
 
 
+RARE_TARGET = '''
+import json, os, sys, time
+
+def per_iteration(size, n=20_000):
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for i in range(n):
+            sum(range(size))
+            found = i
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best
+
+def calibrate(rate):
+    """The size of the C work (no line events) that makes one iteration take 1/rate s."""
+    per_iteration(10)   # warm up
+    base, slope = per_iteration(0), (per_iteration(400) - per_iteration(0)) / 400
+    return max(0, round((1 / rate - base) / slope))
+
+def rare(n, size):
+    found = None
+    for i in range(n):
+        sum(range(size))
+        found = i  # RARE
+    return found
+
+def main():
+    rate, seconds = float(sys.argv[1]), float(sys.argv[2])
+    size = calibrate(rate)
+    n = int(rate * seconds)
+    t0 = time.perf_counter()
+    found = rare(n, size)
+    elapsed = time.perf_counter() - t0
+    print("RESULT " + json.dumps({"n": n, "found": found, "seconds": elapsed, "size": size,
+                                  "budget": budget_stats()}), flush=True)
+
+def budget_stats():
+    """The conditional breakpoint's budget (None without fastattach, or once it is gone)."""
+    if "fastattach" not in sys.modules:
+        return None
+    from fastattach import _api
+    gate = _api.session().gate
+    budgets = gate.budgets.budgets() if gate is not None else []
+    if not budgets:
+        return None
+    return dict(budgets[0].stats(), limits=budgets[0].limits, paused=budgets[0].paused, reason=budgets[0].reason)
+
+main()
+'''
+
+RARE_SCENARIOS = {
+    "nodebug": None,
+    "old-policy": ["--condition-rate", "5000", "--pydevd-condition-rate", "5000", "--condition-cpu", "0.01"],
+    "default": [],
+}
+
+
+def run_rare(name: str, script: Path, rate: float, seconds: float, timeout: float = 120.0) -> dict:
+    """One process: the conditional breakpoint on the RARE line, `i == n - 1`, outside production mode."""
+    flags = RARE_SCENARIOS[name]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
+    args = [str(script), str(rate), str(seconds)]
+    if flags is None:
+        out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env)
+        return _rare_result(out.stdout, out.stderr)
+    argv = [sys.executable, "-Xfrozen_modules=off", "-m", "fastattach", "--listen", "127.0.0.1:0",
+            "--wait-for-client", "--budget-cooldown", "600", *flags, *args]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, text=True)
+        client = None
+        try:
+            deadline = time.monotonic() + 30
+            while not (match := re.search(r"listening on (\S+):(\d+)", (err.seek(0), err.read())[1])):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{name}: the debuggee did not listen")
+                time.sleep(0.02)
+            client = DAPClient.connect(match.group(1), int(match.group(2)), timeout=30)
+            n = int(rate * seconds)
+            line = next(k for k, text in enumerate(RARE_TARGET.splitlines(), 1) if text.rstrip().endswith("# RARE"))
+            client.attach(breakpoints={str(script): [{"line": line, "condition": f"i == {n - 1}"}]})
+            stopped_at = at_stop = None
+            deadline = time.monotonic() + timeout
+            while "RESULT " not in (out.seek(0), out.read())[1]:
+                for event in client.events("stopped"):
+                    thread = event["body"]["threadId"]
+                    frame = client.top_frame(thread)
+                    stopped_at = int(client.evaluate("i", frame["id"]))
+                    at_stop = ast.literal_eval(client.evaluate("__import__('json').dumps(budget_stats())", frame["id"]))
+                    client.set_breakpoints(str(script), [])
+                    client.request("continue", {"threadId": thread})
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{name}: no result:\n{(err.seek(0), err.read())[1][-2000:]}")
+                time.sleep(0.02)
+            out.seek(0)
+            result = _rare_result(out.read(), "")
+            result["stopped_at"] = stopped_at
+            if at_stop is not None:
+                result["budget"] = json.loads(at_stop)   # at the stop: later the breakpoint is gone
+            return result
+        finally:
+            if client is not None:
+                client.close()
+            process.kill()
+            process.wait(10)
+
+
+def _rare_result(stdout: str, stderr: str) -> dict:
+    match = re.search(r"^RESULT (.*)$", stdout, re.MULTILINE)
+    if not match:
+        raise RuntimeError(f"no RESULT line:\n{stdout}\n{stderr}")
+    return json.loads(match.group(1))
+
+
+def rare_catch(options) -> int:
+    rates = [float(r) for r in options.rates.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "bench_rare_target.py"
+        script.write_text(RARE_TARGET)
+        runs = {(rate, name): [] for rate in rates for name in RARE_SCENARIOS}
+        for rep in range(options.reps):
+            for rate in rates:
+                for name in RARE_SCENARIOS:   # interleaved: A B C A B C
+                    result = run_rare(name, script, rate, options.seconds)
+                    runs[rate, name].append(result)
+                    budget = result.get("budget") or {}
+                    line_rate = result["n"] / result["seconds"]
+                    print(f"rep {rep + 1}/{options.reps} {rate:9.0f}/s {name:11s} line {line_rate:9.0f}/s"
+                          f"  stopped at {result.get('stopped_at')}  paused: {budget.get('reason')}",
+                          file=sys.stderr, flush=True)
+    print(f"python {sys.version.split()[0]}, {options.reps} interleaved repetitions; a condition `i == n - 1` on a "
+          f"line run for {options.seconds:g} s at the given rate, outside production mode; median [min-max]")
+    print(f"{'rate':>9s} {'scenario':11s} {'stopped':>8s} {'paused (reason)':>18s} {'line rate /s':>26s} "
+          f"{'ns per evaluation':>24s} {'share of a core':>22s}")
+    for (rate, name), results in runs.items():
+        line_rates = [r["n"] / r["seconds"] for r in results]
+        stopped = sum(r.get("stopped_at") == r["n"] - 1 for r in results)
+        budgets = [r["budget"] for r in results if r.get("budget") and "time_ns" in r["budget"]]
+        paused = [b["reason"] for b in budgets if b["paused"]]
+        cost = [b["time_ns"] / b["evaluations"] for b in budgets if b["evaluations"]]
+        share = [b["time_ns"] / 1e9 / r["seconds"] for r, b in zip(results, budgets)
+                 if b["evaluations"] and not b["paused"]]
+
+        def span(values, fmt):
+            if not values:
+                return "-"
+            return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
+
+        print(f"{rate:9.0f} {name:11s} {stopped:>3d}/{len(results):<4d} "
+              f"{(f'{len(paused)} ({",".join(sorted(set(paused)))})' if paused else '0'):>18s} "
+              f"{span(line_rates, '.0f'):>26s} {span(cost, '.0f'):>24s} "
+              f"{span([100 * x for x in share], '.1f') + ' %' if share else '-':>22s}")
+    if options.json:
+        Path(options.json).write_text(json.dumps({"python": sys.version, "rare_catch": [
+            {"rate": rate, "scenario": name, "runs": results} for (rate, name), results in runs.items()]}, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds inside each process")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--json", help="write every measurement here")
+    parser.add_argument("--rare-catch", action="store_true", help="measure the budget policy (see above)")
+    parser.add_argument("--rates", default="400000", help="--rare-catch: line rates per second, comma-separated")
+    parser.add_argument("--seconds", type=float, default=2.0, help="--rare-catch: how long the line runs")
     options = parser.parse_args(argv)
+    if options.rare_catch:
+        return rare_catch(options)
     names = options.scenarios.split(",")
     if "nodebug" not in names:
         names.insert(0, "nodebug")

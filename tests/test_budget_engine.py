@@ -306,3 +306,88 @@ def test_first_hit_and_pause_times_are_monotonic_ns():
         loop(5)
     after = time.monotonic_ns()
     assert before <= budget.first_hit_at <= budget.paused_at <= after
+
+
+# -- the budget policy (docs/production.md, "The budget policy") ---------------------------
+
+class FakeBreakpoint:
+    """The attributes of pydevd's LineBreakpoint that budgets.py reads."""
+
+    def __init__(self, *, condition=None, hit_condition=None, expression=None, is_logpoint=False):
+        self.breakpoint_id, self.line = 1, HOT_LINE
+        self.condition, self.hit_condition = condition, hit_condition
+        self.expression, self.is_logpoint = expression, is_logpoint
+
+
+@pytest.fixture
+def supervisor():
+    from fastattach import _options
+    from fastattach.engine import budgets
+
+    made = []
+
+    def make(**changes):
+        made.append(budgets.BudgetSupervisor(None, None, _options.replace(_options.DEFAULTS, changes),
+                                             lambda event, body: None))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def limits_of(supervisor, bp):
+    return supervisor._make(bp, "/app/file.py").limits
+
+
+def test_default_policy_time_governs_conditions(supervisor):
+    debugging, production = supervisor(), supervisor(production=True)
+    cheap = FakeBreakpoint(condition="i == 299_999")
+    # A debugging session: 10% of a core, no count cap on a condition C evaluates.
+    assert limits_of(debugging, cheap) == {"eval_rate": 0.0, "output_rate": 0.0, "byte_rate": 0.0,
+                                           "time_fraction": 0.10, "counts_evaluations": True, "probe": False}
+    logpoint = FakeBreakpoint(condition="i < 0", expression="i={i}", is_logpoint=True)
+    assert limits_of(debugging, logpoint)["eval_rate"] == 0.0
+    assert limits_of(debugging, logpoint)["time_fraction"] == 0.10
+    # What pydevd evaluates (a hit condition; a condition that does not compile, which pydevd
+    # reports) keeps its count cap: the time of pydevd's dispatch around it is not measured.
+    assert limits_of(debugging, FakeBreakpoint(hit_condition="%250"))["eval_rate"] == 5000.0
+    assert limits_of(debugging, FakeBreakpoint(condition="i <"))["eval_rate"] == 5000.0
+    # Production mode (and probes) keep 1% of a core, and no count cap on conditions.
+    for bp in (cheap, logpoint, FakeBreakpoint(hit_condition="%250"), FakeBreakpoint()):
+        limits = limits_of(production, bp)
+        assert limits["time_fraction"] == 0.01 and limits["eval_rate"] == 0.0 and limits["probe"], limits
+
+
+def test_policy_options_change_only_their_own_limit(supervisor):
+    s = supervisor(condition_cpu_fraction=0.2, probe_cpu_fraction=0.05, condition_evaluations_per_second=100,
+                   pydevd_condition_evaluations_per_second=7)
+    assert limits_of(s, FakeBreakpoint(condition="i < 0"))["time_fraction"] == 0.2
+    assert limits_of(s, FakeBreakpoint(condition="i < 0"))["eval_rate"] == 100.0
+    assert limits_of(s, FakeBreakpoint(hit_condition="5"))["eval_rate"] == 7.0
+    p = supervisor(production=True, probe_cpu_fraction=0.05, condition_evaluations_per_second=100)
+    assert limits_of(p, FakeBreakpoint(condition="i < 0"))["time_fraction"] == 0.05
+    assert limits_of(p, FakeBreakpoint(hit_condition="5"))["eval_rate"] == 100.0   # the probe evaluates it
+
+
+def test_cheap_condition_on_a_hot_line_keeps_its_rare_true_case():
+    """The default count policy (no cap) against the old one (5,000 evaluations/s): 200,000
+    evaluations in well under a second.  Time is left out here (it is wall time; it has tests
+    of its own above and in test_budget_e2e.py)."""
+    from fastattach import _options
+    from fastattach.engine import budgets
+
+    loop = make_function(LOOP, "loop")
+    condition = compile("i == 199_999", "<c>", "eval")
+    rate = budgets.condition_rate(_options.DEFAULTS, pydevd_evaluates=False)
+    outcomes = {}
+    for name, eval_rate in (("default", rate), ("old count cap", 5000.0)):
+        budget = _fasttrace.Budget("spec", eval_rate=eval_rate, counts_evaluations=True)
+        table = Table()
+        table.lines["loop"] = {HOT_LINE: (condition, budget)}
+        with engine(table, loop.__code__) as (tracer, target):
+            loop(200_000)
+        outcomes[name] = (target.calls, budget.paused, budget.stats()["evaluations"])
+    assert outcomes["default"] == (1, False, 200_000), "armed throughout; the true case reached pydevd"
+    calls, paused, evaluations = outcomes["old count cap"]
+    assert calls == 0 and paused and evaluations < 200_000, outcomes   # what the policy fixes

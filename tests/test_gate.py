@@ -52,8 +52,10 @@ THIS_FILE = os.path.abspath(__file__)
 @pytest.fixture
 def unlimited_condition_budget():
     """These tests are about the filter, not the budgets (tests/test_budget*.py): lift them."""
-    saved = {name: _api.get_option(name) for name in ("condition_evaluations_per_second", "condition_cpu_fraction")}
-    fastattach.configure(condition_evaluations_per_second=0, condition_cpu_fraction=0)
+    unlimited = {"condition_evaluations_per_second": 0, "pydevd_condition_evaluations_per_second": 0,
+                 "condition_cpu_fraction": 0, "probe_cpu_fraction": 0}
+    saved = {name: _api.get_option(name) for name in unlimited}
+    fastattach.configure(**unlimited)
     yield
     fastattach.configure(**saved)
 

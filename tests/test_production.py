@@ -120,7 +120,7 @@ def test_production_breakpoints_never_suspend_and_snapshots_are_capped(session, 
     # No time budget: on a loaded machine the wall-clock time of a capture can trip it, and this
     # test is about the size cap (the time budget has tests of its own).
     client = session(production=True, snapshot_max_bytes=max_bytes, snapshots_per_second=1000.0,
-                     budget_cooldown=0.2, condition_cpu_fraction=0.0)
+                     budget_cooldown=0.2, probe_cpu_fraction=0.0)
     line = marker(MODULE, "SNAP")
     result = client.attach(breakpoints={path: [{"line": line}]})
     assert result[path][0]["verified"]
@@ -173,7 +173,7 @@ def test_production_refuses_pause_and_stepping_with_a_clear_message(session, mod
 def test_production_snapshots_are_rate_limited_and_the_breakpoint_pauses(session, module, caplog):
     caplog.set_level(logging.INFO, logger="fastattach.probe")
     mod, path = module
-    client = session(production=True, snapshots_per_second=2.0, budget_cooldown=600.0, condition_cpu_fraction=0.0)
+    client = session(production=True, snapshots_per_second=2.0, budget_cooldown=600.0, probe_cpu_fraction=0.0)
     client.attach(breakpoints={path: [{"line": marker(MODULE, "SNAP")}]})
     run_in_thread(mod.serve, 5_000, None)
     notice = client.wait_event("breakpoint", predicate=lambda e: not e["body"]["breakpoint"]["verified"])
@@ -191,7 +191,7 @@ def test_logpoints_in_production_go_to_the_client_and_the_log_within_budget(sess
     caplog.set_level(logging.INFO, logger="fastattach.probe")
     mod, path = module
     client = session(production=True, logpoint_messages_per_second=10.0, budget_cooldown=600.0,
-                     condition_cpu_fraction=0.0)
+                     probe_cpu_fraction=0.0)
     client.attach(breakpoints={path: [{"line": marker(MODULE, "LOG"), "logMessage": "i={i} total={total}"}]})
     run_in_thread(mod.log_loop, 100_000)
     client.wait_event("breakpoint", predicate=lambda e: not e["body"]["breakpoint"]["verified"])
@@ -228,6 +228,7 @@ def test_production_breakpoints_expire(session, module):
 
 def test_configure_validates_budget_options(options):
     for name, bad in [("logpoint_messages_per_second", -1), ("condition_cpu_fraction", 2.0),
+                      ("probe_cpu_fraction", 1.5), ("pydevd_condition_evaluations_per_second", -1),
                       ("snapshot_max_bytes", 10), ("production", "yes"), ("snapshot_output", "file"),
                       ("budget_cooldown", float("nan"))]:
         with pytest.raises(ValueError, match=name):
@@ -293,18 +294,21 @@ def test_cli_budget_flags_map_to_configure_options():
     from fastattach import cli
 
     options = cli._parser().parse_args(["--listen", "0", "--production", "--logpoint-rate", "7",
-                                        "--condition-cpu", "0.02", "--snapshot-max-bytes", "4096",
+                                        "--condition-cpu", "0.02", "--probe-cpu", "0.005",
+                                        "--snapshot-max-bytes", "4096", "--condition-rate", "100",
+                                        "--pydevd-condition-rate", "200",
                                         "--probe-expiry", "60", "-c", "pass"])
     assert cli.budget_options(options) == {
         "production": True, "logpoint_messages_per_second": 7.0, "condition_cpu_fraction": 0.02,
-        "snapshot_max_bytes": 4096, "production_expiry": 60.0}
+        "probe_cpu_fraction": 0.005, "condition_evaluations_per_second": 100.0,
+        "pydevd_condition_evaluations_per_second": 200.0, "snapshot_max_bytes": 4096, "production_expiry": 60.0}
     ours, rest = cli._split_target(["--listen", "0", "--logpoint-rate", "7", "script.py", "--logpoint-rate", "x"])
     assert rest == ["script.py", "--logpoint-rate", "x"], "flags after the script are the script's"
 
 
 def test_conditional_and_hit_counted_snapshots(session, module):
     mod, path = module
-    client = session(production=True, snapshots_per_second=1000.0, condition_cpu_fraction=0.0)
+    client = session(production=True, snapshots_per_second=1000.0, probe_cpu_fraction=0.0)
     line = marker(MODULE, "SNAP")
     client.attach(breakpoints={path: [{"line": line, "condition": "request_id == 3"}]})
     run_in_thread(mod.serve, 10, None)

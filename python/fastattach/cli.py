@@ -24,7 +24,7 @@ USAGE = (
     "                     [--certfile F --keyfile F] [--allow-unauthenticated]\n"
     "                     [--production] [--logpoint-rate N] [--logpoint-bytes N] [--condition-rate N]\n"
     "                     [--condition-cpu F] [--budget-cooldown S] [--snapshot-rate N] [--snapshot-max-bytes N]\n"
-    "                     [--probe-expiry S]\n"
+    "                     [--probe-expiry S] [--probe-cpu F] [--pydevd-condition-rate N]\n"
     "                     (script.py [args] | -m module [args] | -c code [args] | --pid PID)\n"
     "       python -m fastattach --pid PID --stop\n"
     "       python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]"
@@ -58,9 +58,14 @@ _BUDGET_FLAGS = (
     ("--logpoint-bytes", "logpoint_bytes_per_second", float,
      "logpoint output bytes per second per logpoint ({default})"),
     ("--condition-rate", "condition_evaluations_per_second", float,
-     "condition / hit-condition evaluations per second per breakpoint ({default})"),
+     "count cap on the condition evaluations fastattach makes, per second per breakpoint ({default}; 0 = none: "
+     "time governs)"),
+    ("--pydevd-condition-rate", "pydevd_condition_evaluations_per_second", float,
+     "count cap on the conditions and hit conditions pydevd evaluates, per second per breakpoint ({default})"),
     ("--condition-cpu", "condition_cpu_fraction", float,
-     "time a breakpoint's hits may take, as a fraction of one core ({default}; 0.01 = 1%%)"),
+     "time a debugging session's breakpoint may take, as a fraction of one core ({default}; 0.1 = 10%%)"),
+    ("--probe-cpu", "probe_cpu_fraction", float,
+     "time a probe or production-mode breakpoint may take, as a fraction of one core ({default}; 0.01 = 1%%)"),
     ("--budget-cooldown", "budget_cooldown", float,
      "seconds a breakpoint stays paused after a budget trips ({default})"),
     ("--snapshot-rate", "snapshots_per_second", float, "production snapshots per second per breakpoint ({default})"),

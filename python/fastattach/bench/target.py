@@ -215,7 +215,8 @@ def soak_iteration(unit, soak_tick, iteration: int) -> None:
 # evaluation and message must happen, so the harness lifts the budgets (0 = unlimited)
 # and fails a run in which a breakpoint was paused anyway.
 FASTATTACH_UNLIMITED_BUDGETS = {
-    "condition_evaluations_per_second": 0, "condition_cpu_fraction": 0,
+    "condition_evaluations_per_second": 0, "pydevd_condition_evaluations_per_second": 0,
+    "condition_cpu_fraction": 0, "probe_cpu_fraction": 0,
     "logpoint_messages_per_second": 0, "logpoint_bytes_per_second": 0,
 }
 

@@ -26,7 +26,7 @@ import time
 import weakref
 
 from .. import _fasttrace
-from . import production, seam
+from . import production, redact, seam
 
 log = logging.getLogger("fastattach")
 probe_log = production.probe_log
@@ -39,7 +39,7 @@ def _where(spec: ProbeSpec) -> str:
 class ProbeSpec:
     """What C hands the probe for one breakpoint, and what the notices say about it."""
 
-    __slots__ = ("bp_ref", "breakpoint_id", "file", "line", "kind", "message_code", "condition_code",
+    __slots__ = ("bp_ref", "breakpoint_id", "file", "line", "kind", "message_template", "condition_code",
                  "python_condition", "c_condition", "hit_condition", "max_message_bytes", "created", "expires_at",
                  "expired", "episode_hits", "episode_start", "condition_error_reported", "probe_error_reported",
                  "__weakref__")
@@ -50,7 +50,7 @@ class ProbeSpec:
         self.file = canonical_file
         self.line = bp.line
         self.kind = kind                  # "logpoint", "snapshot" or "condition"
-        self.message_code = None          # compiled logpoint expression
+        self.message_template = None      # redact.Template of the logpoint message
         self.condition_code = None        # compiled condition the probe evaluates (C did not)
         self.python_condition = False     # the probe must evaluate condition / hit condition
         self.c_condition = None           # compiled condition C evaluates before anything else
@@ -67,6 +67,23 @@ class ProbeSpec:
     @property
     def what(self) -> str:
         return {"logpoint": "logpoint", "snapshot": "snapshot breakpoint"}.get(self.kind, "conditional breakpoint")
+
+
+def cpu_fraction(options: dict, *, always_on: bool) -> float:
+    """The share of one core a breakpoint's hits may take (the time budget, which governs
+    conditions): always-on breakpoints (probes, production mode) keep probe_cpu_fraction,
+    1% by default; a debugging session's breakpoints get condition_cpu_fraction, 10%."""
+    return options["probe_cpu_fraction"] if always_on else options["condition_cpu_fraction"]
+
+
+def condition_rate(options: dict, *, pydevd_evaluates: bool) -> float:
+    """The count cap on a breakpoint's condition evaluations, 0 = none.  Off by default where
+    fastattach evaluates the condition (in C, or in the probe): every evaluation is timed, so
+    the time budget suffices.  pydevd_condition_evaluations_per_second (5000) stays on where
+    pydevd evaluates it, because the time of pydevd's dispatch around the condition is not."""
+    if pydevd_evaluates:
+        return options["pydevd_condition_evaluations_per_second"]
+    return options["condition_evaluations_per_second"]
 
 
 def _compile(source: str | None, what: str):
@@ -155,7 +172,7 @@ class BudgetSupervisor:
         probe = kind != "condition"
         output_rate = byte_rate = 0.0
         if kind == "logpoint":
-            spec.message_code = _compile(bp.expression, "log message")
+            spec.message_template = redact.Template.from_pydevd_expression(bp.expression, redact.rules_for(o))
             output_rate = o["logpoint_messages_per_second"]
             byte_rate = o["logpoint_bytes_per_second"]
             spec.max_message_bytes = int(byte_rate) if byte_rate else 1 << 20
@@ -165,10 +182,10 @@ class BudgetSupervisor:
             spec.expires_at = spec.created + o["production_expiry"]
         return _fasttrace.Budget(
             spec,
-            eval_rate=o["condition_evaluations_per_second"],
+            eval_rate=condition_rate(o, pydevd_evaluates=not probe and spec.c_condition is None),
             output_rate=output_rate,
             byte_rate=byte_rate,
-            time_fraction=o["condition_cpu_fraction"],
+            time_fraction=cpu_fraction(o, always_on=self.production),
             counts_evaluations=has_condition,
             probe=probe,
         )
@@ -234,25 +251,22 @@ class BudgetSupervisor:
             return False
 
     def _log_message(self, spec: ProbeSpec, frame) -> int:
-        """What pydevd's handle_breakpoint_expression + make_io_message do, from precompiled code."""
-        if spec.message_code is None:
-            text = "<invalid log message expression>"
+        """What pydevd's handle_breakpoint_expression + make_io_message do, from precompiled code,
+        with the values redact.py hides shown as <redacted>."""
+        if spec.message_template is None:
+            text, redacted = "<invalid log message expression>", 0
         else:
-            try:
-                value = eval(spec.message_code, frame.f_globals, frame.f_locals)
-            except Exception as exc:
-                value = exc
-            text = str(value)
+            text, redacted = spec.message_template.render(frame)
         data = text.encode("utf-8", "replace")
         if len(data) > spec.max_message_bytes:
             text = data[: max(spec.max_message_bytes - 3, 0)].decode("utf-8", "ignore") + "..."
             data = text.encode("utf-8", "replace")
         seam.send_output(self.py_db, text + os.linesep)
-        if self.options["probe_logging"]:
-            probe_log.info(text, extra={
-                "probe_kind": "logpoint", "probe_breakpoint_id": spec.breakpoint_id, "probe_file": spec.file,
-                "probe_line": spec.line, "probe_thread": threading.current_thread().name, "probe_message": text,
-            })
+        production.emit_probe_record(self.options, text, {
+            "probe_kind": "logpoint", "probe_breakpoint_id": spec.breakpoint_id, "probe_file": spec.file,
+            "probe_line": spec.line, "probe_thread": threading.current_thread().name, "probe_message": text,
+            "probe_redacted": redacted,
+        })
         return len(data) + len(os.linesep)
 
     def on_trip(self, budget) -> None:

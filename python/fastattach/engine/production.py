@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
-import reprlib
 import threading
 import time
+
+from . import otel, redact
 
 log = logging.getLogger("fastattach")
 probe_log = logging.getLogger("fastattach.probe")
@@ -61,37 +62,22 @@ def _dumps(value) -> str:
 _encode_str = json.encoder.encode_basestring_ascii   # what json.dumps writes for a str (C speedup)
 
 
-def _repr_limits(repr_chars: int) -> reprlib.Repr:
-    r = reprlib.Repr()
-    r.maxstring = r.maxother = r.maxlong = repr_chars
-    r.maxlevel = 2
-    r.maxlist = r.maxtuple = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = r.maxdict = 10
-    return r
-
-
-def _safe_repr(r: reprlib.Repr, value, limit: int) -> str:
-    try:
-        text = r.repr(value)
-    except Exception as exc:   # a user __repr__ may raise anything
-        text = f"<repr failed: {type(exc).__name__}>"
-    if len(text) > limit:
-        text = text[: max(limit - 3, 0)] + "..."
-    return text
-
-
 def capture(frame, *, breakpoint_id, file: str, line: int, max_bytes: int, frames: int, depth: int,
-            repr_chars: int) -> dict:
+            repr_chars: int, rules: redact.Rules | None = None) -> dict:
     """A JSON-ready snapshot of frame's thread whose compact JSON is at most max_bytes long.
 
     Stack entries for up to ``depth`` frames, then the locals of the top ``frames`` frames,
     each value a repr of at most ``repr_chars`` characters; what does not fit is left
-    out and ``truncated`` says so.
+    out and ``truncated`` says so.  Values redact.Rules hides (by default the default
+    redact_names) show as ``<redacted>``; ``redacted`` counts them.
     """
+    if rules is None:
+        rules = redact.DEFAULT_RULES
     budget = max_bytes - _SLACK_BYTES
     thread = threading.current_thread()
     snap = {"breakpointId": breakpoint_id, "file": file, "line": line, "thread": thread.name,
             "threadId": thread.ident, "time": round(time.time(), 6), "stack": [], "frames": [],
-            "truncated": False}
+            "truncated": False, "redacted": 0}
     used = len(_dumps(snap))
     truncated = False
     f, n = frame, 0
@@ -108,7 +94,7 @@ def capture(frame, *, breakpoint_id, file: str, line: int, max_bytes: int, frame
         f, n = f.f_back, n + 1
     if f is not None:
         truncated = True   # deeper than depth
-    r = _repr_limits(repr_chars)
+    r = redact.RedactingRepr(rules, repr_chars)
     f = frame
     for _ in range(frames):
         if f is None or truncated and used >= budget:
@@ -125,7 +111,7 @@ def capture(frame, *, breakpoint_id, file: str, line: int, max_bytes: int, frame
         used += cost
         variables = entry["locals"]
         for name, value in [] if module_level else list(f.f_locals.items()):
-            text = _safe_repr(r, value, repr_chars)
+            text = r.hide() if rules.hides(name, value) else redact.safe_repr(r, value, repr_chars)
             cost = len(_encode_str(str(name))) + len(_encode_str(text)) + 2
             if used + cost > budget:
                 truncated = True
@@ -134,6 +120,9 @@ def capture(frame, *, breakpoint_id, file: str, line: int, max_bytes: int, frame
             used += cost
         f = f.f_back
     snap["truncated"] = truncated
+    # Counts what was hidden, including values hidden and then left out for size: the
+    # reader learns that something secret was there either way.
+    snap["redacted"] = r.redacted
     return snap
 
 
@@ -141,7 +130,8 @@ def snapshot_hit(spec, frame, o: dict, notify) -> int:
     """Serve a production breakpoint's hit (called by BudgetSupervisor.probe) under options `o`: bytes sent."""
     max_bytes = o["snapshot_max_bytes"]
     snap = capture(frame, breakpoint_id=spec.breakpoint_id, file=spec.file, line=spec.line, max_bytes=max_bytes,
-                   frames=o["snapshot_frames"], depth=o["snapshot_stack_depth"], repr_chars=o["snapshot_repr_chars"])
+                   frames=o["snapshot_frames"], depth=o["snapshot_stack_depth"], repr_chars=o["snapshot_repr_chars"],
+                   rules=redact.rules_for(o))
     text = _dumps(snap)
     while len(text) > max_bytes - _SLACK_BYTES // 2 and (snap["frames"] or snap["stack"]):
         (snap["frames"] or snap["stack"]).pop()   # cannot happen with the accounting above; stay bounded anyway
@@ -152,12 +142,24 @@ def snapshot_hit(spec, frame, o: dict, notify) -> int:
         notify("output", {"category": "console", "output": f"fastattach snapshot: {text}\n"})
     if mode in ("event", "both"):
         notify("fastattach.snapshot", snap)
-    if o["probe_logging"]:
-        probe_log.info("snapshot at %s:%d", spec.file, spec.line, extra={
-            "probe_kind": "snapshot", "probe_breakpoint_id": spec.breakpoint_id, "probe_file": spec.file,
-            "probe_line": spec.line, "probe_thread": snap["thread"], "probe_snapshot": snap,
-        })
+    emit_probe_record(o, f"snapshot at {spec.file}:{spec.line}", {
+        "probe_kind": "snapshot", "probe_breakpoint_id": spec.breakpoint_id, "probe_file": spec.file,
+        "probe_line": spec.line, "probe_thread": snap["thread"], "probe_snapshot": snap,
+        "probe_redacted": snap["redacted"],
+    })
     return len(text)
+
+
+def emit_probe_record(o: dict, message: str, fields: dict) -> None:
+    """The one output seam of probe records (logpoint messages, snapshots, probes): the
+    ``fastattach.probe`` logger with ``fields`` as its record's ``extra``, when
+    ``probe_logging`` is on; and OpenTelemetry, when the application uses it (otel.py).
+    ``message`` and ``fields`` hold redacted values only (redact.py).  Runs on the user's
+    thread inside the probe; the caller turns what it raises into a probe error, never into
+    the user's frame."""
+    if o["probe_logging"]:
+        probe_log.info("%s", message, extra=fields)
+    otel.emit(o, message, fields)
 
 
 # -- the relay's request filter, while production mode is on -------------------------------

@@ -283,3 +283,76 @@ def test_a_process_with_probes_only_never_imports_debugpy(module):
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "loaded: []" in out.stdout
+
+
+# -- the watched probe file --------------------------------------------------------------------
+
+def write_atomically(path, text):
+    """As a ConfigMap update or a deployment tool does: the watcher never sees half a file."""
+    import os
+
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def write_probes(path, probes_list, **extra):
+    import json
+
+    write_atomically(path, json.dumps({"probes": probes_list, **extra}, indent=2))
+
+
+def test_a_watched_file_adds_changes_and_removes_probes_and_keeps_the_last_good_ones(module, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="fastattach")
+    mod, path = module
+    probe_file = tmp_path / "probes.json"
+    probes.watch(probe_file)   # missing at first: nothing set, nothing fails
+    assert probes.list() == []
+    write_probes(probe_file, [{"id": "a", "file": path, "line": marker("LOG"), "log": "a {request_id}"}])
+    wait_until(lambda: [p["id"] for p in probes.list()] == ["a"], what="the probe from the file")
+    mod.serve(1, None)
+    assert [r.getMessage() for r in records(caplog, "logpoint")] == ["a 0"]
+
+    write_probes(probe_file, [{"id": "a", "file": path, "line": marker("LOG"), "log": "changed {request_id}"},
+                              {"id": "b", "file": path, "line": marker("SNAP"), "snapshot": True, "expires": 60}])
+    wait_until(lambda: sorted(p["id"] for p in probes.list()) == ["a", "b"]
+               and probes.list()[0]["log"] == "changed {request_id}", what="the edit")
+
+    write_atomically(probe_file, '{"probes": [\n  {"id": "a", "file": 1}\n')   # invalid JSON
+    wait_until(lambda: any("invalid JSON" in r.getMessage() for r in caplog.records), what="the error")
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and "invalid JSON" in r.getMessage()]
+    assert len(errors) == 1 and "line 3" in errors[0].getMessage() and "keeping the 2 probes" in errors[0].getMessage()
+    write_probes(probe_file, [{"id": "a", "file": path, "line": "four", "log": "x"}])
+    wait_until(lambda: any("field 'line' must be an integer" in r.getMessage() for r in caplog.records),
+               what="the field error")
+    assert sorted(p["id"] for p in probes.list()) == ["a", "b"], "an invalid file keeps the last good probes"
+
+    blank = marker("LOG") + 1
+    write_probes(probe_file, [{"id": "b", "file": path, "line": marker("SNAP"), "snapshot": True},
+                              {"id": "c", "file": path, "line": blank, "log": "x"}])
+    wait_until(lambda: [p["id"] for p in probes.list()] == ["b"], what="a removed and c refused")
+    assert any(f"line {blank} of" in r.getMessage() and "has no code" in r.getMessage() for r in caplog.records)
+
+    probes.unwatch(probe_file)
+    assert probes.list() == []
+
+
+def test_python_m_fastattach_probes_runs_a_program_with_probes_only(module, tmp_path):
+    _, path = module
+    probe_file = tmp_path / "probes.json"
+    write_probes(probe_file, [{"id": "cli", "file": "probe_target.py", "line": marker("LOG"),
+                               "log": "cli {request_id}"}])
+    program = tmp_path / "main.py"
+    program.write_text(textwrap.dedent("""
+        import logging, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(process)d %(message)s")
+        import probe_target
+        probe_target.serve(2, None)
+        print("debugpy loaded:", "debugpy" in sys.modules)
+    """))
+    for argv, env in (([ "--probes", str(probe_file)], {}), ([], {"FASTATTACH_PROBES": str(probe_file)})):
+        out = subprocess.run([sys.executable, "-m", "fastattach", *argv, str(program)], capture_output=True, text=True,
+                             timeout=60, env={**__import__("os").environ, **env})
+        assert out.returncode == 0, out.stderr
+        assert "fastattach.probe" in out.stdout and "cli 0" in out.stdout and "cli 1" in out.stdout, out.stdout
+        assert "debugpy loaded: False" in out.stdout

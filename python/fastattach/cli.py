@@ -26,6 +26,7 @@ USAGE = (
     "                     [--condition-cpu F] [--budget-cooldown S] [--snapshot-rate N] [--snapshot-max-bytes N]\n"
     "                     [--probe-expiry S]\n"
     "                     (script.py [args] | -m module [args] | -c code [args] | --pid PID)\n"
+    "       python -m fastattach --probes PATH [--listen [HOST:]PORT ...] (script.py [args] | -m module | -c code)\n"
     "       python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]"
 )
 
@@ -81,7 +82,10 @@ def budget_options(options: argparse.Namespace) -> dict:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fastattach", usage=USAGE, add_help=True, epilog=EPILOG)
     parser.add_argument("-V", "--version", action="version", version=_version())
-    parser.add_argument("--listen", metavar="[HOST:]PORT", required=True, type=parse_address_arg)
+    parser.add_argument("--listen", metavar="[HOST:]PORT", type=parse_address_arg)
+    parser.add_argument("--probes", metavar="PATH",
+                        help="watch this JSON probe file (docs/probes.md); without --listen the program runs "
+                             "with probes only (also FASTATTACH_PROBES=PATH)")
     parser.add_argument("--wait-for-client", action="store_true")
     parser.add_argument("--log-to", metavar="DIR", help="write debugpy's and pydevd's logs to this directory")
     parser.add_argument("--log-to-stderr", action="store_true",
@@ -121,7 +125,7 @@ def parse_address_arg(text: str) -> tuple[str, int]:
 
 def _split_target(argv: list[str]) -> tuple[list[str], list[str]]:
     """Our options end at the script, or just after `-m MODULE` / `-c CODE`; the rest is the target's argv."""
-    takes_value = {"--listen", "--log-to", "--pid", "--secret", "--certfile", "--keyfile",
+    takes_value = {"--listen", "--probes", "--log-to", "--pid", "--secret", "--certfile", "--keyfile",
                    *(flag for flag, _, _, _ in _BUDGET_FLAGS)}
     i = 0
     while i < len(argv):
@@ -156,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fastattach: {exc}", file=sys.stderr)
         return 2
     options = _parser().parse_args(["-h" if arg == "-?" else arg for arg in ours])
-    host, port = options.listen
+    probes_only = options.probes or os.environ.get("FASTATTACH_PROBES")
+    if options.listen is None and (options.pid is not None or not probes_only):
+        _parser().error("the following arguments are required: --listen (or --probes PATH to run with probes only)")
+    host, port = options.listen or (None, None)
 
     if options.pid is not None:
         if rest or options.module or options.code:
@@ -164,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         if options.log_to_stderr:
             _parser().error("--log-to-stderr logs a program started by this command; with --pid use --log-to DIR "
                             "(the attach and the target's loader write their log there)")
+        if options.probes:
+            _parser().error("--probes with --pid is not supported yet: in the running process call "
+                            "fastattach.probes.watch(PATH), or start it with FASTATTACH_PROBES=PATH")
         if budget_options(options) or configured:
             _parser().error("--production, --configure-* and the budget flags apply to a program started by "
                             "this command; in a running process call fastattach.configure() instead")
@@ -176,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         _parser().error("give a program to run: script.py, -m module or -c code (or --pid PID)")
 
     import fastattach
+    import fastattach.probes
 
     if options.log_to:
         fastattach.configure(log_dir=os.path.abspath(options.log_to))
@@ -191,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     # can be before the program starts (--wait-for-client).
     if not _prepare_program(options, rest):
         return 2
+    # After sys.path has the program's directory: probe files name files relative to it.
+    if options.probes:
+        fastattach.probes.watch(options.probes)
+    if options.listen is None:
+        _api_session().watch_probes_from_environment()
+        return _run_target(options, rest)
     try:
         bound_host, bound_port = fastattach.listen(
             (host, port), secret=options.secret, certfile=options.certfile, keyfile=options.keyfile,
@@ -203,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     if options.wait_for_client:
         fastattach.wait_for_client()
     return _run_target(options, rest)
+
+
+def _api_session():
+    from ._api import session
+
+    return session()
 
 
 def _take_configure_switches(ours: list[str]) -> tuple[list[str], dict]:

@@ -356,3 +356,47 @@ def test_python_m_fastattach_probes_runs_a_program_with_probes_only(module, tmp_
         assert out.returncode == 0, out.stderr
         assert "fastattach.probe" in out.stdout and "cli 0" in out.stdout and "cli 1" in out.stdout, out.stdout
         assert "debugpy loaded: False" in out.stdout
+
+
+def test_a_probe_and_a_breakpoint_work_together_in_one_process(tmp_path):
+    """The debugger (pydevd on tool 0, behind the C trampolines) and a probe (its own tool id) in one
+    debuggee, driven by a real DAP client from outside (stop-all would suspend an in-process client)."""
+    from _e2e import DebugServer
+
+    from fastattach.net.client import DAPClient
+
+    script = tmp_path / "both.py"
+    script.write_text(textwrap.dedent("""
+        import logging, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
+
+        def handle(request_id):
+            total = request_id * 2  # PROBE
+            return total + 1  # BREAK
+
+        for i in range(2):
+            handle(i)
+        print("finished", flush=True)
+    """))
+    lines = script.read_text().splitlines()
+    probe_line = next(n for n, text in enumerate(lines, 1) if text.endswith("# PROBE"))
+    break_line = next(n for n, text in enumerate(lines, 1) if text.endswith("# BREAK"))
+    probe_file = tmp_path / "probes.json"
+    write_probes(probe_file, [{"id": "p", "file": str(script), "line": probe_line, "log": "probe {request_id}"}])
+    with DebugServer("fastattach", script, out_dir=tmp_path, env={"FASTATTACH_PROBES": str(probe_file)}) as server:
+        client = DAPClient.connect(*server.address)
+        try:
+            result = client.attach(breakpoints={str(script): [{"line": break_line}]})
+            assert result[str(script)][0]["verified"]
+            for expected in (0, 1):
+                thread_id = client.wait_stopped(timeout=30)["threadId"]
+                frame = client.top_frame(thread_id)
+                assert frame["line"] == break_line
+                assert client.evaluate("total", frame["id"]) == str(expected * 2)
+                # The probe ran on the line before, on this very thread, before the stop.
+                server.wait_for_stdout(rf"^fastattach\.probe probe {expected}$")
+                client.request("continue", {"threadId": thread_id})
+            server.wait_for_stdout("^finished$")
+        finally:
+            client.close()
+        assert server.wait() == 0

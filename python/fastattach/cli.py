@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         _parser().error("give a program to run: script.py, -m module or -c code (or --pid PID)")
 
     import fastattach
-    import fastattach.probes
+    import fastattach.probes  # RSS: the probe API only once a program is run, not for --pid or connect
 
     if options.log_to:
         fastattach.configure(log_dir=os.path.abspath(options.log_to))
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _api_session():
-    from ._api import session
+    from ._api import session  # RSS: the session only once a program is run
 
     return session()
 

@@ -51,7 +51,7 @@ def _keywords(class_name: str) -> list[str]:
 
 
 def test_init_keywords_in_the_stub_are_the_ones_the_types_accept():
-    values = dict(disable=sys.monitoring.DISABLE, compute=lambda code: None, need_slow=lambda: False)
+    values = dict(disable=sys.monitoring.DISABLE, compute=lambda code: None, need_slow=lambda: False, probes=True)
     assert _keywords("Tracer") == list(values)
     _fasttrace.Tracer(**values)
     budget = _fasttrace.Budget(**{name: ("spec" if name == "spec" else 0) for name in _keywords("Budget")})

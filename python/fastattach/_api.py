@@ -24,7 +24,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB wi
 if TYPE_CHECKING:
     import socket
 
+    from ._probe_config import ProbeFileWatcher
     from .engine.host import PydevdHost
+    from .engine.probes import ProbeEngine
     from .net.listener import Listener
 
 
@@ -43,6 +45,10 @@ class _Process:
         self.listener: Listener | None = None
         self.host: PydevdHost | None = None             # made on the first authenticated attach
         self._hook_replaced = None                      # sys.breakpointhook before listen(), while ours is in
+        # Always-on probes (fastattach.probes): independent of any client, and of stop().
+        self._probe_lock = threading.RLock()
+        self.probes: ProbeEngine | None = None          # made on the first probe
+        self._probe_watchers: dict[str, ProbeFileWatcher] = {}
 
     # -- breakpoint(): a no-op without a client, never pdb ---------------------------------
     def _install_breakpointhook(self) -> None:
@@ -87,7 +93,9 @@ class _Process:
                                               on_backend_done=self.backend_done)
             self._install_breakpointhook()
             _exit_hook.install(self.process_exiting)
-            return self.listener.address
+            address = self.listener.address
+        self.watch_probes_from_environment()
+        return address
 
     def process_exiting(self) -> None:
         """os._exit() was called (see _exit_hook.py): the client hears `terminated` first."""
@@ -144,15 +152,63 @@ class _Process:
         listener = self.listener
         return listener is not None and listener.client_connected
 
+    # -- always-on probes (fastattach.probes) --------------------------------------------------
+    def probe_engine(self) -> ProbeEngine:
+        with self._probe_lock:
+            if self.probes is None:
+                from .engine.probes import ProbeEngine  # RSS: the probe engine only for a process with probes
+
+                self.probes = ProbeEngine(lambda: self.options)
+            return self.probes
+
+    def watch_probes(self, path) -> None:
+        from ._probe_config import ProbeFileWatcher  # RSS: json and hashlib only for a process with a probe file
+
+        with self._probe_lock:
+            watcher = ProbeFileWatcher(path, self.probe_engine)
+            if watcher.path in self._probe_watchers:
+                return
+            self._probe_watchers[watcher.path] = watcher
+        watcher.start()
+
+    def unwatch_probes(self, path=None) -> None:
+        with self._probe_lock:
+            if path is None:
+                chosen = list(self._probe_watchers.values())
+                self._probe_watchers.clear()
+            else:
+                watcher = self._probe_watchers.pop(os.path.abspath(os.fspath(path)), None)
+                chosen = [] if watcher is None else [watcher]
+        for watcher in chosen:
+            watcher.stop()
+            watcher.remove_probes()
+
+    def watch_probes_from_environment(self) -> None:
+        """FASTATTACH_PROBES=PATH: watch PATH (python -m fastattach and listen() call this)."""
+        path = os.environ.get("FASTATTACH_PROBES")
+        if path:
+            self.watch_probes(path)
+
+    def clear_probes(self) -> None:
+        self.unwatch_probes()
+        with self._probe_lock:
+            engine = self.probes
+        if engine is not None:
+            engine.close()
+
     # -- options ---------------------------------------------------------------------------
     def configure(self, changes: dict) -> None:
         with self._host_lock:
             previous, self.options = self.options, _options.replace(self.options, changes)
             host = self.host
-            if host is not None and any(previous[name] != self.options[name] for name in _options.BUDGET_OPTIONS):
+            budgets_changed = any(previous[name] != self.options[name] for name in _options.BUDGET_OPTIONS)
+            if host is not None and budgets_changed:
                 host.options_changed(self.options)
             elif host is not None:
                 host.options = self.options
+            probes = self.probes
+            if probes is not None and budgets_changed:
+                probes.options_changed(self.options)
 
     # -- per-thread control -----------------------------------------------------------------
     def trace_this_thread(self, should_trace: bool) -> None:

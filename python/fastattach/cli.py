@@ -27,6 +27,7 @@ USAGE = (
     "                     [--probe-expiry S] [--probe-cpu F] [--pydevd-condition-rate N]\n"
     "                     (script.py [args] | -m module [args] | -c code [args] | --pid PID)\n"
     "       python -m fastattach --pid PID --stop\n"
+    "       python -m fastattach --probes PATH [--listen [HOST:]PORT ...] (script.py [args] | -m module | -c code)\n"
     "       python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]"
 )
 
@@ -88,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fastattach", usage=USAGE, add_help=True, epilog=EPILOG)
     parser.add_argument("-V", "--version", action="version", version=_version())
     parser.add_argument("--listen", metavar="[HOST:]PORT", type=parse_address_arg)
+    parser.add_argument("--probes", metavar="PATH",
+                        help="watch this JSON probe file (docs/probes.md); without --listen the program runs "
+                             "with probes only (also FASTATTACH_PROBES=PATH)")
     parser.add_argument("--wait-for-client", action="store_true")
     parser.add_argument("--log-to", metavar="DIR", help="write debugpy's and pydevd's logs to this directory")
     parser.add_argument("--log-to-stderr", action="store_true",
@@ -130,7 +134,7 @@ def parse_address_arg(text: str) -> tuple[str, int]:
 
 def _split_target(argv: list[str]) -> tuple[list[str], list[str]]:
     """Our options end at the script, or just after `-m MODULE` / `-c CODE`; the rest is the target's argv."""
-    takes_value = {"--listen", "--log-to", "--pid", "--secret", "--certfile", "--keyfile",
+    takes_value = {"--listen", "--probes", "--log-to", "--pid", "--secret", "--certfile", "--keyfile",
                    *(flag for flag, _, _, _ in _BUDGET_FLAGS)}
     i = 0
     while i < len(argv):
@@ -173,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import attach  # RSS: cffi only for an attach
 
         return attach.cli_stop(options.pid, log_dir=options.log_to)
-    if options.listen is None:
-        _parser().error("the following arguments are required: --listen")
-    host, port = options.listen
+    probes_only = options.probes or os.environ.get("FASTATTACH_PROBES")
+    if options.listen is None and (options.pid is not None or not probes_only):
+        _parser().error("the following arguments are required: --listen (or --probes PATH to run with probes only)")
+    host, port = options.listen or (None, None)
 
     if options.pid is not None:
         if rest or options.module or options.code:
@@ -183,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         if options.log_to_stderr:
             _parser().error("--log-to-stderr logs a program started by this command; with --pid use --log-to DIR "
                             "(the attach and the target's loader write their log there)")
+        if options.probes:
+            _parser().error("--probes with --pid is not supported yet: in the running process call "
+                            "fastattach.probes.watch(PATH), or start it with FASTATTACH_PROBES=PATH")
         if budget_options(options) or configured:
             _parser().error("--production, --configure-* and the budget flags apply to a program started by "
                             "this command; in a running process call fastattach.configure() instead")
@@ -195,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         _parser().error("give a program to run: script.py, -m module or -c code (or --pid PID)")
 
     import fastattach
+    import fastattach.probes  # RSS: the probe API only once a program is run, not for --pid or connect
 
     if options.log_to:
         fastattach.configure(log_dir=os.path.abspath(options.log_to))
@@ -210,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     # can be before the program starts (--wait-for-client).
     if not _prepare_program(options, rest):
         return 2
+    # After sys.path has the program's directory: probe files name files relative to it.
+    if options.probes:
+        fastattach.probes.watch(options.probes)
+    if options.listen is None:
+        _api_session().watch_probes_from_environment()
+        return _run_target(options, rest)
     try:
         bound_host, bound_port = fastattach.listen(
             (host, port), secret=options.secret, certfile=options.certfile, keyfile=options.keyfile,
@@ -226,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     if options.wait_for_client:
         fastattach.wait_for_client()
     return _run_target(options, rest)
+
+
+def _api_session():
+    from ._api import session  # RSS: the session only once a program is run
+
+    return session()
 
 
 def _take_configure_switches(ours: list[str]) -> tuple[list[str], dict]:

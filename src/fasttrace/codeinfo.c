@@ -3,8 +3,6 @@
    (ft_codeinfo_new) and a table reload after breakpoints changed (ft_codeinfo_load). */
 #include "codeinfo.h"
 
-#define CODE_EXTRA_INDEX_KEY "fastattach._fasttrace.code_extra_index"
-
 static void
 ft_codeinfo_clear_lines(ft_codeinfo *info)
 {
@@ -29,7 +27,7 @@ ft_codeinfo_free(void *ptr)
 }
 
 Py_ssize_t
-ft_code_extra_index(void)
+ft_code_extra_index(const char *key_name)
 {
     /* Kept in the interpreter dict so a re-import reuses the slot instead of using up
        another of the fixed MAX_CO_EXTRA_USERS (Modules/_testcapi/code.c does the same). */
@@ -37,7 +35,7 @@ ft_code_extra_index(void)
     if (interp_dict == NULL) {
         return -1;
     }
-    PyObject *key = PyUnicode_FromString(CODE_EXTRA_INDEX_KEY);
+    PyObject *key = PyUnicode_FromString(key_name);
     if (key == NULL) {
         return -1;
     }
@@ -59,7 +57,7 @@ ft_code_extra_index(void)
     if (value == NULL) {
         return -1;
     }
-    int rc = PyDict_SetItemString(interp_dict, CODE_EXTRA_INDEX_KEY, value);
+    int rc = PyDict_SetItemString(interp_dict, key_name, value);
     Py_DECREF(value);
     return rc < 0 ? -1 : index;
 }

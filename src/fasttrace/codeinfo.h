@@ -21,16 +21,20 @@ typedef struct {
 
 typedef struct {
     uint64_t generation;   /* tracer generation the table was computed for; 0 = never */
-    uint64_t tool0_line_tracer;  /* id of the Tracer whose pydevd has LINE enabled locally on
-                                    this code; a later pydevd starts with none armed */
+    uint64_t tool0_line_tracer;  /* id of the Tracer whose tool (pydevd's tool 0, or the probes'
+                                    tool) has LINE enabled locally on this code; a later Tracer
+                                    starts with none armed */
     int function_bp;       /* a function breakpoint names this code */
     Py_ssize_t n_lines;
     ft_bpline *lines;      /* owned, sorted by line; NULL when n_lines == 0 */
 } ft_codeinfo;
 
-/* The code-extra slot index of this interpreter, requested once and kept in the
-   interpreter dict; -1 with an exception set. */
-Py_ssize_t ft_code_extra_index(void);
+/* A code-extra slot index of this interpreter, requested once per key and kept in the
+   interpreter dict under key; -1 with an exception set. */
+Py_ssize_t ft_code_extra_index(const char *key);
+
+#define FT_CODE_EXTRA_INDEX_KEY "fastattach._fasttrace.code_extra_index"
+#define FT_PROBE_CODE_EXTRA_INDEX_KEY "fastattach._fasttrace.probe_code_extra_index"
 
 /* Make code's table and store it in its empty slot.  Borrowed: owned by the code
    object.  NULL with an exception set. */

@@ -65,7 +65,10 @@ typedef struct {
     PyTypeObject *budget_type;      /* owned */
     uint64_t last_stamp;            /* hands out Tracer ids and breakpoint generations alike,
                                        so a new tracer never matches a table cached by an old one */
-    Py_ssize_t extra_index;         /* code-extra slot: one per interpreter, never released */
+    Py_ssize_t extra_index;         /* code-extra slot of the debugger's Tracer: one per interpreter,
+                                       never released */
+    Py_ssize_t probe_extra_index;   /* the probes' Tracer's own slot (engine/probes.py), so the two
+                                       tools never overwrite each other's per-code tables */
     /* 3.12 only, set by set_superinstruction_table(); see superinstructions.c. */
     int reform_ready;
     uint8_t reform_caches[256];     /* inline cache entries per opcode; FT_UNTOUCHABLE: leave the code */

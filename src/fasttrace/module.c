@@ -106,7 +106,8 @@ fasttrace_exec(PyObject *module)
     return -1;
 #else
     fasttrace_state *st = get_fasttrace_state(module);
-    if ((st->extra_index = ft_code_extra_index()) < 0) {
+    if ((st->extra_index = ft_code_extra_index(FT_CODE_EXTRA_INDEX_KEY)) < 0
+        || (st->probe_extra_index = ft_code_extra_index(FT_PROBE_CODE_EXTRA_INDEX_KEY)) < 0) {
         return -1;
     }
     st->tracer_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Tracer_spec, NULL);

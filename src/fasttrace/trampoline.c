@@ -469,9 +469,11 @@ PyType_Spec Trampoline_spec = {
 static int
 Tracer_init(TracerObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"disable", "compute", "need_slow", NULL};
+    static char *kwlist[] = {"disable", "compute", "need_slow", "probes", NULL};
     PyObject *disable, *compute, *need_slow;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO:Tracer", kwlist, &disable, &compute, &need_slow)) {
+    int probes = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|$p:Tracer", kwlist, &disable, &compute, &need_slow,
+                                     &probes)) {
         return -1;
     }
     if (!PyCallable_Check(compute) || !PyCallable_Check(need_slow)) {
@@ -483,7 +485,9 @@ Tracer_init(TracerObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     self->state = get_fasttrace_state(module);
-    self->extra_index = self->state->extra_index;
+    /* The probes' Tracer keeps its tables in a slot of its own: a code object can carry a
+       breakpoint and a probe, and each Tracer's table must survive the other's events. */
+    self->extra_index = probes ? self->state->probe_extra_index : self->state->extra_index;
     Py_XSETREF(self->disable, Py_NewRef(disable));
     Py_XSETREF(self->compute, Py_NewRef(compute));
     Py_XSETREF(self->need_slow, Py_NewRef(need_slow));
@@ -621,6 +625,17 @@ Tracer_cached_lines(TracerObject *self, PyObject *code)
     return lines;
 }
 
+static PyObject *
+Tracer_has_table(TracerObject *self, PyObject *code)
+{
+    /* Whether an event of code reached this Tracer (its slot holds a table), fresh or not. */
+    ft_codeinfo *info;
+    if (ft_codeinfo_peek(code, self->extra_index, "has_table", &info) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(info != NULL);
+}
+
 static const ft_counter ft_tracer_counters[] = {
 #define FT_TRACER_COUNTER(NAME, name) {name, offsetof(TracerObject, stats) + ST_##NAME * sizeof(unsigned long long)},
     FT_TRACER_STATS(FT_TRACER_COUNTER)
@@ -690,6 +705,8 @@ static PyMethodDef Tracer_methods[] = {
     {"note_local_events", (PyCFunction)(void (*)(void))Tracer_note_local_events, METH_FASTCALL,
      "note_local_events(code, line_enabled): pydevd changed LINE on code"},
     {"cached_lines", (PyCFunction)Tracer_cached_lines, METH_O, "the cached breakpoint lines of code, or None"},
+    {"has_table", (PyCFunction)Tracer_has_table, METH_O,
+     "whether an event of code reached this Tracer (its code-extra slot holds a table)"},
     {"stats", (PyCFunction)Tracer_stats, METH_NOARGS, "event counters"},
     {"set_hooks", (PyCFunction)(void (*)(void))Tracer_set_hooks, METH_FASTCALL,
      "set_hooks(probe, on_trip): probe(spec) serves hits of budgets made with probe=True and returns "
@@ -707,7 +724,8 @@ static PyGetSetDef Tracer_getset[] = {
 };
 
 static PyType_Slot Tracer_slots[] = {
-    {Py_tp_doc, "Tracer(disable, compute, need_slow): state shared by the trampolines of one pydevd."},
+    {Py_tp_doc, "Tracer(disable, compute, need_slow, *, probes=False): state shared by the trampolines of one pydevd, "
+     "or (probes=True, a code-extra slot of its own) of the always-on probes."},
     {Py_tp_init, Tracer_init},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_traverse, Tracer_traverse},

@@ -96,7 +96,14 @@ def _compile(source: str | None, what: str):
 
 
 class BudgetSupervisor:
-    """The budgets of one pydevd instance (one Gate's tracer), and the thread that watches them."""
+    """The budgets of one pydevd instance (one Gate's tracer), and the thread that watches them.
+
+    engine/probes.py's ProbeBudgets is the same for the always-on probes (no pydevd: ``py_db``
+    is None); it overrides only where a budget's breakpoint lives and where notices go.
+    """
+
+    expiry_rule = "production mode"   # what the expiry notice names as the reason
+    thread_name = "fastattach-budget"
 
     def __init__(self, py_db, tracer, options: dict, notify):
         self.py_db = py_db
@@ -114,7 +121,7 @@ class BudgetSupervisor:
         self._in_probe = threading.local()
         self.probe_errors: list[str] = []   # the first few, as text
         self.probe_error_count = 0
-        self._thread = threading.Thread(target=self._supervise, name="fastattach-budget", daemon=True)
+        self._thread = threading.Thread(target=self._supervise, name=self.thread_name, daemon=True)
         self._thread.pydev_do_not_trace = True
         self._thread.is_pydev_daemon_thread = True
         self._thread.start()
@@ -414,13 +421,17 @@ class BudgetSupervisor:
         for budget in expired:
             spec = budget.spec
             stats = budget.stats()
-            seconds = self.options["production_expiry"]
-            message = (f"expired after {seconds:g} s (production mode); set it again to re-enable "
+            seconds = spec.expires_at - spec.created
+            message = (f"expired after {seconds:g} s ({self.expiry_rule}); set it again to re-enable "
                        f"(hits {stats['hits']}, output {stats['outputs']}, dropped {stats['dropped']})")
             self._notify_output(f"fastattach: {spec.what} at {_where(spec)} (id {spec.breakpoint_id}) {message}\n")
             self._notify_breakpoint(spec, verified=False, message=f"fastattach: {message}")
         if expired:
             sys.monitoring.restart_events()   # each expired line then answers DISABLE once more
+            self._expired(expired)
+
+    def _expired(self, budgets: list) -> None:
+        """Budgets that just expired (paused for good); the probes' subclass forgets their probes."""
 
     # -- DAP -------------------------------------------------------------------------
     def _notify_output(self, text: str) -> None:

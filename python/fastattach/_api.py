@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 
 from . import _exit_hook, _options
 from ._address import parse_address
@@ -49,6 +50,33 @@ class _Process:
         self._probe_lock = threading.RLock()
         self.probes: ProbeEngine | None = None          # made on the first probe
         self._probe_watchers: dict[str, ProbeFileWatcher] = {}
+        # Handlers cannot be unregistered: a weak reference lets a discarded session go.
+        session = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (child := session()) is not None and child._after_fork_in_child())
+
+    # -- fork: a child never inherits the session ------------------------------------------
+    def _after_fork_in_child(self) -> None:
+        """Drop everything the parent's session owned, in the child, right after the fork.
+
+        Runs before the child's first line of its own: sys.monitoring loses our callbacks and
+        events first (PydevdHost.abandon_after_fork), then the listener's sockets are closed
+        (the parent keeps its port). No lock of the parent's is taken: a thread that held one
+        at the fork does not exist here, so the locks are made anew."""
+        self._lock = threading.RLock()
+        self._host_lock = threading.RLock()
+        host, self.host = self.host, None
+        listener, self.listener = self.listener, None
+        for owned in (host, listener):
+            if owned is None:
+                continue
+            try:
+                owned.abandon_after_fork()
+            except Exception:   # the child must run on whatever happened to our state
+                from ._log import logger  # RSS: the logger only for a child whose clean-up failed
+
+                logger.exception("fastattach: could not drop the parent's %s in a forked child",
+                                 type(owned).__name__)
+        self._restore_breakpointhook()
 
     # -- breakpoint(): a no-op without a client, never pdb ---------------------------------
     def _install_breakpointhook(self) -> None:

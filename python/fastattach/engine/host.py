@@ -246,6 +246,36 @@ class PydevdHost:
             if had_filter:
                 superinstructions.requicken(_fasttrace.seen_by_filter)
 
+    def abandon_after_fork(self) -> None:
+        """In a forked child: drop the parent's pydevd and our filter, waiting on nothing.
+
+        Only the forking thread survived: pydevd's reader and writer, the budget supervisor
+        and any thread held at a breakpoint are gone, and any lock one of them held stays
+        held. So nothing here joins, locks or talks to pydevd: sys.monitoring loses every
+        event and callback of ours and pydevd's first (the child runs at full speed from
+        here), then the seam's patches are undone and pydevd is reset as its own fork
+        handling does (seam.reset_pydevd_after_fork). The parent's session is untouched:
+        sockets are the only thing shared, and ours are just closed."""
+        self._lock = threading.RLock()
+        gate = self.gate
+        armed = gate.armed_codes() if gate is not None else []
+        clear_tool(DEBUGGER_ID, armed)
+        self.gate = self.budgets = None
+        if gate is not None:
+            gate.tracer.set_hooks(None, None)
+            gate.tracer.close()
+        if self.seam is not None:
+            self.seam.undo()
+        clear_tool(DEBUGGER_ID, armed)   # in case an undone patch re-armed anything
+        if self.py_db is not None:
+            seam_module.reset_pydevd_after_fork(self.py_db)
+        if self._pydevd_end is not None:
+            self._pydevd_end.close()      # no shutdown(): the parent's pydevd reads its copy
+            self._pydevd_end = None
+        self.py_db = self.seam = None
+        if gate is not None:
+            superinstructions.requicken(_fasttrace.seen_by_filter)
+
     def _close_pydevd_end(self) -> None:
         if self._pydevd_end is not None:
             self._pydevd_end.close()

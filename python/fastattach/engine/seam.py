@@ -393,6 +393,34 @@ def forget_code_cache() -> None:
             cache.clear()
 
 
+def reset_pydevd_after_fork(py_db) -> None:
+    """In a forked child, pydevd's own fork handling without its reconnect: what
+    pydev_monkey does for a child it debugs (its ForkSafeLocks remade, its log stream
+    reopened, no global debugger, the forking thread's info and its monitoring thread-local
+    state dropped), plus stoptrace()'s undoing of its thread-module patch.
+
+    The parent's PyDB, whose threads did not survive the fork, is only marked disposed, and
+    the forking thread marked running: a fork made while that thread was held at a
+    breakpoint (a client evaluating code that forks) would otherwise leave the child in
+    do_wait_suspend's loop for ever, waiting for a resume from a reader that is gone."""
+    from _pydev_bundle import pydev_monkey
+    from _pydevd_bundle.pydevd_constants import STATE_RUN, set_global_debugger
+
+    py_db.pydb_disposed = True
+    info = getattr(threading.current_thread(), "additional_info", None)
+    if info is not None:
+        info.pydev_state = STATE_RUN
+        info.pydev_step_cmd = -1
+    pydev_monkey._on_forked_process(setup_tracing=False)
+    set_global_debugger(None)
+    pydev_monkey.undo_patch_thread_modules()
+    for module in monitoring_modules():
+        reset = getattr(module, "reset_thread_local_info", None)
+        if reset is not None:
+            reset()
+    forget_code_cache()
+
+
 def send_output(py_db, text: str) -> None:
     """An `output` event with `text`, sent by pydevd on its writer (what a logpoint hit sends)."""
     writer = getattr(py_db, "writer", None)

@@ -193,6 +193,21 @@ class Listener:
     def closed(self) -> bool:
         return self._closed.is_set()
 
+    def abandon_after_fork(self) -> None:
+        """In a forked child: close our copies of the parent's sockets; the parent keeps its own.
+
+        Only the forking thread lives on, so nothing is joined or woken, and no lock is taken
+        (a thread of the parent may have held one at the fork). A shutdown() of the
+        listening socket would stop the parent's listen too, so it is only closed."""
+        self._closed = threading.Event()
+        self._closed.set()
+        session = self._session
+        self._session = self._session_thread = self._accept_thread = None
+        if session is not None:
+            session.abandon_after_fork()
+        self._sock.close()
+        self._waker.close()
+
     # -- accepting -----------------------------------------------------------------------
     def _accept_loop(self) -> None:
         try:

@@ -185,6 +185,25 @@ class ClientSession:
         self._waker.wake()
         self._relay_over.wait(timeout)
 
+    def abandon_after_fork(self) -> None:
+        """In a forked child: close this session's file descriptors, nothing more.
+
+        The relay thread did not survive the fork, and the sockets are the parent's too: a
+        shutdown() would end the parent's client connection, so each one is only closed (an
+        SSL socket's close() sends no close_notify). The switch interval the session had
+        shortened is the parent's business, so the child gets its own back."""
+        for sock in (self._client, self._backend):
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+        self._waker.close()
+        if self._gil_handoffs is not None:
+            self._gil_handoffs.__exit__(None, None, None)
+            self._gil_handoffs = None
+        self.finished = True
+
     # -- the relay thread --------------------------------------------------------------------
     def run(self) -> None:
         self._relay_thread = threading.current_thread()

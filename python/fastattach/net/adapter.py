@@ -50,11 +50,10 @@ class AdapterRules:
         if command in ALL_THREADS_REQUESTS:
             # pydevd refuses a continue without threadId (a required argument) and ignores a
             # pause without one; the adapter means every thread by either.
-            arguments = dict(request.get("arguments") or {})
-            if arguments.get("threadId") == "*":
-                return None
-            arguments["threadId"] = "*"
-            return {**request, "arguments": arguments}
+            arguments = request.get("arguments") or {}
+            if not isinstance(arguments, dict) or "threadId" in arguments:
+                return None   # a malformed one is refused by its shape (request_shapes.py)
+            return {**request, "arguments": {**arguments, "threadId": "*"}}
         if command == SYSTEM_INFO_REQUEST:
             self._system_info_seqs.add(request["seq"])
             return {**request, "command": PYDEVD_SYSTEM_INFO_REQUEST, "arguments": {}}

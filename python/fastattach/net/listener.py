@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import _socket
 import errno
+import os
 import select
 import sys
 import threading
@@ -201,10 +202,18 @@ class Listener:
         listening socket would stop the parent's listen too, so it is only closed."""
         self._closed = threading.Event()
         self._closed.set()
-        session = self._session
-        self._session = self._session_thread = self._accept_thread = None
-        if session is not None:
-            session.abandon_after_fork()
+        sessions = [self._session, *self._pending]
+        self._session = self._session_thread = self._accept_thread = self._last_accepted = None
+        self._pending = {}
+        for session in sessions:
+            if session is not None:
+                session.abandon_after_fork()
+        if self._unserved is not None:
+            try:
+                os.close(self._unserved[0])
+            except OSError:
+                pass
+            self._unserved = None
         self._sock.close()
         self._waker.close()
 

@@ -69,9 +69,16 @@ def check_request(request: dict) -> str | None:
     return None
 
 
+# debugpy's adapter reads these without a threadId as every thread (adapter.py does the same).
+_THREAD_ID_OPTIONAL = frozenset({"continue", "pause"})
+
+
 def _check(request: dict) -> None:
     definitions = _definitions()
     command = request["command"]
+    arguments = request.get("arguments")
+    if command in _THREAD_ID_OPTIONAL and isinstance(arguments, dict) and "threadId" not in arguments:
+        request = {**request, "arguments": {**arguments, "threadId": 0}}
     name = command[:1].upper() + command[1:] + "Request"
     if name in definitions:
         _validate(request, definitions[name], definitions, "request")

@@ -65,12 +65,22 @@ def test_fastcall_methods_use_the_double_cast(source_file):
         assert "(PyCFunction)(void (*)(void))" in entry, entry
 
 
-def test_callbacks_never_return_null_to_the_interpreter():
-    """A trampoline that returned NULL would raise inside the user's frame."""
+def test_callbacks_return_null_only_for_the_programs_own_interrupt():
+    """A trampoline that returned NULL raises inside the user's frame: only a KeyboardInterrupt
+    or SystemExit may go there (issue 12, item 2), never an error of ours or pydevd's."""
     functions = _functions(FASTTRACE)
-    for name in ("Trampoline_vectorcall", "ft_forward", "ft_on_line", "ft_on_py_start", "ft_on_jump"):
+    assert "PyExc_KeyboardInterrupt" in functions["ft_belongs_to_program"]
+    assert "PyExc_SystemExit" in functions["ft_belongs_to_program"]
+    for name in ("Trampoline_vectorcall", "ft_forward", "ft_on_line", "ft_on_py_start", "ft_on_jump",
+                 "ft_condition_holds"):
         body = functions[name]
-        assert "return NULL" not in body, name
+        lines = body.splitlines()
+        for i, line in enumerate(lines):
+            if "return NULL" in line or "return -2" in line:
+                # The guard is the statement just before: the program's exception, or the
+                # condition's verdict that it is one (-2 comes only from ft_belongs_to_program).
+                context = "\n".join(lines[max(0, i - 3):i])
+                assert "ft_belongs_to_program()" in context or "== -2" in context, (name, line)
 
 
 def _defined_in(paths) -> dict[str, str]:

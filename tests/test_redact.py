@@ -146,6 +146,13 @@ def test_pydevd_logpoint_expressions_give_the_same_template():
         "<invalid log message expression>"
 
 
+def test_a_failing_part_makes_the_message_its_error_as_pydevd_does():
+    # pydevd evaluates "'a %s %s' % (total, 1/0,)" as one expression: its message is the error alone.
+    total = 10   # noqa: F841
+    text, _ = redact.Template.from_log_message("plain {total} {1/0}", DEFAULT).render(sys._getframe())
+    assert text == "division by zero"
+
+
 @pytest.fixture
 def options():
     saved = _api.session().options

@@ -245,7 +245,12 @@ class Template:
             try:
                 value = eval(code, frame.f_globals, frame.f_locals)
             except Exception as exc:
-                value = exc   # as pydevd: the message shows the exception
+                # As pydevd, which evaluates the whole message as one expression: the first
+                # failing part makes the message that exception's text alone.
+                try:
+                    return str(exc), r.redacted
+                except Exception:
+                    return f"<{type(exc).__name__}>", r.redacted
             if self.rules.type_matches(value):
                 values.append(r.hide())
             elif isinstance(value, (dict, list, tuple, set, frozenset)) or (

@@ -40,9 +40,9 @@ def test_listen_wraps_os_exit_and_stop_unwraps_it():
         import os, fastattach
         real = os._exit
         fastattach.listen(("127.0.0.1", 0))
-        print("wrapped", os._exit is not real)
+        print("wrapped", os._exit is not real, flush=True)   # os._exit() flushes nothing
         fastattach.stop()
-        print("after stop", os._exit is real)
+        print("after stop", os._exit is real, flush=True)
         fastattach.listen(("127.0.0.1", 0))
         os._exit(4)                # no client: exits at once
     """)

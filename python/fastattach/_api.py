@@ -16,7 +16,6 @@ import os
 import sys
 import threading
 import time
-import weakref
 
 from . import _exit_hook, _options
 from ._address import parse_address
@@ -50,9 +49,6 @@ class _Process:
         self._probe_lock = threading.RLock()
         self.probes: ProbeEngine | None = None          # made on the first probe
         self._probe_watchers: dict[str, ProbeFileWatcher] = {}
-        # Handlers cannot be unregistered: a weak reference lets a discarded session go.
-        session = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (child := session()) is not None and child._after_fork_in_child())
 
     # -- fork: a child never inherits the session ------------------------------------------
     def _after_fork_in_child(self) -> None:
@@ -303,6 +299,8 @@ def _breakpointhook(*args, **kwargs) -> None:
 
 
 _process = _Process()
+# Once, for the one session of the process (a fork handler cannot be unregistered).
+os.register_at_fork(after_in_child=lambda: _process._after_fork_in_child())
 
 
 def session() -> _Process:

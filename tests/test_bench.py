@@ -6,6 +6,7 @@ No timing is asserted anywhere: these tests check the arithmetic and the decisio
 from __future__ import annotations
 
 import os
+import sysconfig
 import textwrap
 
 import pytest
@@ -325,6 +326,11 @@ def test_only_a_full_run_replaces_the_published_results(narrowing):
     assert cli.parse_args([]).results_md == os.path.join(cli.BENCHMARKS_DIR, "RESULTS.md")
 
 
+# This interpreter's standard library, wherever it is installed (pyenv, Debian, a venv's base).
+STDLIB = sysconfig.get_path("stdlib")
+STDLIB_NAME = os.path.basename(STDLIB)   # python3.X
+
+
 def test_stored_results_name_paths_relative_to_the_checkout():
     from fastattach.bench.cli import relative_to
 
@@ -332,25 +338,25 @@ def test_stored_results_name_paths_relative_to_the_checkout():
     # values, in lists) and a path outside it
     results = {"/repo/.venv/3.12/bin/python": {"hot_file": "/repo/w/run.py", "all": ["/repo/a", 1.5]},
                "other": "/usr/lib/python3/x.py", "near": "/repository/x",
-               "stdlib": "/root/.pyenv/versions/3.12.1/lib/python3.12/json/encoder.py"}
+               "stdlib": os.path.join(STDLIB, "json", "encoder.py")}
     # WHEN they are made relative to the checkout
     # THEN the paths inside it are relative, an interpreter's library is named without its
     # install location, and other paths stay as they are
     assert relative_to(results, "/repo") == {
         ".venv/3.12/bin/python": {"hot_file": "w/run.py", "all": ["a", 1.5]},
         "other": "/usr/lib/python3/x.py", "near": "/repository/x",
-        "stdlib": "<python>/lib/python3.12/json/encoder.py"}
+        "stdlib": f"<python>/lib/{STDLIB_NAME}/json/encoder.py"}
 
 
 def test_paths_inside_captured_text_are_named_generically():
     from fastattach.bench.cli import relative_paths
 
     # GIVEN captured output (a tracemalloc report) naming files inside and outside the checkout
-    text = ('File "/root/.pyenv/versions/3.12.1/lib/python3.12/linecache.py", line 30\n'
+    text = (f'File "{os.path.join(STDLIB, "linecache.py")}", line 30\n'
             "/repo/python/x.py:184: size=3 KiB /x/repo/y /repository/z .venv/3.12/lib/python3.12/os.py")
     # THEN the same rules hold inside text as for whole values
     assert relative_paths(text, "/repo") == (
-        'File "<python>/lib/python3.12/linecache.py", line 30\n'
+        f'File "<python>/lib/{STDLIB_NAME}/linecache.py", line 30\n'
         "python/x.py:184: size=3 KiB /x/repo/y /repository/z .venv/3.12/lib/python3.12/os.py")
 
 

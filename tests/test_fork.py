@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 import pytest
 from _e2e import DebugServer, marker_line, target, wait_stop
@@ -139,6 +138,3 @@ def test_the_fork_handler_restores_what_the_session_changed_in_a_child(tmp_path)
         assert found["listener"] == "None"
         assert_parent_session_works(server, client)
 
-
-if sys.platform != "linux":   # pragma: no cover - the project supports Linux
-    pytestmark = pytest.mark.skip("fork is tested on Linux")

@@ -66,14 +66,11 @@ def sdk():
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     logs, spans = InMemoryLogRecordExporter(), InMemorySpanExporter()
-    logger_provider = LoggerProvider()
-    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
-    _logs.set_logger_provider(logger_provider)
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    trace.set_tracer_provider(tracer_provider)
-    if _logs.get_logger_provider() is not logger_provider:
-        pytest.skip("another test already set this process's OTel providers")
+    # Set once per process: if another test set them first, the exporters join those.
+    _logs.set_logger_provider(LoggerProvider())
+    trace.set_tracer_provider(TracerProvider())
+    _logs.get_logger_provider().add_log_record_processor(SimpleLogRecordProcessor(logs))
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(spans))
     yield logs, spans, trace.get_tracer("test_otel")
 
 

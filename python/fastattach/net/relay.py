@@ -32,6 +32,7 @@ from .wire import (
     FrameDecoder,
     ProtocolError,
     decode_message,
+    encode_body,
     encode_message,
     error_response,
     frame,
@@ -429,9 +430,7 @@ class ClientSession:
             self._send_to_client(error_response(message, verdict))
             return message, body, True
         if isinstance(verdict, dict):
-            import json
-
-            return verdict, json.dumps(verdict, separators=(",", ":")).encode("utf-8"), False
+            return verdict, encode_body(verdict), False
         return message, body, False
 
     def _apply_request_filter(self, request_filter, message: dict) -> bool:

@@ -128,10 +128,15 @@ def frame(body: bytes) -> bytes:
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
-def encode_message(message: dict) -> bytes:
+def encode_body(message: dict) -> bytes:
+    """A message's JSON body, unframed."""
     import json
 
-    return frame(json.dumps(message, separators=(",", ":")).encode("utf-8"))
+    return json.dumps(message, separators=(",", ":")).encode("utf-8")
+
+
+def encode_message(message: dict) -> bytes:
+    return frame(encode_body(message))
 
 
 def response(request: dict, *, body: dict | None = None, error: str | None = None) -> dict:

@@ -13,6 +13,7 @@ Standard library only: listen() installs it before any client exists.
 
 from __future__ import annotations
 
+import atexit
 import os
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB with its imports)
@@ -30,6 +31,11 @@ def install(announce: Callable[[], None]) -> None:
     _announce, _announcing_pid = announce, os.getpid()
     if os._exit is not _exit_after_announcing:
         os._exit = _exit_after_announcing
+    # A normal exit too: the relay is a daemon thread of this process, and a `continue` that
+    # let the program end must still be answered. Registered before pydevd is imported, so it
+    # runs after pydevd's own exit handlers (atexit is last in, first out).
+    atexit.unregister(_announce_at_exit)
+    atexit.register(_announce_at_exit)
 
 
 def uninstall() -> None:
@@ -37,17 +43,22 @@ def uninstall() -> None:
     and reaches ours, which now exits at once)."""
     global _announce, _announcing_pid
     _announce = _announcing_pid = None
+    atexit.unregister(_announce_at_exit)
     if os._exit is _exit_after_announcing:
         os._exit = _real_exit
 
 
-def _exit_after_announcing(status, /):
+def _announce_at_exit() -> None:
     announce = _announce
     if announce is not None and os.getpid() == _announcing_pid:
         try:
             announce()
-        except BaseException:  # noqa: BLE001 (os._exit never raises; the process ends whatever happened)
+        except BaseException:  # noqa: BLE001 (exiting never raises; the process ends whatever happened)
             pass
+
+
+def _exit_after_announcing(status, /):
+    _announce_at_exit()
     _real_exit(status)
 
 

@@ -210,6 +210,27 @@ def test_stop_removes_every_callback_and_event_and_listen_works_again(unlimited_
             M.free_tool_id(0)
 
 
+
+def test_a_later_session_never_gives_a_new_thread_the_id_of_an_earlier_sessions_thread():
+    # A thread keeps the id pydevd gave it (an attribute on the Thread), so ids handed out
+    # in an earlier session are still in use; a session counting from 1 again named a new
+    # worker like the main thread, and a `next` on that worker stepped the main thread instead
+    # (seen on 3.14 and 3.15 as a step that never stopped).
+    import debugpy.server.api  # noqa: F401  (puts the vendored pydevd on sys.path)
+    from _pydevd_bundle import pydevd_constants
+
+    from fastattach.engine.seam import Seam
+
+    ids = []
+    for _session in range(2):
+        seam = Seam()
+        seam.install_thread_ids()
+        try:
+            ids.append(pydevd_constants._get_or_compute_thread_id_with_lock(threading.Thread(), False))
+        finally:
+            seam.undo()
+    assert len(set(ids)) == 2, ids
+
 # 3.12 makes these when it creates a code object (and instrumentation undoes them); from 3.13
 # the compiler emits the pairs as ordinary opcodes, and 3.14 adds the borrowing load pair.
 SUPERINSTRUCTIONS = frozenset({"LOAD_FAST__LOAD_FAST", "LOAD_FAST__LOAD_CONST", "STORE_FAST__LOAD_FAST",

@@ -43,6 +43,8 @@ WRAPPED_PYDB_METHODS = ("on_breakpoints_changed", "_clear_caches", "handle_break
 PYTHON_CALLBACKS = {"_start_method_event": 2, "_line_event": 2, "_jump_event": 3}
 COMMAND_TABLES = ("_cmd_queue", "_thread_events")
 _STATE_RUN = 1  # pydevd_constants.STATE_RUN
+# Thread ids for every session of the process (Seam.install_thread_ids): never reset.
+_THREAD_ID_COUNTER = itertools.count(1)
 
 
 class SeamMismatch(RuntimeError):
@@ -263,18 +265,20 @@ class Seam:
         per thread: a server that starts short-lived threads grows without end). Ids from a
         counter are just as unique and never reused, and nothing in pydevd parses them (it
         builds them here and compares them whole). Ids already handed out stay valid after
-        the undo: pydevd's own function reads a thread's id back from the same attribute."""
+        the undo: pydevd's own function reads a thread's id back from the same attribute.
+        That is also why the counter is the process's, not the session's: a thread named in an
+        earlier session keeps its id, and a new session counting from 1 again would give a new
+        thread the same id (pydevd then steps or resumes the wrong thread)."""
         from _pydevd_bundle import pydevd_constants as constants
 
         original = constants._get_or_compute_thread_id_with_lock
-        counter = itertools.count(1)
 
         def _get_or_compute_thread_id_with_lock(thread, is_current_thread):
             with constants._thread_id_lock:
                 tid = getattr(thread, "__pydevd_id__", None)
                 if tid is not None:
                     return tid
-                tid = f"pid_{constants.get_pid()}_fa_{next(counter)}"
+                tid = f"pid_{constants.get_pid()}_fa_{next(_THREAD_ID_COUNTER)}"
                 thread.__pydevd_id__ = tid
             return tid
 

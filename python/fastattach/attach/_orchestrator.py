@@ -338,15 +338,18 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
         raise ValueError(f"method must be 'auto', 'mailbox', 'pep768' or 'ptrace', not {method!r}")
     _runtime.check_process(pid)
     state = process_state(pid)
-    if state.startswith(("T", "t")):
-        raise AttachError("target_stopped", f"PID {pid} is stopped ({state}); resume it (kill -CONT {pid}) "
-                                            f"and attach again")
     if state.startswith(("Z", "X")) or state == "gone":
         raise AttachError("no_such_process", f"no such process: PID {pid} ({state})")
     runtime = _runtime.locate(pid)
     _runtime.check_supported(runtime)
 
     with _one_attach_at_a_time(pid, deadline):
+        # Only under the lock: before it, a tracing stop may be another fastattach attach
+        # injecting right now, which this one waits for instead of refusing.
+        state = process_state(pid)
+        if state.startswith(("T", "t")):
+            raise AttachError("target_stopped", f"PID {pid} is stopped ({state}); resume it (kill -CONT {pid}) "
+                                                f"and attach again")
         return _attach_locked(pid, runtime, host, port, loader, method, deadline, started_at, timeout,
                               wait_for_client=wait_for_client, log_file=log_file, verbose=verbose, secret=secret,
                               log_dir=log_dir, report=report, action=_action)

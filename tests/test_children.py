@@ -38,14 +38,15 @@ def start(mode: str, tmp_path, *options: str, wait_for_client: bool = False) -> 
     return server
 
 
-def attach_parent(server: DebugServer, *, start_debugging: bool = True, **attach_args) -> DAPClient:
+def attach_parent(server: DebugServer, *, start_debugging: bool = True, go: bool = True, **attach_args) -> DAPClient:
     client = DAPClient.connect(*server.address, timeout=20)
     if start_debugging:
         client.initialize(supportsStartDebuggingRequest=True)
     else:
         client.initialize()
     client.attach(pathMappings=[], **attach_args)
-    server.go.touch()
+    if go:
+        server.go.touch()
     return client
 
 
@@ -208,7 +209,8 @@ def _register_raw(registry: _subprocess.Registry, message: dict) -> str:
 @pytest.mark.parametrize("token", [None, "", "not-the-token"])
 def test_the_registry_refuses_a_wrong_or_missing_token(token):
     heard = []
-    registry = _subprocess.Registry(heard.append, host="127.0.0.1", grace_period=1.0, entry=False)
+    registry = _subprocess.Registry(lambda child: heard.append(child) is None, host="127.0.0.1", grace_period=1.0,
+                                    entry=False)
     try:
         child = {"pid": 1234, "ppid": 1, "host": "127.0.0.1", "port": 4321, "secret": "s"}
         message = dict(child) if token is None else {**child, "token": token}
@@ -230,3 +232,23 @@ def test_the_pth_file_is_inert_without_the_variable():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin"}).stdout
     assert out.strip() == "False"
+
+
+def test_a_subprocess_between_fork_and_exec_gets_no_session(tmp_path):
+    # subprocess with preexec_fn runs the at-fork handlers in the child before exec()
+    with start("preexec", tmp_path) as server:
+        parent = attach_parent(server)
+        server.wait_for_stdout(r"^CHILD EXIT 0", timeout=60)
+        finish(server, parent)
+        assert not parent.requests("startDebugging")
+
+
+def test_a_child_of_a_parent_whose_client_has_gone_runs_on_at_once(tmp_path):
+    with start("subprocess", tmp_path, "--configure-subprocess_grace_period", "600") as server:
+        parent = attach_parent(server, go=False)
+        parent.disconnect()
+        server.go.touch()   # the child starts after the client has gone
+        server.wait_for_stdout(r"^CHILD EXIT 0", timeout=120)
+        assert "env False" in server.stdout()
+        assert server.wait(30) == 0
+        assert_valid(parent.transcript)

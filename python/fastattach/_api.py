@@ -184,18 +184,19 @@ class _Process:
         _subprocess.register_fork_hook()
         os.environ[_subprocess.ENV] = registry.environment_value
 
-    def child_registered(self, session, child: dict) -> None:
-        """A child listens: its client is told how to attach to it."""
+    def child_registered(self, session, child: dict) -> bool:
+        """A child listens: its client is told how to attach to it (False: no client to tell)."""
         from . import _subprocess
 
         if not session.active:
-            return
+            return False
         kind, name, body = _subprocess.announcement(session.attach_arguments, session.supports_start_debugging,
                                                     child)
         if kind == "request":
             session.inject_request(name, body)
         else:
             session.inject_event(name, body)
+        return True
 
     def _close_children(self) -> None:
         from . import _subprocess

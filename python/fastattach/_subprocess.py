@@ -63,9 +63,10 @@ class Registry:
 
     An abstract unix socket with a random name: nothing in the file system to clean up, and
     gone with the process. Abstract sockets have no permissions, so a registration must carry
-    the token and come from a process of our own user (SO_PEERCRED)."""
+    the token and come from a process of our own user (SO_PEERCRED). ``on_child(child)``
+    returns whether the child was announced; a child that was not runs on at once."""
 
-    def __init__(self, on_child: Callable[[dict], None], *, host: str, grace_period: float, entry: bool,
+    def __init__(self, on_child: Callable[[dict], bool], *, host: str, grace_period: float, entry: bool,
                  certfile: str | None = None, keyfile: str | None = None):
         self._on_child = on_child
         self.token = secrets.token_urlsafe(24)
@@ -116,9 +117,9 @@ class Registry:
                 with conn:
                     conn.settimeout(REGISTER_TIMEOUT)
                     verdict, child = self._check(conn)
+                    if child is not None and not self._on_child(child):
+                        verdict = "refused: the parent's client is gone"
                     conn.sendall(verdict.encode() + b"\n")
-                if child is not None:
-                    self._on_child(child)
             except Exception:
                 logger.exception("fastattach: a child's registration failed")
 
@@ -154,9 +155,19 @@ def child_configuration(attach_arguments: dict, child: dict) -> dict:
     body = {key: value for key, value in attach_arguments.items() if key not in _PARENT_ONLY_ARGUMENTS}
     body["name"] = f"Subprocess {child['pid']}"
     body["subProcessId"] = child["pid"]
-    body["connect"] = {"host": child["host"], "port": child["port"]}
+    body["connect"] = {"host": _client_host(attach_arguments, child["host"]), "port": child["port"]}
     body["secret"] = child["secret"]
     return body
+
+
+def _client_host(attach_arguments: dict, child_host: str) -> str:
+    """Where the client reaches the child: its listening host, unless that is a wildcard
+    (0.0.0.0, ::); then the host the client named for the parent, as debugpy's adapter uses."""
+    if child_host not in ("0.0.0.0", "::", ""):
+        return child_host
+    connect = attach_arguments.get("connect")
+    named = connect.get("host") if isinstance(connect, dict) else attach_arguments.get("host")
+    return named if isinstance(named, str) and named else ("::1" if child_host == "::" else "127.0.0.1")
 
 
 def announcement(attach_arguments: dict, supports_start_debugging: bool, child: dict) -> tuple[str, str, dict]:
@@ -279,7 +290,8 @@ def boot() -> None:
         register_fork_hook()   # its forks run the user's code: they are the children
         return
     _without_site_lock(lambda: start_child_session(config, entry_frame=None))
-    if config.get("entry"):
+    # A multiprocessing spawn child's main is multiprocessing's own bootstrap: no entry stop there.
+    if config.get("entry") and "--multiprocessing-fork" not in command:
         _break_at_main_start()
     register_fork_hook()
 

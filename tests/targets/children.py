@@ -43,6 +43,9 @@ def main(mode: str) -> None:
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
             results = list(pool.map(work, [21]))
         print(f"POOL results {results}", flush=True)
+    elif mode == "preexec":   # the at-fork handlers run between fork and exec: no session there
+        done = subprocess.run(["true"], preexec_fn=os.getpid)
+        print(f"CHILD EXIT {done.returncode}", flush=True)
     elif mode == "subprocess":
         done = subprocess.run([sys.executable, __file__, "leaf"])
         print(f"CHILD EXIT {done.returncode}", flush=True)

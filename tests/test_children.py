@@ -252,3 +252,19 @@ def test_a_child_of_a_parent_whose_client_has_gone_runs_on_at_once(tmp_path):
         assert "env False" in server.stdout()
         assert server.wait(30) == 0
         assert_valid(parent.transcript)
+
+
+def test_with_wait_for_client_a_new_interpreter_stops_in_its_main_module(tmp_path):
+    with start("subprocess", tmp_path, wait_for_client=True) as server:
+        parent = attach_parent(server)
+        child = attach_child(announced_child(parent))
+        entry = wait_stop(child, timeout=60)
+        frame = child.top_frame(entry.thread_id)
+        assert (frame["name"], frame["source"]["path"]) == ("<module>", str(CHILDREN))
+        child.request("continue", {"threadId": entry.thread_id})
+        stop = wait_stop(child, timeout=60)
+        assert stop.line == CHILD_LINE
+        child.request("continue", {"threadId": stop.thread_id})
+        child.wait_event("exited", timeout=60)
+        child.wait_event("terminated", timeout=60)
+        finish(server, parent, child)

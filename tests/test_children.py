@@ -79,9 +79,19 @@ def debug_child_to_its_end(configuration: dict) -> DAPClient:
     assert child.evaluate("n", stop.frame_id) == "21"
     assert child.evaluate("os.getpid()", stop.frame_id) == str(configuration["subProcessId"])
     child.request("continue", {"threadId": stop.thread_id})
-    child.wait_event("exited", timeout=60)
-    child.wait_event("terminated", timeout=60)
+    assert_child_session_ended(child)
     return child
+
+
+def assert_child_session_ended(child: DAPClient) -> None:
+    """The child's exit: `exited` with its exit code, then `terminated`, then nothing else."""
+    assert child.wait_event("exited", timeout=60)["body"] == {"exitCode": 0}
+    child.wait_event("terminated", timeout=60)
+    received = [message for direction, message, _ in child.transcript if direction == "recv"]
+    events = [message.get("event") for message in received if message["type"] == "event"]
+    assert events.count("exited") == events.count("terminated") == 1
+    assert events.index("exited") < events.index("terminated")
+    assert received[-1]["type"] == "event" and received[-1]["event"] == "terminated"
 
 
 def finish(server: DebugServer, parent: DAPClient, *children: DAPClient) -> None:
@@ -192,8 +202,7 @@ def test_with_wait_for_client_a_child_stops_at_its_first_line(tmp_path):
         stop = wait_stop(child, timeout=60)
         assert stop.line == CHILD_LINE
         child.request("continue", {"threadId": stop.thread_id})
-        child.wait_event("exited", timeout=60)
-        child.wait_event("terminated", timeout=60)
+        assert_child_session_ended(child)
         finish(server, parent, child)
 
 
@@ -265,6 +274,5 @@ def test_with_wait_for_client_a_new_interpreter_stops_in_its_main_module(tmp_pat
         stop = wait_stop(child, timeout=60)
         assert stop.line == CHILD_LINE
         child.request("continue", {"threadId": stop.thread_id})
-        child.wait_event("exited", timeout=60)
-        child.wait_event("terminated", timeout=60)
+        assert_child_session_ended(child)
         finish(server, parent, child)

@@ -11,6 +11,7 @@ terminated. Every message of every session is checked against the DAP schema.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -276,3 +277,40 @@ def test_with_wait_for_client_a_new_interpreter_stops_in_its_main_module(tmp_pat
         child.request("continue", {"threadId": stop.thread_id})
         assert_child_session_ended(child)
         finish(server, parent, child)
+
+
+def _impostor(name: str, report_fd: int) -> None:
+    """In a forked child, as user nobody: hold the registry's name and report what it hears."""
+    try:
+        os.setgid(65534)
+        os.setuid(65534)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind("\0" + name)
+        server.listen(1)
+        os.write(report_fd, b"bound\n")
+        conn, _ = server.accept()
+        conn.settimeout(10)
+        os.write(report_fd, b"heard " + repr(conn.recv(4096)).encode() + b"\n")
+    finally:
+        os._exit(0)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="running a registry as another user needs root")
+def test_a_child_never_registers_with_a_registry_of_another_user():
+    # GIVEN the registry's name held by a process of another user (abstract names are public)
+    name = f"fastattach-impostor-{os.getpid()}"
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _impostor(name, writer)
+    os.close(writer)
+    try:
+        with os.fdopen(reader) as report:
+            assert report.readline() == "bound\n"
+            child = {"pid": os.getpid(), "ppid": 1, "host": "127.0.0.1", "port": 4321, "secret": "the-secret"}
+            # WHEN a child registers THEN it refuses, and the impostor hears nothing
+            with pytest.raises(_subprocess.RegistrationRefused, match="another user"):
+                _subprocess.register({"endpoint": name, "token": "t"}, child)
+            assert report.readline() == "heard b''\n"
+    finally:
+        os.waitpid(pid, 0)

@@ -125,8 +125,7 @@ class Registry:
 
     def _check(self, conn: socket.socket) -> tuple[str, dict | None]:
         """("ok", the child) or (why not, None)."""
-        uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
-        if uid != os.getuid():
+        if peer_uid(conn) != os.getuid():
             return "refused: not a process of this user", None
         data = b""
         while not data.endswith(b"\n") and len(data) <= MAX_REGISTRATION_BYTES:
@@ -146,6 +145,11 @@ class Registry:
                 and isinstance(child["host"], str) and isinstance(child["secret"], str) and 0 < child["port"] < 65536):
             return "refused: malformed registration", None
         return "ok", child
+
+
+def peer_uid(conn: socket.socket) -> int:
+    """The user id of the process at the other end of a unix socket (SO_PEERCRED: pid, uid, gid)."""
+    return struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
 
 
 def child_configuration(attach_arguments: dict, child: dict) -> dict:
@@ -196,6 +200,10 @@ def register(config: dict, child: dict) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(REGISTER_TIMEOUT)
         sock.connect("\0" + config["endpoint"])
+        # Abstract names are listed in /proc/net/unix for every user: once the parent's registry
+        # has closed, another user could bind its name and collect this child's secret.
+        if peer_uid(sock) != os.getuid():
+            raise RegistrationRefused("the registry belongs to another user")
         sock.sendall(json.dumps({**child, "token": config.get("token")}).encode() + b"\n")
         answer = b""
         while not answer.endswith(b"\n"):

@@ -314,3 +314,13 @@ def test_a_child_never_registers_with_a_registry_of_another_user():
             assert report.readline() == "heard b''\n"
     finally:
         os.waitpid(pid, 0)
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_with_wait_for_client_a_pool_worker_stops_only_at_its_breakpoint(method, tmp_path):
+    # multiprocessing forks (or bootstraps) inside the standard library: no entry stop there
+    with start(f"mp-{method}", tmp_path, wait_for_client=True) as server:
+        parent = attach_parent(server)
+        child = debug_child_to_its_end(announced_child(parent))
+        server.wait_for_stdout(r"^POOL results \[42\]", timeout=90)
+        finish(server, parent, child)

@@ -18,7 +18,8 @@ Public interface (what the servers branch and the docs rely on):
   ``supportsStartDebuggingRequest``, else debugpy's ``debugpyAttach`` event, with the
   parent's attach arguments, ``connect: {host, port}``, ``subProcessId`` and ``secret``.
 - When the parent was started with ``--wait-for-client``, a child also stops at its first
-  line of its own (``ENTRY``: the line after the fork, or the first line of ``__main__``).
+  line of its own: the line after the program's own os.fork() (not one made inside the
+  standard library or an installed package), or the first line of ``__main__``.
 
 Not debugged: multiprocessing's resource_tracker; the forkserver process itself (the children
 it forks are); a child whose environment was replaced (``env=`` without ``ENV``); a
@@ -281,9 +282,21 @@ def _after_fork_in_child() -> None:
     if forking_frame.f_globals.get("__name__") == "subprocess":
         return
     try:
-        start_child_session(config, entry_frame=forking_frame)
+        start_child_session(config, entry_frame=forking_frame if config.get("entry") and not _in_library(
+            forking_frame) else None)
     except BaseException:   # noqa: BLE001 (the child runs on, whatever happened to its debugger)
         pass
+
+
+def _in_library(frame) -> bool:
+    """A fork made by the standard library or an installed package (multiprocessing, gunicorn's
+    arbiter): the line after it is theirs, so the child gets no entry stop there."""
+    import sysconfig
+
+    filename = os.path.realpath(frame.f_code.co_filename)
+    paths = sysconfig.get_paths()
+    roots = {os.path.realpath(paths[name]) for name in ("stdlib", "platstdlib", "purelib", "platlib") if name in paths}
+    return any(filename.startswith(root + os.sep) for root in roots)
 
 
 def boot() -> None:

@@ -324,3 +324,18 @@ def test_with_wait_for_client_a_pool_worker_stops_only_at_its_breakpoint(method,
         child = debug_child_to_its_end(announced_child(parent))
         server.wait_for_stdout(r"^POOL results \[42\]", timeout=90)
         finish(server, parent, child)
+
+
+def test_a_grandchild_is_announced_by_its_parents_session(tmp_path):
+    with start("grandchild", tmp_path) as server:
+        parent = attach_parent(server)
+        child_configuration = announced_child(parent)
+        child = attach_child(child_configuration, breakpoint_line=None)
+        # the child's client did not declare supportsStartDebuggingRequest: debugpyAttach
+        grandchild_configuration = announced_child(child, start_debugging=False)
+        assert grandchild_configuration["subProcessId"] != child_configuration["subProcessId"]
+        grandchild = debug_child_to_its_end(grandchild_configuration)
+        assert_child_session_ended(child)
+        server.wait_for_stdout(r"^CHILD EXIT 0")
+        assert not parent.requests("startDebugging"), "the grandchild was announced twice"
+        finish(server, parent, child, grandchild)

@@ -38,6 +38,17 @@ def main(mode: str) -> None:
             os._exit(0)
         _, status = os.waitpid(pid, 0)
         print(f"CHILD EXIT {os.waitstatus_to_exitcode(status)}", flush=True)
+    elif mode == "grandchild":   # the child forks again: the grandchild runs work()
+        pid = os.fork()
+        if pid == 0:
+            grandchild = os.fork()
+            if grandchild == 0:
+                print(f"GRANDCHILD {os.getpid()} result {work(21)}", flush=True)
+                os._exit(0)
+            _, status = os.waitpid(grandchild, 0)
+            os._exit(os.waitstatus_to_exitcode(status))
+        _, status = os.waitpid(pid, 0)
+        print(f"CHILD EXIT {os.waitstatus_to_exitcode(status)}", flush=True)
     elif mode.startswith("mp-"):
         context = multiprocessing.get_context(mode.removeprefix("mp-"))
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:

@@ -339,3 +339,13 @@ def test_a_grandchild_is_announced_by_its_parents_session(tmp_path):
         server.wait_for_stdout(r"^CHILD EXIT 0")
         assert not parent.requests("startDebugging"), "the grandchild was announced twice"
         finish(server, parent, child, grandchild)
+
+
+def test_a_new_interpreter_takes_the_parents_production_mode(tmp_path):
+    with start("subprocess", tmp_path, "--production") as server:
+        parent = attach_parent(server)
+        child = attach_child(announced_child(parent))
+        server.wait_for_stdout(r"^CHILD EXIT 0", timeout=60)
+        assert "production True" in server.stdout()
+        assert not child.events("stopped"), "production mode never stops a thread"
+        finish(server, parent, child)

@@ -183,7 +183,8 @@ class _Process:
         registry = _subprocess.Registry(
             lambda child: self.child_registered(session, child), host=listener.address[0],
             grace_period=self.options["subprocess_grace_period"], entry=self.children_stop_at_entry,
-            certfile=certfile and os.path.abspath(certfile), keyfile=keyfile and os.path.abspath(keyfile))
+            certfile=certfile and os.path.abspath(certfile), keyfile=keyfile and os.path.abspath(keyfile),
+            options=_subprocess.transferable_options(self.options, _options.DEFAULTS))
         self._children = registry
         _subprocess.register_fork_hook()
         os.environ[_subprocess.ENV] = registry.environment_value

@@ -17,6 +17,8 @@ Public interface (what the servers branch and the docs rely on):
   request ``startDebugging`` if the client's initialize declared
   ``supportsStartDebuggingRequest``, else debugpy's ``debugpyAttach`` event, with the
   parent's attach arguments, ``connect: {host, port}``, ``subProcessId`` and ``secret``.
+- A forked child keeps the parent's options; a new interpreter is given those that differ
+  from the defaults (production mode, budgets) in ``ENV``.
 - When the parent was started with ``--wait-for-client``, a child also stops at its first
   line of its own: the line after the program's own os.fork() (not one made inside the
   standard library or an installed package), or the first line of ``__main__``.
@@ -68,7 +70,7 @@ class Registry:
     returns whether the child was announced; a child that was not runs on at once."""
 
     def __init__(self, on_child: Callable[[dict], bool], *, host: str, grace_period: float, entry: bool,
-                 certfile: str | None = None, keyfile: str | None = None):
+                 certfile: str | None = None, keyfile: str | None = None, options: dict | None = None):
         self._on_child = on_child
         self.token = secrets.token_urlsafe(24)
         self.name = f"fastattach-{os.getpid()}-{secrets.token_hex(8)}"
@@ -81,7 +83,7 @@ class Registry:
             raise
         self.environment_value = json.dumps({
             "endpoint": self.name, "token": self.token, "host": host, "grace": grace_period, "entry": entry,
-            "certfile": certfile, "keyfile": keyfile}, separators=(",", ":"))
+            "certfile": certfile, "keyfile": keyfile, "options": options or {}}, separators=(",", ":"))
         self._closed = False
         self._thread = threading.Thread(target=self._accept_loop, name="fastattach.children", daemon=True)
         self._thread.start()
@@ -310,11 +312,42 @@ def boot() -> None:
     if "multiprocessing.forkserver" in command:
         register_fork_hook()   # its forks run the user's code: they are the children
         return
-    _without_site_lock(lambda: start_child_session(config, entry_frame=None))
+    _without_site_lock(lambda: _configure_then_start(config))
     # A multiprocessing spawn child's main is multiprocessing's own bootstrap: no entry stop there.
     if config.get("entry") and "--multiprocessing-fork" not in command:
         _break_at_main_start()
     register_fork_hook()
+
+
+def _configure_then_start(config: dict) -> None:
+    """A new interpreter has the default options: it takes the parent's (production mode, budgets)."""
+    from . import _api
+
+    options = config.get("options")
+    if isinstance(options, dict) and options:
+        try:
+            _api.configure(options)
+        except ValueError as error:
+            _warn(f"this child is not debugged: the parent's options do not apply here ({error})")
+            return
+    start_child_session(config, entry_frame=None)
+
+
+def transferable_options(options: dict, defaults: dict) -> dict:
+    """The options a new interpreter must take from its parent: those changed from the default
+    whose values survive JSON (a redact_types class does not: its "module.QualName" must be used)."""
+    chosen = {}
+    for name, value in options.items():
+        if value == defaults.get(name):
+            continue
+        if name == "redact_types":
+            value = [item for item in value if isinstance(item, str)]
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        chosen[name] = list(value) if isinstance(value, tuple) else value
+    return chosen
 
 
 def _without_site_lock(run: Callable[[], object]) -> None:

@@ -27,6 +27,8 @@ def wait_for(path: str) -> None:
 def main(mode: str) -> None:
     if mode == "leaf":
         print(f"CHILD {os.getpid()} env {'FASTATTACH_SUBPROCESS' in os.environ}", flush=True)
+        api = sys.modules.get("fastattach._api")   # loaded by the child's session, if it has one
+        print(f"CHILD {os.getpid()} production {api and api.get_option('production')}", flush=True)
         print(f"CHILD {os.getpid()} result {work(21)}", flush=True)
         return
     print(f"PARENT {os.getpid()} start", flush=True)

@@ -349,3 +349,14 @@ def test_a_new_interpreter_takes_the_parents_production_mode(tmp_path):
         assert "production True" in server.stdout()
         assert not child.events("stopped"), "production mode never stops a thread"
         finish(server, parent, child)
+
+
+def test_configure_subprocess_false_during_a_session_stops_debugging_new_children(tmp_path):
+    with start("subprocess", tmp_path) as server:
+        parent = attach_parent(server, go=False)
+        parent.evaluate("__import__('fastattach').configure(subProcess=False)")
+        server.go.touch()
+        server.wait_for_stdout(r"^CHILD EXIT 0", timeout=60)
+        assert "env False" in server.stdout()
+        finish(server, parent)
+        assert not parent.requests("startDebugging")

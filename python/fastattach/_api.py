@@ -306,6 +306,8 @@ class _Process:
             probes = self.probes
             if probes is not None and budgets_changed:
                 probes.options_changed(self.options)
+        if previous["subProcess"] and not self.options["subProcess"]:
+            self._close_children()   # children started from now on are not debugged
 
     # -- per-thread control -----------------------------------------------------------------
     def trace_this_thread(self, should_trace: bool) -> None:

@@ -25,7 +25,8 @@ Public interface (what the servers branch and the docs rely on):
 
 Not debugged: multiprocessing's resource_tracker; the forkserver process itself (the children
 it forks are); a child whose environment was replaced (``env=`` without ``ENV``); a
-``subprocess`` child between fork and exec (preexec_fn). Standard library only.
+``subprocess`` child between fork and exec (preexec_fn); the workers of a forkserver started
+before the client attached (it keeps the environment it started with). Standard library only.
 """
 
 from __future__ import annotations

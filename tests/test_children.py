@@ -239,8 +239,8 @@ def test_the_registry_refuses_a_wrong_or_missing_token(token):
 def test_the_pth_file_is_inert_without_the_variable():
     # A plain interpreter of this venv: fastattach is not imported by the .pth file.
     code = "import sys; print('fastattach' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin"}).stdout
+    env = {name: value for name, value in os.environ.items() if name != _subprocess.ENV}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip() == "False"
 
 

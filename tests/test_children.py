@@ -384,3 +384,12 @@ def test_a_child_of_a_tls_parent_listens_with_tls_and_its_own_secret(tmp_path):
             assert b"Content-Length" not in answer
         child = debug_child_to_its_end(configuration, ssl_context=context)
         finish(server, parent, child)
+
+
+def test_a_child_run_under_fastattach_listens_as_its_command_line_says(tmp_path):
+    with start("fastattach", tmp_path) as server:
+        parent = attach_parent(server)
+        server.wait_for_stdout(r"^CHILD EXIT 0", timeout=60)
+        assert "result 42" in server.stdout()
+        finish(server, parent)
+        assert not parent.requests("startDebugging")

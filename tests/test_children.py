@@ -393,3 +393,19 @@ def test_a_child_run_under_fastattach_listens_as_its_command_line_says(tmp_path)
         assert "result 42" in server.stdout()
         finish(server, parent)
         assert not parent.requests("startDebugging")
+
+
+def test_the_parents_breakpoints_do_not_follow_a_child_into_its_session(tmp_path):
+    # GIVEN the parent's client has a breakpoint in work(), which only the child runs
+    with start("fork", tmp_path) as server:
+        parent = attach_parent(server, go=False)
+        parent.set_breakpoints(str(CHILDREN), [{"line": CHILD_LINE}])
+        server.go.touch()
+        # WHEN the child's session is configured without breakpoints
+        child = attach_child(announced_child(parent), breakpoint_line=None)
+        # THEN nobody stops: the child ran work() and exited
+        assert_child_session_ended(child)
+        server.wait_for_stdout(r"^CHILD EXIT 0")
+        assert "result 42" in server.stdout()
+        assert not child.events("stopped")
+        finish(server, parent, child)

@@ -114,7 +114,8 @@ class _Process:
             self.listener = listener.Listener(host, port, open_backend=self.open_backend,
                                               request_filter=self.filter_request, secret=secret,
                                               ssl_context=ssl_context, allow_unauthenticated=allow_unauthenticated,
-                                              on_backend_done=self.backend_done)
+                                              on_backend_done=self.backend_done,
+                                              answer_probe_request=self.answer_probe_request)
             self._install_breakpointhook()
             _exit_hook.install(self.process_exiting)
             address = self.listener.address
@@ -137,6 +138,13 @@ class _Process:
             session = self.host.open_session()
             self._reassert_breakpointhook()
             return session
+
+    @staticmethod
+    def answer_probe_request(arguments: dict) -> dict:
+        """A probe client's add, list or remove (python -m fastattach probe), on the relay thread."""
+        from . import _probe_requests  # RSS: the probe API only for a process a probe client reached
+
+        return _probe_requests.answer(arguments)
 
     def backend_done(self) -> None:
         """A client's session with pydevd is over, normally or not: nothing may stay suspended."""
@@ -194,6 +202,14 @@ class _Process:
                 return
             self._probe_watchers[watcher.path] = watcher
         watcher.start()
+
+    def probe_watch_summary(self, path) -> str:
+        """One sentence on what watching ``path`` has set so far (for an attach by PID to report)."""
+        with self._probe_lock:
+            watcher = self._probe_watchers.get(os.path.abspath(os.fspath(path)))
+        if watcher is None:
+            return f"PID {os.getpid()} does not watch {path}"
+        return f"PID {os.getpid()} watches {watcher.path}: {watcher.summary()}"
 
     def unwatch_probes(self, path=None) -> None:
         with self._probe_lock:

@@ -5,6 +5,7 @@
                          (script.py [args] | -m module [args] | -c code [args])
     python -m fastattach --listen [HOST:]PORT --pid PID
     python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]   (TLS forwarder)
+    python -m fastattach probe HOST:PORT [--secret S] (add FILE:LINE (--log MSG | --snapshot) | list | remove ID)
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ USAGE = (
     "                     [--probe-expiry S] [--probe-cpu F] [--pydevd-condition-rate N]\n"
     "                     (script.py [args] | -m module [args] | -c code [args] | --pid PID)\n"
     "       python -m fastattach --pid PID --stop\n"
+    "       python -m fastattach --pid PID --probes /ABSOLUTE/PATH [--listen [HOST:]PORT ...]\n"
     "       python -m fastattach --probes PATH [--listen [HOST:]PORT ...] (script.py [args] | -m module | -c code)\n"
-    "       python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]"
+    "       python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]\n"
+    "       python -m fastattach probe HOST:PORT [--secret S] [--json] add FILE:LINE (--log MSG | --snapshot)\n"
+    "                            [--condition C] [--expires S] [--id ID]\n"
+    "       python -m fastattach probe HOST:PORT [--secret S] [--json] (list | remove ID)   (see probe --help)"
 )
 
 
@@ -157,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         from .net import forwarder  # RSS: ssl and selectors only for the forwarder
 
         return forwarder.main(argv[1:])
+    if argv and argv[0] == "probe":
+        from . import _probe_cli  # RSS: the probe client only for `probe`
+
+        return _probe_cli.main(argv[1:])
     if os.environ.get("DEBUGPY_EXTRA_ARGV"):
         # debugpy reads more switches from it; ignoring it would run with a silent difference.
         print("fastattach: DEBUGPY_EXTRA_ARGV is debugpy's and not read by fastattach: put its switches "

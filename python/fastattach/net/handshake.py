@@ -14,6 +14,11 @@ from typing import NamedTuple
 from .security import secrets_match
 from .wire import response
 
+# fastattach's own request for always-on probes (add, list, remove): authenticated by its own
+# secret as an attach is, answered by the listener itself, and never the start of a debugging
+# session, so a probe client neither takes the client slot nor starts pydevd.
+PROBES_COMMAND = "fastattachProbes"
+
 # A client needs initialize, attach and perhaps a disconnect; anything chattier before
 # authenticating is not a debugger.
 MAX_MESSAGES_BEFORE_ATTACH = 16
@@ -96,6 +101,8 @@ class Step(NamedTuple):  # not a dataclass: dataclasses imports inspect and ast,
     auth_failed: bool = False
     # The client's initialize request and its attach request (secret removed), to replay to pydevd.
     start_session: tuple[dict, dict] | None = None
+    # An authenticated fastattachProbes request (secret removed), for the listener to answer.
+    probe_request: dict | None = None
 
 
 def _quoted(command: str) -> str:
@@ -136,24 +143,42 @@ class Handshake:
             return Step(reply=response(message, error=(
                 "fastattach cannot launch programs: the debuggee is already running; use an 'attach' "
                 "configuration")))
+        if command == PROBES_COMMAND:
+            return self._check_probe_request(message)
         if command != "attach":
             return Step(reply=response(message, error=(
                 f"{_quoted(command)} is not allowed before 'attach'")))
         return self._check_attach(message)
 
     def _check_attach(self, attach: dict) -> Step:
-        arguments = dict(attach.get("arguments") or {})
-        offered = arguments.pop("secret", None)
+        forwarded, refusal = self._authenticated(attach, "your attach configuration")
+        if refusal is not None:
+            return refusal
+        self.done = True
+        return Step(start_session=(self._initialize, forwarded))
+
+    def _check_probe_request(self, request: dict) -> Step:
+        """A probe request carries the secret as an attach does, and is checked the same way;
+        the connection stays in its handshake, so each probe request is authenticated anew."""
+        forwarded, refusal = self._authenticated(request, "the probe request (--secret or FASTATTACH_SECRET)")
+        return refusal if refusal is not None else Step(probe_request=forwarded)
+
+    def _authenticated(self, request: dict, where: str) -> tuple[dict, Step | None]:
+        """The request without its secret, and None; or a refusal that closes the connection."""
+        arguments = request.get("arguments")
+        # Arguments that are not an object have no secret; check_request refuses their shape.
+        arguments = dict(arguments) if isinstance(arguments, dict) else ({} if arguments is None else arguments)
+        offered = arguments.pop("secret", None) if isinstance(arguments, dict) else None
+        command = request["command"]   # 'attach' or PROBES_COMMAND: ours to log
         if self._secret is not None:
             if offered is None:
-                return Step(reply=response(attach, error=(
-                    "this debuggee requires a secret: add \"secret\": \"...\" to your attach configuration")),
-                    close=True, auth_failed=True, log="attach without a secret")
-            if not secrets_match(self._secret, offered):
-                return Step(reply=response(attach, error=(
-                    "wrong secret: the \"secret\" in your attach configuration does not match the debuggee's")),
-                    close=True, auth_failed=True, log="attach with a wrong secret")
-        self.done = True
-        forwarded = dict(attach)
+                return request, Step(reply=response(request, error=(
+                    f"this debuggee requires a secret: add \"secret\": \"...\" to {where}")),
+                    close=True, auth_failed=True, log=f"{command} without a secret")
+            if not isinstance(offered, str) or not secrets_match(self._secret, offered):
+                return request, Step(reply=response(request, error=(
+                    f"wrong secret: the \"secret\" in {where} does not match the debuggee's")),
+                    close=True, auth_failed=True, log=f"{command} with a wrong secret")
+        forwarded = dict(request)
         forwarded["arguments"] = arguments
-        return Step(start_session=(self._initialize, forwarded))
+        return forwarded, None

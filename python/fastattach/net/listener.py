@@ -63,13 +63,16 @@ class Listener:
     returns None (forward it unchanged), a str (refuse it with that message) or a dict (forward
     this rewritten request instead). ``on_backend_done()``, if given, is called on the relay
     thread after each session's backend got its disconnect (or could not), however it ended.
+    ``answer_probe_request(arguments)``, if given, answers an authenticated fastattachProbes
+    request (handshake.PROBES_COMMAND) on the relay thread: its response body, or ValueError.
     """
 
     def __init__(self, host: str, port: int, *, open_backend: Callable[[], socket.socket],
                  request_filter: Callable[[dict], object] | None = None, secret: str | None = None,
                  ssl_context: ssl.SSLContext | None = None, allow_unauthenticated: bool = False,
                  auth_timeout: float = DEFAULT_AUTH_TIMEOUT, throttle: FailureThrottle | None = None,
-                 on_backend_done: Callable[[], None] | None = None):
+                 on_backend_done: Callable[[], None] | None = None,
+                 answer_probe_request: Callable[[dict], dict] | None = None):
         if secret is not None and (not isinstance(secret, str) or not secret):
             raise ValueError("secret must be a non-empty string (or None for no secret)")
         check_bind_allowed(host, port, secret=secret, allow_unauthenticated=allow_unauthenticated)
@@ -79,6 +82,7 @@ class Listener:
         self._open_backend = open_backend
         self._request_filter = request_filter
         self._on_backend_done = on_backend_done
+        self._answer_probe_request = answer_probe_request
         self._auth_timeout = auth_timeout
         self._throttle = throttle or FailureThrottle()
         self._sock = self._bind(host, port)
@@ -325,7 +329,8 @@ class Listener:
                                    auth_timeout=self._auth_timeout, throttle=self._throttle,
                                    open_backend=self._open_backend, request_filter=self._request_filter,
                                    on_configured=self._configured.set, on_ending=self._session_ending,
-                                   on_backend_done=self._on_backend_done, claim_slot=self._claim_slot)
+                                   on_backend_done=self._on_backend_done, claim_slot=self._claim_slot,
+                                   answer_probe_request=self._answer_probe_request)
             session = self._last_accepted = ClientSession(conn, peer, config)
             try:
                 thread = start_service_thread(session.run, "fastattach.relay")

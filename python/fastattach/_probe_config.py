@@ -187,6 +187,7 @@ class ProbeFileWatcher:
         self._last_error = None
         self._stop = threading.Event()
         self.reloads = 0
+        self._refused: list[str] = []   # the last good version's probes that could not be set, and why
         self._thread = threading.Thread(target=self._run, name="fastattach-probe-file", daemon=True)
         self._thread.pydev_do_not_trace = True
         self._thread.is_pydev_daemon_thread = True
@@ -199,6 +200,16 @@ class ProbeFileWatcher:
         self._stop.set()
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join(5)
+
+    def summary(self) -> str:
+        """What the last look at the file found, in a sentence."""
+        count = len(self._applied)
+        text = f"{count} probe{'' if count == 1 else 's'} set"
+        if self._refused:
+            text += f"; not set: {'; '.join(self._refused)}"
+        if self._last_error is not None:
+            text += f"; the file is not usable ({self._last_error}): watching it until it is"
+        return text
 
     def remove_probes(self) -> None:
         self._engine().remove(list(self._applied))
@@ -250,6 +261,7 @@ class ProbeFileWatcher:
         now = time.monotonic()
         wanted: dict[str, str] = {}
         new_probes = []
+        refused = []
         for entry in definitions:
             digest = hashlib.sha256(json.dumps([entry, mappings], sort_keys=True).encode()).hexdigest()
             wanted[entry["id"]] = digest
@@ -266,6 +278,7 @@ class ProbeFileWatcher:
                                               probe_id=entry["id"], created=first_seen, mappings=mappings))
             except ProbeError as exc:
                 log.error("fastattach: probe file %s: %s; this probe is not set", self.path, exc)
+                refused.append(str(exc))
                 wanted.pop(entry["id"])
         gone = [probe_id for probe_id in self._applied if probe_id not in wanted]
         if gone:
@@ -276,6 +289,7 @@ class ProbeFileWatcher:
         self._applied.update({probe_id: digest for probe_id, digest in wanted.items()
                               if probe_id not in self._applied and engine.get(probe_id) is not None})
         self._first_seen = {digest: seen for digest, seen in self._first_seen.items() if digest in wanted.values()}
+        self._refused = refused
         self.reloads += 1
         log.info("fastattach: probe file %s: %d probe%s set (%d new or changed, %d removed)", self.path,
                  len(self._applied), "" if len(self._applied) == 1 else "s", len(new_probes), len(gone))

@@ -96,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", metavar="[HOST:]PORT", type=parse_address_arg)
     parser.add_argument("--probes", metavar="PATH",
                         help="watch this JSON probe file (docs/probes.md); without --listen the program runs "
-                             "with probes only (also FASTATTACH_PROBES=PATH)")
+                             "with probes only (also FASTATTACH_PROBES=PATH). With --pid the running process "
+                             "watches it (an absolute path, read by that process as its own user); without "
+                             "--listen it gets probes only: no listener, no debugpy")
     parser.add_argument("--wait-for-client", action="store_true")
     parser.add_argument("--log-to", metavar="DIR", help="write debugpy's and pydevd's logs to this directory")
     parser.add_argument("--log-to-stderr", action="store_true",
@@ -186,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import attach  # RSS: cffi only for an attach
 
         return attach.cli_stop(options.pid, log_dir=options.log_to)
-    probes_only = options.probes or os.environ.get("FASTATTACH_PROBES")
-    if options.listen is None and (options.pid is not None or not probes_only):
+    probes_only = options.probes or (options.pid is None and os.environ.get("FASTATTACH_PROBES"))
+    if options.listen is None and not probes_only:
         _parser().error("the following arguments are required: --listen (or --probes PATH to run with probes only)")
     host, port = options.listen or (None, None)
 
@@ -197,16 +199,19 @@ def main(argv: list[str] | None = None) -> int:
         if options.log_to_stderr:
             _parser().error("--log-to-stderr logs a program started by this command; with --pid use --log-to DIR "
                             "(the attach and the target's loader write their log there)")
-        if options.probes:
-            _parser().error("--probes with --pid is not supported yet: in the running process call "
-                            "fastattach.probes.watch(PATH), or start it with FASTATTACH_PROBES=PATH")
+        if options.probes is not None and not os.path.isabs(options.probes):
+            _parser().error(f"--probes with --pid takes an absolute path, as the target sees it (the target "
+                            f"reads the file, as its own user), not {options.probes!r}")
+        if options.listen is None and (options.wait_for_client or options.secret):
+            _parser().error("--wait-for-client and --secret belong to --listen; --pid PID --probes PATH alone "
+                            "starts no listener")
         if budget_options(options) or configured:
             _parser().error("--production, --configure-* and the budget flags apply to a program started by "
                             "this command; in a running process call fastattach.configure() instead")
         from . import attach  # RSS: cffi only for an attach
 
         return attach.cli_attach(host, port, options.pid, wait_for_client=options.wait_for_client,
-                                 log_dir=options.log_to, secret=options.secret)
+                                 log_dir=options.log_to, secret=options.secret, probes=options.probes)
 
     if not (rest or options.module or options.code):
         _parser().error("give a program to run: script.py, -m module or -c code (or --pid PID)")

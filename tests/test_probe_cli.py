@@ -23,7 +23,7 @@ from conftest import wait_until
 import fastattach.probes as probes
 from fastattach import _api
 from fastattach.net.client import DAPClient
-from fastattach.net.listener import Listener
+from fastattach.net.listener import BUSY_MESSAGE, Listener
 from fastattach.net.security import FailureThrottle
 
 SECRET = "probe-cli-secret"
@@ -120,6 +120,29 @@ def test_a_snapshot_probe_with_a_condition(service):
     assert probe["snapshot"] is True and probe["condition"] == "n % 5 == 0" and probe["log"] is None
     server.wait_for_stdout(r"^fastattach\.probe pid=\d+ .*snap")
     assert probe_cli(address(server), "remove", "snap").returncode == 0
+
+
+def test_probes_are_served_while_a_debugger_client_holds_the_session(service):
+    server, script = service
+    # GIVEN a real DAP client attached to the service (pydevd started)
+    client = DAPClient.connect(*server.address)
+    try:
+        client.attach(secret=SECRET)
+        # WHEN the CLI adds a probe meanwhile
+        added = probe_cli(address(server), "add", f"{script}:{marker('PROBE')}", "--log", "beside {n}",
+                          "--id", "beside")
+        # THEN it is set and logs, the attached client's session goes on, a second debugger is still refused
+        assert added.returncode == 0, added.stderr
+        server.wait_for_stdout(r"^fastattach\.probe pid=\d+ beside \d+$")
+        assert client.request("threads")["success"]
+        with DAPClient.connect(*server.address) as second:
+            refused = second.request("initialize", {"adapterID": "debugpy"}, check=False)
+        assert not refused["success"] and refused["message"] == BUSY_MESSAGE
+        assert probe_cli(address(server), "remove", "beside").returncode == 0
+        client.disconnect()
+    finally:
+        client.close()
+    dap_schema.assert_valid(client.transcript)
 
 
 def test_wrong_or_missing_secret_is_refused_and_sets_nothing(service):
@@ -223,7 +246,6 @@ def listener(closing):
 def test_probe_requests_are_answered_without_the_debugger_or_the_client_slot(listener, probed, closing):
     path, line = probed
     client = closing(DAPClient.connect(*listener.address))
-    client.initialize()
     added = client.request("fastattachProbes", {"command": "add", "file": path, "line": line, "log": "n={n}",
                                                 "id": "wire", "secret": SECRET})
     assert added["body"]["probe"]["id"] == "wire"
@@ -250,7 +272,6 @@ def test_a_probe_request_with_a_wrong_secret_is_refused_and_counted(probed, clos
     listener = make_listener(closing, throttle=FailureThrottle(first_delay=60.0))
     for _ in range(2):   # the throttle forgives a first failure, as it does a mistyped attach
         client = closing(DAPClient.connect(*listener.address))
-        client.initialize()
         response = client.request("fastattachProbes", {"command": "add", "file": path, "line": line, "log": "x",
                                                        "secret": "wrong"}, check=False)
         assert not response["success"] and response["message"].startswith("wrong secret")

@@ -152,10 +152,9 @@ def run(options: argparse.Namespace) -> dict:
     client = DAPClient(_connect(host, port, options))
     try:
         try:
-            answer = client.request("initialize", {"clientID": "fastattach-probe", "clientName": PROG,
-                                                   "adapterID": "debugpy"}, timeout=options.timeout, check=False)
-            if answer.get("success"):
-                answer = client.request(PROBES_COMMAND, arguments, timeout=options.timeout, check=False)
+            # No initialize: a probe request needs none, and one would be refused while a debugger
+            # client holds the process's debugging session (probe requests are still served then).
+            answer = client.request(PROBES_COMMAND, arguments, timeout=options.timeout, check=False)
         except DAPError as error:
             raise ProbeCommandError(f"{host}:{port} did not answer: {error} (is it a fastattach listener?)") from None
         if not answer.get("success"):

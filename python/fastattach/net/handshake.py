@@ -111,12 +111,17 @@ def _quoted(command: str) -> str:
 
 
 class Handshake:
-    """Feeds on decoded client messages (see wire.decode_message) until one `attach` is accepted."""
+    """Feeds on decoded client messages (see wire.decode_message) until one `attach` is accepted.
 
-    def __init__(self, secret: str | None):
+    ``busy``: another client holds the debugging session; every request but a probe request
+    (which needs no `initialize`) is answered with this message, and the connection closed.
+    """
+
+    def __init__(self, secret: str | None, busy: str | None = None):
         self._secret = secret
         self._initialize: dict | None = None
         self._messages = 0
+        self._busy = busy
         self.done = False
 
     def receive(self, message: dict) -> Step:
@@ -128,13 +133,17 @@ class Handshake:
         if message["type"] != "request":
             return Step(log=f"ignored a {message['type']} sent before attach")
         command = message["command"]
+        if command == PROBES_COMMAND:
+            return self._check_probe_request(message)
+        if command == "disconnect":
+            return Step(reply=response(message), close=True, log="disconnect before attach")
+        if self._busy is not None:
+            return Step(reply=response(message, error=self._busy), close=True, log=self._busy)
         if command == "initialize":
             if self._initialize is not None:
                 return Step(reply=response(message, error="initialize was already received"))
             self._initialize = message
             return Step(reply=response(message, body=initialize_response_body()))
-        if command == "disconnect":
-            return Step(reply=response(message), close=True, log="disconnect before attach")
         if self._initialize is None:
             return Step(reply=response(message,
                                        error=f"{_quoted(command)} before 'initialize': send initialize first"),
@@ -143,8 +152,6 @@ class Handshake:
             return Step(reply=response(message, error=(
                 "fastattach cannot launch programs: the debuggee is already running; use an 'attach' "
                 "configuration")))
-        if command == PROBES_COMMAND:
-            return self._check_probe_request(message)
         if command != "attach":
             return Step(reply=response(message, error=(
                 f"{_quoted(command)} is not allowed before 'attach'")))
@@ -158,8 +165,9 @@ class Handshake:
         return Step(start_session=(self._initialize, forwarded))
 
     def _check_probe_request(self, request: dict) -> Step:
-        """A probe request carries the secret as an attach does, and is checked the same way;
-        the connection stays in its handshake, so each probe request is authenticated anew."""
+        """A probe request carries the secret as an attach does, and is checked the same way; it
+        needs no `initialize`. The connection stays in its handshake, so each probe request is
+        authenticated anew, and a probe client never holds the debugging session."""
         forwarded, refusal = self._authenticated(request, "the probe request (--secret or FASTATTACH_SECRET)")
         return refusal if refusal is not None else Step(probe_request=forwarded)
 

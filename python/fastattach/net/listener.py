@@ -318,19 +318,22 @@ class Listener:
             raise
 
     def _start_handshake(self, conn: socket.socket, peer) -> bool:
-        """Serves the connection's handshake, unless an attached client holds the slot (False)."""
+        """Serves the connection's handshake (False if the listener is closing). While an attached
+        client holds the slot, the handshake serves probe requests only and answers anything
+        else with BUSY_MESSAGE (or, with no probe requests to serve, is refused: False)."""
         from .relay import ClientSession, SessionConfig  # RSS: loaded with the first client
 
         with self._lock:
             holder = self._session
-            if self._closed.is_set() or (holder is not None and holder.active):
+            busy = BUSY_MESSAGE if holder is not None and holder.active else None
+            if self._closed.is_set() or (busy is not None and self._answer_probe_request is None):
                 return False
             config = SessionConfig(secret=self._secret, ssl_context=self._ssl_context,
                                    auth_timeout=self._auth_timeout, throttle=self._throttle,
                                    open_backend=self._open_backend, request_filter=self._request_filter,
                                    on_configured=self._configured.set, on_ending=self._session_ending,
                                    on_backend_done=self._on_backend_done, claim_slot=self._claim_slot,
-                                   answer_probe_request=self._answer_probe_request)
+                                   answer_probe_request=self._answer_probe_request, busy=busy)
             session = self._last_accepted = ClientSession(conn, peer, config)
             try:
                 thread = start_service_thread(session.run, "fastattach.relay")

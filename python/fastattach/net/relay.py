@@ -75,6 +75,8 @@ class SessionConfig(NamedTuple):
     # Answers an authenticated fastattachProbes request (see handshake.PROBES_COMMAND): the
     # response body, or ValueError whose text is the error shown. None: probes are not served.
     answer_probe_request: Callable[[dict], dict] | None = None
+    # Another client holds the debugging session: only probe requests are served (see Handshake).
+    busy: str | None = None
 
 
 def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = None) -> None:
@@ -116,7 +118,7 @@ class ClientSession:
         self._backend: socket.socket | None = None
         self._tls = config.ssl_context is not None
         self._would_block = would_block(self._tls)
-        self._handshake = Handshake(config.secret)
+        self._handshake = Handshake(config.secret, busy=config.busy)
         self._client_decoder = FrameDecoder(MAX_BODY_BYTES_BEFORE_ATTACH)
         self._backend_decoder = FrameDecoder(MAX_BACKEND_BODY_BYTES)
         self._to_client = bytearray()

@@ -282,3 +282,23 @@ def test_a_probe_request_with_a_wrong_secret_is_refused_and_counted(probed, clos
     again = closing(DAPClient.connect(*listener.address))
     refused = again.request("initialize", {"adapterID": "debugpy"}, check=False)
     assert not refused["success"] and "too many failed attempts" in refused["message"]
+
+
+def test_the_cli_speaks_tls_and_checks_the_certificate(probed, closing, tmp_path):
+    from test_security import make_certificate
+
+    from fastattach.net.security import server_ssl_context
+
+    path, line = probed
+    certfile, keyfile = make_certificate(tmp_path, "debuggee")
+    impostor, _ = make_certificate(tmp_path, "impostor")
+    listener = make_listener(closing, ssl_context=server_ssl_context(certfile, keyfile))
+    where = "{}:{}".format(*listener.address)
+    added = probe_cli(where, "--cafile", certfile, "add", f"{path}:{line}", "--log", "tls {n}", "--id", "tls")
+    assert added.returncode == 0, added.stderr
+    assert [probe["id"] for probe in probes.list()] == ["tls"]
+    unverified = probe_cli(where, "--cafile", impostor, "list")
+    assert unverified.returncode == 1 and "its TLS certificate did not verify" in unverified.stderr
+    plain = probe_cli(where, "--timeout", "5", "list")
+    assert plain.returncode == 1 and f"fastattach probe: {where} did not answer" in plain.stderr
+    assert "one that serves TLS needs --tls, --cafile or --fingerprint" in plain.stderr

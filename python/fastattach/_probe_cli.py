@@ -100,9 +100,13 @@ def request_arguments(options: argparse.Namespace) -> dict:
     return arguments
 
 
+def _ssl_context_wanted(options: argparse.Namespace) -> bool:
+    return bool(options.tls or options.cafile or options.fingerprint or options.insecure)
+
+
 def _ssl_context(options: argparse.Namespace):
     """(context, pinned fingerprint), or (None, None) for plain DAP."""
-    if not (options.tls or options.cafile or options.fingerprint or options.insecure):
+    if not _ssl_context_wanted(options):
         return None, None
     from .net.security import client_ssl_context, normalize_fingerprint
 
@@ -156,7 +160,10 @@ def run(options: argparse.Namespace) -> dict:
             # client holds the process's debugging session (probe requests are still served then).
             answer = client.request(PROBES_COMMAND, arguments, timeout=options.timeout, check=False)
         except DAPError as error:
-            raise ProbeCommandError(f"{host}:{port} did not answer: {error} (is it a fastattach listener?)") from None
+            hint = "" if _ssl_context_wanted(options) else (
+                "; one that serves TLS needs --tls, --cafile or --fingerprint")
+            raise ProbeCommandError(f"{host}:{port} did not answer: {error} "
+                                    f"(is it a fastattach listener{hint}?)") from None
         if not answer.get("success"):
             raise ProbeCommandError(f"{host}:{port} refused: {answer.get('message') or 'no reason given'}")
         body = answer.get("body") or {}

@@ -139,12 +139,11 @@ class _Process:
             self._reassert_breakpointhook()
             return session
 
-    @staticmethod
-    def answer_probe_request(arguments: dict) -> dict:
+    def answer_probe_request(self, arguments: dict) -> dict:
         """A probe client's add, list or remove (python -m fastattach probe), on the relay thread."""
-        from . import _probe_requests  # RSS: the probe API only for a process a probe client reached
+        from ._probe_config import answer_request  # RSS: json and hashlib only for a process a probe client reached
 
-        return _probe_requests.answer(arguments)
+        return answer_request(arguments, self.probe_engine())
 
     def backend_done(self) -> None:
         """A client's session with pydevd is over, normally or not: nothing may stay suspended."""

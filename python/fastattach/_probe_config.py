@@ -1,4 +1,5 @@
-"""Probe definitions: checking one, resolving its file, the probe file's format, and watching it.
+"""Probe definitions: checking one, resolving its file, the probe file's format, watching it, and
+the answers to a probe client's requests (python -m fastattach probe).
 
 Used by the public fastattach.probes and by the session (_api._Process, which watches the file
 named by FASTATTACH_PROBES); it hands probes to engine/probes.py's ProbeEngine, which it gets
@@ -109,6 +110,54 @@ def make_probe(file, line, *, log, snapshot, condition, expires, probe_id, creat
                      expires=float(expires), created=created)
     except ProbeError as exc:
         raise ProbeError(f"{where}: {exc}") from None
+
+
+# -- a probe client's requests --------------------------------------------------------------
+# A probe added this way belongs to the process, as one added with fastattach.probes.add() does:
+# it stays after the client disconnects. Answered without pydevd.
+
+PROBE_COMMANDS = ("add", "list", "remove")
+# The fields each command takes besides `command` (the secret is gone by now).
+_REQUEST_FIELDS = {
+    "add": {"file", "line", "log", "snapshot", "condition", "expires", "id"},
+    "list": set(),
+    "remove": {"id"},
+}
+
+
+def answer_request(arguments: dict, engine) -> dict:
+    """The response body for a `fastattachProbes` request's ``arguments`` (python -m fastattach
+    probe add, list, remove), acting on ``engine``, the session's ProbeEngine, as fastattach.probes
+    does. The relay (net/relay.py) has authenticated the request as it does an attach and checked
+    its shape (net/request_shapes.py). ValueError, its text for the client: an unknown command or
+    field, a probe that cannot be set, an unknown id. ``file`` is resolved as add() resolves it
+    (absolute, or under a sys.path entry), without the API's path mappings: the client names the
+    file as this process sees it."""
+    command = arguments.get("command")
+    if command not in _REQUEST_FIELDS:
+        raise ValueError(f"unknown probe command {str(command)[:40]!r}: expected one of {', '.join(PROBE_COMMANDS)}")
+    unknown = sorted(set(arguments) - _REQUEST_FIELDS[command] - {"command"})
+    if unknown:
+        known = ", ".join(sorted(_REQUEST_FIELDS[command])) or "none"
+        raise ValueError(f"'{command}' takes no field {unknown[0][:40]!r} (it takes: {known})")
+    if command == "list":
+        return {"probes": [probe.describe() for probe in engine.list()]}
+    if command == "remove":
+        probe_id = arguments.get("id")
+        if not probe_id:
+            raise ValueError("'remove' needs the id of the probe to remove")
+        if not engine.remove([probe_id]):
+            raise ValueError(f"no probe with id {probe_id!r} (see 'list'; it may have expired)")
+        return {"removed": probe_id}
+    for field in ("file", "line"):
+        if field not in arguments:
+            raise ValueError(f"'add' needs the field {field!r}")
+    probe = make_probe(arguments["file"], arguments["line"], log=arguments.get("log"),
+                       snapshot=arguments.get("snapshot", False), condition=arguments.get("condition"),
+                       expires=arguments.get("expires", DEFAULT_EXPIRY), probe_id=arguments.get("id"),
+                       created=time.monotonic())
+    engine.set([probe])
+    return {"probe": probe.describe()}
 
 
 # -- the probe file -------------------------------------------------------------------------

@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return forwarder.main(argv[1:])
     if argv and argv[0] == "probe":
-        from . import _probe_cli  # RSS: the probe client only for `probe`
+        from .net import probe_cli  # RSS: the probe client only for `probe`
 
-        return _probe_cli.main(argv[1:])
+        return probe_cli.main(argv[1:])
     if os.environ.get("DEBUGPY_EXTRA_ARGV"):
         # debugpy reads more switches from it; ignoring it would run with a silent difference.
         print("fastattach: DEBUGPY_EXTRA_ARGV is debugpy's and not read by fastattach: put its switches "

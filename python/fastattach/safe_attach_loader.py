@@ -490,10 +490,9 @@ def _watch_probes(fastattach, settings, log):
     try:
         if not os.path.isabs(path):
             raise ValueError(f"the probe file must be named by an absolute path, not {path!r}")
-        import fastattach.probes
-
-        fastattach.probes.watch(path)
-        summary = fastattach._api.session().probe_watch_summary(path)
+        process = fastattach._api.session()
+        process.watch_probes(path)
+        summary = process.probe_watch_summary(path)
     except BaseException as exc:
         _report_error(settings, log, "loader_failed", f"watching the probe file {path} failed in the target: "
                                                       f"{exc or repr(exc)}")

@@ -20,13 +20,13 @@ import socket
 import ssl
 import sys
 
-from ._address import parse_address
+from .._address import parse_address
+from .handshake import PROBES_COMMAND
 
 PROG = "python -m fastattach probe"
 CONNECT_TIMEOUT = 10.0
 # The process compiles the probe's file to check its line: generous for a large module on a busy host.
 REQUEST_TIMEOUT = 30.0
-PROBES_COMMAND = "fastattachProbes"   # net/handshake.PROBES_COMMAND, without importing the listener side
 
 
 class ProbeCommandError(Exception):
@@ -108,7 +108,7 @@ def _ssl_context(options: argparse.Namespace):
     """(context, pinned fingerprint), or (None, None) for plain DAP."""
     if not _ssl_context_wanted(options):
         return None, None
-    from .net.security import client_ssl_context, normalize_fingerprint
+    from .security import client_ssl_context, normalize_fingerprint  # RSS: only for TLS
 
     pinned = normalize_fingerprint(options.fingerprint) if options.fingerprint else None
     return client_ssl_context(cafile=options.cafile, fingerprint=pinned, insecure=options.insecure), pinned
@@ -126,7 +126,7 @@ def _connect(host: str, port: int, options: argparse.Namespace) -> socket.socket
         raise ProbeCommandError(f"cannot connect to {where}: {error.strerror or error}") from None
     if context is None:
         return sock
-    from .net.security import check_fingerprint
+    from .security import check_fingerprint  # RSS: only for TLS
 
     try:
         tls = context.wrap_socket(sock, server_hostname=options.server_name or host)
@@ -145,8 +145,8 @@ def _connect(host: str, port: int, options: argparse.Namespace) -> socket.socket
 
 def run(options: argparse.Namespace) -> dict:
     """Connect, send the one request, disconnect; the answer's body. ProbeCommandError otherwise."""
-    from .net.client import DAPClient, DAPError
-    from .net.security import resolve_secret
+    from .client import DAPClient, DAPError  # RSS: none of the client before the command line is good
+    from .security import resolve_secret  # RSS: as above
 
     host, port = parse_address(options.server, default_host=None)
     arguments = request_arguments(options)

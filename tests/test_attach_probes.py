@@ -33,7 +33,8 @@ SERVICE = textwrap.dedent("""
     while True:
         handle(n)
         if n % 10 == 0:
-            loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("debugpy", "pydevd", "_pydevd_bundle"))
+            # (a copy: another thread may be importing)
+            loaded = sorted(m for m in list(sys.modules) if m.split(".")[0] in ("debugpy", "pydevd", "_pydevd_bundle"))
             # (the attach imports fastattach on a thread of its own: the module may be half made)
             listening_address = getattr(sys.modules.get("fastattach._api"), "listening_address", None)
             listening = listening_address() if listening_address is not None else "no fastattach"

@@ -40,7 +40,8 @@ SERVICE = textwrap.dedent("""
     while True:
         handle(n)
         if n % 10 == 0:
-            loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("debugpy", "pydevd", "_pydevd_bundle"))
+            # (a copy: another thread may be importing)
+            loaded = sorted(m for m in list(sys.modules) if m.split(".")[0] in ("debugpy", "pydevd", "_pydevd_bundle"))
             print("tick", n, "debugger modules:", loaded, flush=True)
         n += 1
         time.sleep(0.01)

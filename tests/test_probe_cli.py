@@ -88,7 +88,7 @@ def test_add_list_remove_over_the_cli_and_the_probe_outlives_the_cli(service):
     assert added.stdout.startswith("set probe orders  ") and f"{script}:{marker('PROBE')}" in added.stdout
     # THEN the probe's output reaches the fastattach.probe logger of the target, after the CLI is gone
     server.wait_for_stdout(r"^fastattach\.probe pid=\d+ reply for \d+$")
-    listed = probe_cli(address(server), "--json", "list")
+    listed = probe_cli(address(server), "list", "--json")   # (the connection's options go before or after)
     assert listed.returncode == 0, listed.stderr
     (probe,) = json.loads(listed.stdout)["probes"]
     assert probe["id"] == "orders" and probe["line"] == marker("PROBE") and probe["log"] == "reply for {n}"
@@ -192,6 +192,7 @@ def test_nothing_listening_and_bad_command_lines():
                             (["127.0.0.1:1", "add", "app.py:3"], "one of the arguments --log --snapshot"),
                             (["127.0.0.1:1", "add", "app.py:3", "--log", "x", "--snapshot"], "not allowed with"),
                             (["5678", "list"], "expected HOST:PORT"),
+                            (["127.0.0.1:1", "--cafile", "ca.pem", "list", "--insecure"], "give one of --cafile"),
                             (["127.0.0.1:1"], "required")):
         out = probe_cli(*argv)
         assert out.returncode == 2 and complaint in out.stderr, (argv, out.stderr)

@@ -33,21 +33,20 @@ class ProbeCommandError(Exception):
     """Said on stderr, exit status 1."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Add, list or remove always-on probes in a process that listens (fastattach.listen() or "
-                    "python -m fastattach --listen). The probes belong to the process and stay after this "
-                    "command disconnects. See docs/probes.md.",
-        epilog="Exit status: 0 done; 1 refused or failed (nothing listening, wrong secret, a line with no "
-               "code, an unknown id); 2 a bad command line.")
-    parser.add_argument("server", metavar="HOST:PORT", help="where the process listens")
-    parser.add_argument("--secret", help="the process's secret (prefer the FASTATTACH_SECRET environment "
-                                         "variable: arguments show in ps)")
-    parser.add_argument("--json", action="store_true", help="print the process's answer as one JSON object")
-    parser.add_argument("--timeout", type=float, default=REQUEST_TIMEOUT, metavar="S",
-                        help=f"seconds to wait for the process's answer ({REQUEST_TIMEOUT:g})")
-    tls = parser.add_argument_group("TLS (for a process listening with --certfile/--keyfile)")
+# The connection's options, accepted before and after the command (`probe H:P --json list` and
+# `probe H:P list --json`); SUPPRESS keeps a subcommand from overwriting what came before it.
+CONNECTION_DEFAULTS = {"secret": None, "json": False, "timeout": REQUEST_TIMEOUT, "tls": False, "cafile": None,
+                       "fingerprint": None, "insecure": False, "server_name": None}
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    options.add_argument("--secret", help="the process's secret (prefer the FASTATTACH_SECRET environment "
+                                          "variable: arguments show in ps)")
+    options.add_argument("--json", action="store_true", help="print the process's answer as one JSON object")
+    options.add_argument("--timeout", type=float, metavar="S",
+                         help=f"seconds to wait for the process's answer ({REQUEST_TIMEOUT:g})")
+    tls = options.add_argument_group("TLS (for a process listening with --certfile/--keyfile)")
     tls.add_argument("--tls", action="store_true",
                      help="connect over TLS, checking the certificate against the system trust store")
     trust = tls.add_mutually_exclusive_group()
@@ -57,8 +56,22 @@ def _parser() -> argparse.ArgumentParser:
     trust.add_argument("--insecure", action="store_true",
                        help="TLS, accepting any certificate: encrypted, but open to a man in the middle")
     tls.add_argument("--server-name", help="the name to verify in the certificate (default: HOST)")
+    return options
+
+
+def _parser() -> argparse.ArgumentParser:
+    connection = _connection_options()
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[connection],
+        description="Add, list or remove always-on probes in a process that listens (fastattach.listen() or "
+                    "python -m fastattach --listen). The probes belong to the process and stay after this "
+                    "command disconnects. See docs/probes.md.",
+        epilog="Exit status: 0 done; 1 refused or failed (nothing listening, wrong secret, a line with no "
+               "code, an unknown id); 2 a bad command line.")
+    parser.add_argument("server", metavar="HOST:PORT", help="where the process listens")
     commands = parser.add_subparsers(dest="command", required=True, metavar="(add | list | remove)")
-    add = commands.add_parser("add", help="set a probe (a probe with the id of an existing one replaces it)",
+    add = commands.add_parser("add", parents=[connection],
+                              help="set a probe (a probe with the id of an existing one replaces it)",
                               description="Set a probe at FILE:LINE. FILE is absolute or relative to a "
                                           "sys.path entry of the process, and is resolved there.")
     add.add_argument("location", metavar="FILE:LINE")
@@ -69,10 +82,21 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--condition", metavar="C", help="a Python expression: the probe acts only where it is true")
     add.add_argument("--expires", type=float, metavar="S", help="seconds until the probe expires (3600; 0 = never)")
     add.add_argument("--id", help="the probe's id (default: a new one)")
-    commands.add_parser("list", help="the process's probes")
-    remove = commands.add_parser("remove", help="remove a probe by its id")
+    commands.add_parser("list", parents=[connection], help="the process's probes")
+    remove = commands.add_parser("remove", parents=[connection], help="remove a probe by its id")
     remove.add_argument("id")
     return parser
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    options = parser.parse_args(argv)
+    for name, default in CONNECTION_DEFAULTS.items():
+        if not hasattr(options, name):
+            setattr(options, name, default)
+    if options.cafile or options.fingerprint or options.insecure:
+        if sum(map(bool, (options.cafile, options.fingerprint, options.insecure))) > 1:
+            parser.error("give one of --cafile, --fingerprint and --insecure")
+    return options
 
 
 def _location(text: str) -> tuple[str, int]:
@@ -197,7 +221,7 @@ def human_readable(command: str, body: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    options = parser.parse_args(argv)
+    options = parse_command_line(parser, argv)
     try:
         parse_address(options.server, default_host=None)
         if options.command == "add":

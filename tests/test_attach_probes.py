@@ -142,3 +142,15 @@ def test_pid_probes_needs_an_absolute_path_and_no_listener_options(service):
     waiting = fastattach_cli("--pid", str(target.pid), "--probes", "/srv/probes.json", "--wait-for-client")
     assert waiting.returncode == 2 and "belong to --listen" in waiting.stderr
     target.assert_healthy()
+
+
+def test_stop_by_pid_says_the_probes_run_on(service, tmp_path):
+    target, script = service
+    probe_file = tmp_path / "probes.json"
+    write_atomically(probe_file, {"probes": [{"id": "p", "file": str(script), "line": PROBE_LINE, "log": "on {n}"}]})
+    assert fastattach_cli("--pid", str(target.pid), "--probes", str(probe_file)).returncode == 0
+    stopped = fastattach_cli("--pid", str(target.pid), "--stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "nothing to remove; its 1 probe keeps running" in stopped.stdout   # (the listener was never started)
+    probe_line(target)
+    target.assert_healthy()

@@ -3,7 +3,8 @@
     python -m fastattach --listen [HOST:]PORT [--wait-for-client] [--log-to DIR] [--log-to-stderr]
                          [--configure-NAME VALUE]...
                          (script.py [args] | -m module [args] | -c code [args])
-    python -m fastattach --listen [HOST:]PORT --pid PID
+    python -m fastattach --listen [HOST:]PORT --pid PID [--probes /ABSOLUTE/PATH]
+    python -m fastattach --pid PID --probes /ABSOLUTE/PATH          (probes only: no listener, no debugpy)
     python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]   (TLS forwarder)
     python -m fastattach probe HOST:PORT [--secret S] (add FILE:LINE (--log MSG | --snapshot) | list | remove ID)
 """

@@ -293,6 +293,13 @@ def _stop(settings, log):
             _without_a_dummy_thread(fastattach.stop)
             summary = (f"removed from PID {os.getpid()}: " + "; ".join(removed) if removed
                        else f"PID {os.getpid()} has fastattach loaded but not listening: nothing to remove")
+            engine = getattr(process, "probes", None)
+            probes = len(engine.list()) if engine is not None else 0
+            if probes:
+                # stop() ends debugging, never the process's probes (docs/probes.md): say they run on.
+                counted = "1 probe keeps" if probes == 1 else f"{probes} probes keep"
+                summary += (f"; its {counted} running (probes belong to the process: edit its probe file, or "
+                            f"use python -m fastattach probe ... remove)")
     except BaseException as exc:
         _report_error(settings, log, "loader_failed", f"fastattach.stop() failed in the target: {exc!r}")
         return

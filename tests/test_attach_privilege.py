@@ -17,9 +17,17 @@ import tempfile
 import uuid
 
 import pytest
-from targets.attach_harness import ATTACH_TARGET, LINUX_X86_64_ONLY, Controller, Target, cleanup, debug_session  # noqa: F401 (cleanup is a fixture)
+from targets.attach_harness import (  # noqa: F401 (cleanup is a fixture)
+    ATTACH_TARGET,
+    LINUX_X86_64_ONLY,
+    Controller,
+    Target,
+    cleanup,
+    debug_session,
+    hit_line,
+)
 
-from fastattach.attach import AttachError, attach
+from fastattach.attach import AttachError, attach, watch_probes
 
 pytestmark = LINUX_X86_64_ONLY
 
@@ -169,3 +177,27 @@ def test_an_unreachable_tmpdir_is_not_used_for_another_users_process(service_use
     host, port = attach(target.pid, timeout=20)
     assert debug_session(host, port, Controller(target, "busy", shared_dir)).endswith(f"-{target.pid}")
     assert list(private.iterdir()) == []
+
+
+def test_root_hands_over_only_the_probe_files_name_and_the_target_reads_it_as_itself(service_user, shared_dir,
+                                                                                    cleanup):
+    # GIVEN a target running as a service user, a probe file only root may read, and one the user may
+    uid, gid = service_user
+    target = Target([*_as_user(uid, gid), sys.executable, "-u", str(ATTACH_TARGET), "busy", "300"],
+                    env={"ATTACH_CONTROL_DIR": shared_dir}, cwd=shared_dir)
+    cleanup.append(target)
+    hit = f'{{"probes": [{{"id": "hit", "file": "{ATTACH_TARGET}", "line": {hit_line()}, "log": "hit"}}]}}'
+    root_only = os.path.join(shared_dir, "root-only.json")
+    with open(root_only, "w") as f:
+        f.write(hit)
+    os.chmod(root_only, 0o600)
+    readable = os.path.join(shared_dir, "readable.json")
+    with open(readable, "w") as f:
+        f.write(hit)
+    os.chmod(readable, 0o644)
+    # WHEN root attaches with each as --probes (probes only)
+    # THEN the target could not read root's file (root never opened it for the target), and could read its own
+    refused = watch_probes(target.pid, root_only, timeout=20)
+    assert "0 probes set" in refused and "Permission denied" in refused, refused
+    assert watch_probes(target.pid, readable, timeout=20).endswith(f"watches {readable}: 1 probe set")
+    target.assert_healthy()

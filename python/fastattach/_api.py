@@ -126,7 +126,8 @@ class _Process:
                                               request_filter=self.filter_request, secret=secret,
                                               ssl_context=ssl_context, allow_unauthenticated=allow_unauthenticated,
                                               on_backend_done=self.backend_done,
-                                              on_attached=self.client_attached, exit_code=self.exit_code)
+                                              on_attached=self.client_attached, exit_code=self.exit_code,
+                                              answer_probe_request=self.answer_probe_request)
             self._tls_files = (certfile, keyfile)
             self._install_breakpointhook()
             _exit_hook.install(self.process_exiting)
@@ -155,6 +156,12 @@ class _Process:
             session = self.host.open_session()
             self._reassert_breakpointhook()
             return session
+
+    def answer_probe_request(self, arguments: dict) -> dict:
+        """A probe client's add, list or remove (python -m fastattach probe), on the relay thread."""
+        from ._probe_config import answer_request  # RSS: json and hashlib only for a process a probe client reached
+
+        return answer_request(arguments, self.probe_engine())
 
     def backend_done(self) -> None:
         """A client's session with pydevd is over, normally or not: nothing may stay suspended."""
@@ -267,6 +274,14 @@ class _Process:
                 return
             self._probe_watchers[watcher.path] = watcher
         watcher.start()
+
+    def probe_watch_summary(self, path) -> str:
+        """One sentence on what watching ``path`` has set so far (for an attach by PID to report)."""
+        with self._probe_lock:
+            watcher = self._probe_watchers.get(os.path.abspath(os.fspath(path)))
+        if watcher is None:
+            return f"PID {os.getpid()} does not watch {path}"
+        return f"PID {os.getpid()} watches {watcher.path}: {watcher.summary()}"
 
     def unwatch_probes(self, path=None) -> None:
         with self._probe_lock:

@@ -10,11 +10,15 @@ LOADER_NAME = "safe_attach_loader.py"
 SETTING_NAMES = (
     "PTVS_DEBUG_HOST", "PTVS_DEBUG_PORT", "PTVS_WAIT_FOR_CLIENT", "PTVS_DEBUG_BREAK", "PTVS_DEBUG_PORT_FILE",
     "PTVS_SAFE_ATTACH_LOADER_VERBOSE", "PTVS_DEBUG_LOG_FILE", "FASTATTACH_SECRET", "FASTATTACH_LOG_DIR",
-    "FASTATTACH_ACTION",
+    "FASTATTACH_ACTION", "FASTATTACH_PROBES",
 )
 # FASTATTACH_ACTION=stop: remove fastattach from the process instead of listening; the loader
 # reports what it removed in the port file's STOPPED_SUFFIX file.
 STOPPED_SUFFIX = ".stopped"
+# FASTATTACH_PROBES=PATH: the process also watches this probe file (fastattach.probes.watch),
+# reading it as its own user; the loader reports the first look at it in PROBES_SUFFIX's file.
+# FASTATTACH_ACTION=probes: only that, with no listener and no debugpy.
+PROBES_SUFFIX = ".probes"
 
 # The names the loader finds in its globals, put there by the bootstrap code that runs it.
 SETTINGS_GLOBAL = "_fa_settings"

@@ -1,4 +1,5 @@
-"""Probe definitions: checking one, resolving its file, the probe file's format, and watching it.
+"""Probe definitions: checking one, resolving its file, the probe file's format, watching it, and
+the answers to a probe client's requests (python -m fastattach probe).
 
 Used by the public fastattach.probes and by the session (_api._Process, which watches the file
 named by FASTATTACH_PROBES); it hands probes to engine/probes.py's ProbeEngine, which it gets
@@ -111,6 +112,54 @@ def make_probe(file, line, *, log, snapshot, condition, expires, probe_id, creat
         raise ProbeError(f"{where}: {exc}") from None
 
 
+# -- a probe client's requests --------------------------------------------------------------
+# A probe added this way belongs to the process, as one added with fastattach.probes.add() does:
+# it stays after the client disconnects. Answered without pydevd.
+
+PROBE_COMMANDS = ("add", "list", "remove")
+# The fields each command takes besides `command` (the secret is gone by now).
+_REQUEST_FIELDS = {
+    "add": {"file", "line", "log", "snapshot", "condition", "expires", "id"},
+    "list": set(),
+    "remove": {"id"},
+}
+
+
+def answer_request(arguments: dict, engine) -> dict:
+    """The response body for a `fastattachProbes` request's ``arguments`` (python -m fastattach
+    probe add, list, remove), acting on ``engine``, the session's ProbeEngine, as fastattach.probes
+    does. The relay (net/relay.py) has authenticated the request as it does an attach and checked
+    its shape (net/request_shapes.py). ValueError, its text for the client: an unknown command or
+    field, a probe that cannot be set, an unknown id. ``file`` is resolved as add() resolves it
+    (absolute, or under a sys.path entry), without the API's path mappings: the client names the
+    file as this process sees it."""
+    command = arguments.get("command")
+    if command not in _REQUEST_FIELDS:
+        raise ValueError(f"unknown probe command {str(command)[:40]!r}: expected one of {', '.join(PROBE_COMMANDS)}")
+    unknown = sorted(set(arguments) - _REQUEST_FIELDS[command] - {"command"})
+    if unknown:
+        known = ", ".join(sorted(_REQUEST_FIELDS[command])) or "none"
+        raise ValueError(f"'{command}' takes no field {unknown[0][:40]!r} (it takes: {known})")
+    if command == "list":
+        return {"probes": [probe.describe() for probe in engine.list()]}
+    if command == "remove":
+        probe_id = arguments.get("id")
+        if not probe_id:
+            raise ValueError("'remove' needs the id of the probe to remove")
+        if not engine.remove([probe_id]):
+            raise ValueError(f"no probe with id {probe_id!r} (see 'list'; it may have expired)")
+        return {"removed": probe_id}
+    for field in ("file", "line"):
+        if field not in arguments:
+            raise ValueError(f"'add' needs the field {field!r}")
+    probe = make_probe(arguments["file"], arguments["line"], log=arguments.get("log"),
+                       snapshot=arguments.get("snapshot", False), condition=arguments.get("condition"),
+                       expires=arguments.get("expires", DEFAULT_EXPIRY), probe_id=arguments.get("id"),
+                       created=time.monotonic())
+    engine.set([probe])
+    return {"probe": probe.describe()}
+
+
 # -- the probe file -------------------------------------------------------------------------
 
 _FIELDS = {"id", "file", "line", "log", "snapshot", "condition", "expires"}
@@ -187,6 +236,7 @@ class ProbeFileWatcher:
         self._last_error = None
         self._stop = threading.Event()
         self.reloads = 0
+        self._refused: list[str] = []   # the last good version's probes that could not be set, and why
         self._thread = threading.Thread(target=self._run, name="fastattach-probe-file", daemon=True)
         self._thread.pydev_do_not_trace = True
         self._thread.is_pydev_daemon_thread = True
@@ -199,6 +249,16 @@ class ProbeFileWatcher:
         self._stop.set()
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join(5)
+
+    def summary(self) -> str:
+        """What the last look at the file found, in a sentence."""
+        count = len(self._applied)
+        text = f"{count} probe{'' if count == 1 else 's'} set"
+        if self._refused:
+            text += f"; not set: {'; '.join(self._refused)}"
+        if self._last_error is not None:
+            text += f"; the file is not usable ({self._last_error}): watching it until it is"
+        return text
 
     def remove_probes(self) -> None:
         self._engine().remove(list(self._applied))
@@ -250,6 +310,7 @@ class ProbeFileWatcher:
         now = time.monotonic()
         wanted: dict[str, str] = {}
         new_probes = []
+        refused = []
         for entry in definitions:
             digest = hashlib.sha256(json.dumps([entry, mappings], sort_keys=True).encode()).hexdigest()
             wanted[entry["id"]] = digest
@@ -266,6 +327,7 @@ class ProbeFileWatcher:
                                               probe_id=entry["id"], created=first_seen, mappings=mappings))
             except ProbeError as exc:
                 log.error("fastattach: probe file %s: %s; this probe is not set", self.path, exc)
+                refused.append(str(exc))
                 wanted.pop(entry["id"])
         gone = [probe_id for probe_id in self._applied if probe_id not in wanted]
         if gone:
@@ -276,6 +338,7 @@ class ProbeFileWatcher:
         self._applied.update({probe_id: digest for probe_id, digest in wanted.items()
                               if probe_id not in self._applied and engine.get(probe_id) is not None})
         self._first_seen = {digest: seen for digest, seen in self._first_seen.items() if digest in wanted.values()}
+        self._refused = refused
         self.reloads += 1
         log.info("fastattach: probe file %s: %d probe%s set (%d new or changed, %d removed)", self.path,
                  len(self._applied), "" if len(self._applied) == 1 else "s", len(new_probes), len(gone))

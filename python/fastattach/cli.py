@@ -3,8 +3,10 @@
     python -m fastattach --listen [HOST:]PORT [--wait-for-client] [--log-to DIR] [--log-to-stderr]
                          [--configure-NAME VALUE]...
                          (script.py [args] | -m module [args] | -c code [args])
-    python -m fastattach --listen [HOST:]PORT --pid PID
+    python -m fastattach --listen [HOST:]PORT --pid PID [--probes /ABSOLUTE/PATH]
+    python -m fastattach --pid PID --probes /ABSOLUTE/PATH          (probes only: no listener, no debugpy)
     python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]   (TLS forwarder)
+    python -m fastattach probe HOST:PORT [--secret S] (add FILE:LINE (--log MSG | --snapshot) | list | remove ID)
 """
 
 from __future__ import annotations
@@ -27,8 +29,12 @@ USAGE = (
     "                     [--probe-expiry S] [--probe-cpu F] [--pydevd-condition-rate N]\n"
     "                     (script.py [args] | -m module [args] | -c code [args] | --pid PID)\n"
     "       python -m fastattach --pid PID --stop\n"
+    "       python -m fastattach --pid PID --probes /ABSOLUTE/PATH [--listen [HOST:]PORT ...]\n"
     "       python -m fastattach --probes PATH [--listen [HOST:]PORT ...] (script.py [args] | -m module | -c code)\n"
-    "       python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]"
+    "       python -m fastattach connect HOST:PORT --listen 127.0.0.1:LPORT [...]\n"
+    "       python -m fastattach probe HOST:PORT [--secret S] [--json] add FILE:LINE (--log MSG | --snapshot)\n"
+    "                            [--condition C] [--expires S] [--id ID]\n"
+    "       python -m fastattach probe HOST:PORT [--secret S] [--json] (list | remove ID)   (see probe --help)"
 )
 
 
@@ -91,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", metavar="[HOST:]PORT", type=parse_address_arg)
     parser.add_argument("--probes", metavar="PATH",
                         help="watch this JSON probe file (docs/probes.md); without --listen the program runs "
-                             "with probes only (also FASTATTACH_PROBES=PATH)")
+                             "with probes only (also FASTATTACH_PROBES=PATH). With --pid the running process "
+                             "watches it (an absolute path, read by that process as its own user); without "
+                             "--listen it gets probes only: no listener, no debugpy")
     parser.add_argument("--wait-for-client", action="store_true")
     parser.add_argument("--log-to", metavar="DIR", help="write debugpy's and pydevd's logs to this directory")
     parser.add_argument("--log-to-stderr", action="store_true",
@@ -157,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         from .net import forwarder  # RSS: ssl and selectors only for the forwarder
 
         return forwarder.main(argv[1:])
+    if argv and argv[0] == "probe":
+        from .net import probe_cli  # RSS: the probe client only for `probe`
+
+        return probe_cli.main(argv[1:])
     if os.environ.get("DEBUGPY_EXTRA_ARGV"):
         # debugpy reads more switches from it; ignoring it would run with a silent difference.
         print("fastattach: DEBUGPY_EXTRA_ARGV is debugpy's and not read by fastattach: put its switches "
@@ -177,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import attach  # RSS: cffi only for an attach
 
         return attach.cli_stop(options.pid, log_dir=options.log_to)
-    probes_only = options.probes or os.environ.get("FASTATTACH_PROBES")
-    if options.listen is None and (options.pid is not None or not probes_only):
+    probes_only = options.probes or (options.pid is None and os.environ.get("FASTATTACH_PROBES"))
+    if options.listen is None and not probes_only:
         _parser().error("the following arguments are required: --listen (or --probes PATH to run with probes only)")
     host, port = options.listen or (None, None)
 
@@ -188,16 +200,19 @@ def main(argv: list[str] | None = None) -> int:
         if options.log_to_stderr:
             _parser().error("--log-to-stderr logs a program started by this command; with --pid use --log-to DIR "
                             "(the attach and the target's loader write their log there)")
-        if options.probes:
-            _parser().error("--probes with --pid is not supported yet: in the running process call "
-                            "fastattach.probes.watch(PATH), or start it with FASTATTACH_PROBES=PATH")
+        if options.probes is not None and not os.path.isabs(options.probes):
+            _parser().error(f"--probes with --pid takes an absolute path, as the target sees it (the target "
+                            f"reads the file, as its own user), not {options.probes!r}")
+        if options.listen is None and (options.wait_for_client or options.secret):
+            _parser().error("--wait-for-client and --secret belong to --listen; --pid PID --probes PATH alone "
+                            "starts no listener")
         if budget_options(options) or configured:
             _parser().error("--production, --configure-* and the budget flags apply to a program started by "
                             "this command; in a running process call fastattach.configure() instead")
         from . import attach  # RSS: cffi only for an attach
 
         return attach.cli_attach(host, port, options.pid, wait_for_client=options.wait_for_client,
-                                 log_dir=options.log_to, secret=options.secret)
+                                 log_dir=options.log_to, secret=options.secret, probes=options.probes)
 
     if not (rest or options.module or options.code):
         _parser().error("give a program to run: script.py, -m module or -c code (or --pid PID)")

@@ -17,6 +17,10 @@ the orchestrator's to change):
 - ``FASTATTACH_SECRET``: the secret clients must present (only ever from the settings file
   or the environment the target already has)
 - ``FASTATTACH_LOG_DIR``: passed to ``fastattach.configure(log_dir=...)`` (debugger logs)
+- ``FASTATTACH_PROBES``: an absolute path; the process watches that probe file
+  (``fastattach.probes.watch``) and reads it as itself, never with the attacher's rights.
+  With ``FASTATTACH_ACTION`` = probes it only does that: no listener, no debugpy import.
+  What the first look at the file found goes to the port file plus ``.probes``.
 
 Rules it keeps: nothing escapes into the target (every exception is caught and reported
 through the files above); it binds no name in ``__main__``; it leaves ``sys.path`` as it
@@ -165,14 +169,15 @@ class _NoDebugpy(Exception):
     """Neither debugpy nor ptvsd is importable."""
 
 
-def _import_with(entries, log):
-    """Import debugpy and fastattach with ``entries`` first on sys.path, then take out exactly
-    those entries again."""
+def _import_with(entries, log, with_debugpy=True):
+    """Import debugpy (unless not ``with_debugpy``: probes only) and fastattach with
+    ``entries`` first on sys.path, then take out exactly those entries again."""
     saved = list(sys.path)
     sys.path[:0] = entries
     try:
         try:
-            import debugpy  # noqa: F401 (imported for its side effect: the bundled copy wins)
+            if with_debugpy:
+                import debugpy  # noqa: F401 (imported for its side effect: the bundled copy wins)
         except ImportError:
             try:
                 import ptvsd
@@ -196,7 +201,7 @@ def _forget_fastattach_imported_since(before):
             del sys.modules[name]
 
 
-def _import_debugger(log):
+def _import_debugger(log, with_debugpy=True):
     """The attaching CLI's own fastattach comes first, so that one installation serves every
     target of its Python version. A target on another version cannot use that copy's C
     extension: then we use the fastattach the target itself can import, if it has one built
@@ -204,7 +209,7 @@ def _import_debugger(log):
     before = set(sys.modules)
     ours = _prepared_sys_path()
     try:
-        fastattach = _import_with(ours, log)
+        fastattach = _import_with(ours, log, with_debugpy)
         if _has_extension(fastattach):
             return fastattach
     except ImportError:
@@ -212,7 +217,7 @@ def _import_debugger(log):
     where = os.path.dirname(fastattach.__file__) if fastattach is not None else ours[0]
     _forget_fastattach_imported_since(before)
     try:
-        fastattach = _import_with([], log)
+        fastattach = _import_with([], log, with_debugpy)
     except ImportError:
         fastattach = None
     if fastattach is not None and _has_extension(fastattach):
@@ -288,6 +293,13 @@ def _stop(settings, log):
             _without_a_dummy_thread(fastattach.stop)
             summary = (f"removed from PID {os.getpid()}: " + "; ".join(removed) if removed
                        else f"PID {os.getpid()} has fastattach loaded but not listening: nothing to remove")
+            engine = getattr(process, "probes", None)
+            probes = len(engine.list()) if engine is not None else 0
+            if probes:
+                # stop() ends debugging, never the process's probes (docs/probes.md): say they run on.
+                counted = "1 probe keeps" if probes == 1 else f"{probes} probes keep"
+                summary += (f"; its {counted} running (probes belong to the process: edit its probe file, or "
+                            f"use python -m fastattach probe ... remove)")
     except BaseException as exc:
         _report_error(settings, log, "loader_failed", f"fastattach.stop() failed in the target: {exc!r}")
         return
@@ -424,9 +436,10 @@ def _main(namespace):
         _stop(settings, log)
         return
     main_ident = namespace.get(_contract.MAIN_IDENT_GLOBAL, 0)
+    probes_only = settings.get("FASTATTACH_ACTION") == "probes"
     try:
         _fix_main_thread(main_ident, log)
-        fastattach = _import_debugger(log)
+        fastattach = _import_debugger(log, with_debugpy=not probes_only)
     except _NotBuiltForThisPython as exc:
         _report_error(settings, log, "not_installed", str(exc))
         return
@@ -438,6 +451,9 @@ def _main(namespace):
             fastattach.configure(log_dir=settings["FASTATTACH_LOG_DIR"])
         except Exception as exc:
             log(f"cannot set the log directory {settings['FASTATTACH_LOG_DIR']}: {exc!r}", always=True)
+    if probes_only:
+        _watch_probes(fastattach, settings, log)
+        return
     host = settings.get("PTVS_DEBUG_HOST") or "127.0.0.1"
     secret = settings.get("FASTATTACH_SECRET") or None
     try:
@@ -454,6 +470,8 @@ def _main(namespace):
         _report_error(settings, log, "loader_failed", f"fastattach.listen failed in the target: {exc or repr(exc)}")
         return
     log(f"listening on {bound_host}:{bound_port}")
+    if settings.get("FASTATTACH_PROBES") and not _watch_probes(fastattach, settings, log):
+        return
     port_file = settings.get("PTVS_DEBUG_PORT_FILE")
     if port_file:
         try:
@@ -469,6 +487,31 @@ def _main(namespace):
 
 class _AlreadyReported(Exception):
     pass
+
+
+def _watch_probes(fastattach, settings, log):
+    """Watch the probe file FASTATTACH_PROBES names, as this process's user (the attacher only
+    handed over its name), and report what the first look found; False if watching failed
+    (reported as the attach's error)."""
+    path = settings.get("FASTATTACH_PROBES") or ""
+    try:
+        if not os.path.isabs(path):
+            raise ValueError(f"the probe file must be named by an absolute path, not {path!r}")
+        process = fastattach._api.session()
+        process.watch_probes(path)
+        summary = process.probe_watch_summary(path)
+    except BaseException as exc:
+        _report_error(settings, log, "loader_failed", f"watching the probe file {path} failed in the target: "
+                                                      f"{exc or repr(exc)}")
+        return False
+    log(summary)
+    port_file = settings.get("PTVS_DEBUG_PORT_FILE")
+    if port_file:
+        try:
+            _write_atomically(port_file + _contract.PROBES_SUFFIX, summary)
+        except Exception as exc:
+            log(f"cannot write {port_file}{_contract.PROBES_SUFFIX}: {exc!r}", always=True)
+    return True
 
 
 def _listen_lock(fastattach):

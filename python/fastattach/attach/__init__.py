@@ -6,9 +6,9 @@ starts fastattach's listener there, and returns the (host, port) to connect a DA
 """
 
 from ._errors import AttachError
-from ._orchestrator import DEFAULT_TIMEOUT, attach, cli_attach, cli_stop, stop
+from ._orchestrator import DEFAULT_TIMEOUT, attach, cli_attach, cli_stop, stop, watch_probes
 
-__all__ = ["AttachError", "DEFAULT_TIMEOUT", "attach", "cli_attach", "cli_stop", "stop"]
+__all__ = ["AttachError", "DEFAULT_TIMEOUT", "attach", "cli_attach", "cli_stop", "stop", "watch_probes"]
 
 
 class _CallableModule(type(__import__("sys"))):

@@ -36,6 +36,7 @@ from .._handoff import STARTUP_SWITCH_INTERVAL
 from .._loader_contract import (
     LOADER_NAME,
     MAIN_IDENT_GLOBAL,
+    PROBES_SUFFIX,
     SETTINGS_GLOBAL,
     STOPPED_SUFFIX,
     SWITCH_INTERVAL_GLOBAL,
@@ -234,9 +235,9 @@ class _Session:
         finally:
             os.close(fd)
 
-    def result(self) -> int | str | AttachError | None:
-        """The port the loader reported (what it removed, for a stop), its error, or None while
-        it has reported nothing."""
+    def result(self, action: str | None = None) -> int | str | AttachError | None:
+        """The port the loader reported (what it removed, for a stop; what it watches, for a
+        probes-only attach), its error, or None while it has reported nothing."""
         error = self._read_loader_file(os.path.basename(self.error_file))
         if error is not None:
             info = decode_fields(error)  # the loader replaces it atomically: always whole
@@ -244,12 +245,18 @@ class _Session:
         stopped = self._read_loader_file(os.path.basename(self.port_file) + STOPPED_SUFFIX)
         if stopped is not None:
             return stopped
+        if action == "probes":
+            return self.probes_summary()
         text = (self._read_loader_file(os.path.basename(self.port_file)) or "").strip()
         if text:
             if not text.isdigit() or not 0 < int(text) < 65536:
                 return AttachError("loader_failed", f"the loader reported no port but {text[:40]!r}")
             return int(text)
         return None
+
+    def probes_summary(self) -> str | None:
+        """What the loader found watching the probe file (FASTATTACH_PROBES), once it has looked."""
+        return self._read_loader_file(os.path.basename(self.port_file) + PROBES_SUFFIX)
 
     def started(self) -> bool:
         """The loader renames the settings file as its first act (see safe_attach_loader.py)."""
@@ -315,7 +322,7 @@ def _wait(predicate, deadline: float) -> bool:
 def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False, log_file: str | None = None,
            timeout: float = DEFAULT_TIMEOUT, secret: str | None = None, log_dir: str | None = None,
            loader: str | None = None, method: str = "auto", verbose: bool = True,
-           report: dict | None = None, _action: str | None = None) -> tuple[str, int]:
+           report: dict | None = None, probes: str | None = None, _action: str | None = None) -> tuple[str, int]:
     """Start fastattach's listener inside the running process ``pid``; return (host, port).
 
     ``secret``: clients must present it (see fastattach.listen). ``log_file``: the loader's
@@ -326,11 +333,16 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
     up), "mailbox" or "pep768" (the safe-point delivery of the target's version only, never
     ptrace; "pep768" insists on a 3.14+ target), or "ptrace" (inject at once). ``report``, if given, is
     filled with how it went: "method", and seconds until the loader started ("loader_started_s")
-    and until it reported the port ("listening_s"). Raises AttachError.
+    and until it reported the port ("listening_s"), and with ``probes``, "probes": what the
+    target found in the file. ``probes``: an absolute path; the target also watches that probe
+    file (fastattach.probes.watch), reading it as its own user: we hand over its name only, so a
+    root attach never opens a path the target's user controls. Raises AttachError.
     """
     started_at = time.monotonic()
     deadline = started_at + timeout
     host, port = parse_address(address)
+    if probes is not None:
+        _check_probe_path(probes)
     loader = os.path.abspath(loader or default_loader_path())
     if not os.path.isfile(loader):
         raise AttachError("loader_missing", f"loader file not found: {loader}")
@@ -352,7 +364,17 @@ def attach(pid: int, address=("127.0.0.1", 0), *, wait_for_client: bool = False,
                                                 f"and attach again")
         return _attach_locked(pid, runtime, host, port, loader, method, deadline, started_at, timeout,
                               wait_for_client=wait_for_client, log_file=log_file, verbose=verbose, secret=secret,
-                              log_dir=log_dir, report=report, action=_action)
+                              log_dir=log_dir, report=report, action=_action, probes=probes)
+
+
+def _check_probe_path(path) -> None:
+    """Only the name is checked here: the target reads the file, as its own user, from its own
+    mount namespace, so a relative name (resolved against whose directory?) is refused."""
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise ValueError(f"the probe file must be a non-empty path, not {path!r}")
+    if not os.path.isabs(path):
+        raise ValueError(f"the probe file must be an absolute path, as the target sees it, not {path!r}: "
+                         f"the target reads it, from its own working directory")
 
 
 @contextlib.contextmanager
@@ -383,13 +405,15 @@ def _one_attach_at_a_time(pid: int, deadline: float):
 
 
 def _attach_locked(pid, runtime, host, port, loader, method, deadline, started_at, timeout, *, wait_for_client,
-                   log_file, verbose, secret, log_dir, report, action) -> tuple[str, int]:
+                   log_file, verbose, secret, log_dir, report, action, probes=None) -> tuple[str, int]:
     session = _Session(pid)
     try:
         settings = _settings_payload(host, port, wait_for_client, log_file, session.port_file, verbose, secret,
                                      log_dir)
         if action is not None:
             settings["FASTATTACH_ACTION"] = action
+        if probes is not None:
+            settings["FASTATTACH_PROBES"] = probes
         session.write_settings(settings)
         delivered = _deliver(runtime, loader, session, method, deadline)
         loader_started = []
@@ -397,24 +421,27 @@ def _attach_locked(pid, runtime, host, port, loader, method, deadline, started_a
         def reported() -> bool:
             if not loader_started and session.started():
                 loader_started.append(time.monotonic())
-            return session.result() is not None or not _alive(pid)
+            return session.result(action) is not None or not _alive(pid)
 
         if not _wait(reported, deadline):
             raise AttachError("timeout", f"attach to PID {pid} timed out after {timeout:g} s: the loader was "
                                          f"delivered ({delivered}) but did not report a port; target state: "
                                          f"{process_state(pid)}, main thread in "
                                          f"{_injector.thread_syscall(pid, pid)}")
-        result = session.result()
+        result = session.result(action)
         if result is None:
             raise AttachError("no_such_process", f"PID {pid} exited during the attach")
         if isinstance(result, AttachError):
             raise result
-        if isinstance(result, str) != (action == "stop"):
+        if isinstance(result, str) != (action in ("stop", "probes")):
+            asked = {"stop": "stop", "probes": "watch a probe file"}.get(action, "listen")
             raise AttachError("loader_failed", f"the loader in PID {pid} answered {result!r}, not what was asked: "
-                                               f"it is an older fastattach, which cannot stop by PID")
+                                               f"it is an older fastattach, which cannot {asked} by PID")
         if report is not None:
             report.update(method=delivered, loader_started_s=(loader_started or [time.monotonic()])[0] - started_at,
                           listening_s=time.monotonic() - started_at)
+            if probes is not None:
+                report["probes"] = result if action == "probes" else session.probes_summary()
         return host, result
     finally:
         session.close()
@@ -498,6 +525,14 @@ def stop(pid: int, *, timeout: float = DEFAULT_TIMEOUT, log_file: str | None = N
     return attach(pid, log_file=log_file, timeout=timeout, method=method, _action="stop")[1]
 
 
+def watch_probes(pid: int, path: str, *, timeout: float = DEFAULT_TIMEOUT, log_file: str | None = None,
+                 method: str = "auto") -> str:
+    """fastattach.probes.watch(path) inside the running process ``pid``, with no listener and
+    no debugpy import there; returns what the target found in the file (a sentence). ``path`` is
+    absolute, as the target sees it; the target reads it as its own user. Raises AttachError."""
+    return attach(pid, log_file=log_file, timeout=timeout, method=method, probes=path, _action="probes")[1]
+
+
 def cli_stop(pid: int, *, log_dir: str | None = None, timeout: float = DEFAULT_TIMEOUT, stdout=None,
              stderr=None) -> int:
     """``python -m fastattach --pid PID --stop``: print what was removed; exit code 0, or 1."""
@@ -511,19 +546,29 @@ def cli_stop(pid: int, *, log_dir: str | None = None, timeout: float = DEFAULT_T
     return 0
 
 
-def cli_attach(host: str, port: int, pid: int, *, wait_for_client: bool = False, log_dir: str | None = None,
-               secret: str | None = None, timeout: float = DEFAULT_TIMEOUT, stdout=None, stderr=None) -> int:
-    """``python -m fastattach --listen [HOST:]PORT --pid PID``: print
-    ``fastattach: listening on HOST:PORT in PID N`` on success, or the error on stderr; return
-    the exit code (0, or 1 on any AttachError)."""
+def cli_attach(host: str | None, port: int | None, pid: int, *, wait_for_client: bool = False,
+               log_dir: str | None = None, secret: str | None = None, probes: str | None = None,
+               timeout: float = DEFAULT_TIMEOUT, stdout=None, stderr=None) -> int:
+    """``python -m fastattach --listen [HOST:]PORT --pid PID [--probes PATH]``: print
+    ``fastattach: listening on HOST:PORT in PID N`` on success (and, with ``probes``, what the
+    target found in that file), or the error on stderr; return the exit code (0, or 1 on any
+    AttachError). ``host`` None: ``--pid PID --probes PATH`` alone, probes only, no listener."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     log_file = os.path.join(log_dir, f"fastattach-attach-{pid}.log") if log_dir else None
+    report: dict = {}
     try:
+        if host is None:
+            summary = watch_probes(pid, probes, log_file=log_file, timeout=timeout)
+            print(f"fastattach: {summary}", file=stdout, flush=True)
+            return 0
         bound_host, bound_port = attach(pid, (host, port), wait_for_client=wait_for_client, log_file=log_file,
-                                        log_dir=log_dir, secret=secret, timeout=timeout)
-    except AttachError as exc:
+                                        log_dir=log_dir, secret=secret, timeout=timeout, probes=probes,
+                                        report=report)
+    except (AttachError, ValueError) as exc:
         print(f"fastattach: {exc}", file=stderr)
         return 1
     print(f"fastattach: listening on {bound_host}:{bound_port} in PID {pid}", file=stdout, flush=True)
+    if report.get("probes"):
+        print(f"fastattach: {report['probes']}", file=stdout, flush=True)
     return 0

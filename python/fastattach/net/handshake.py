@@ -14,6 +14,11 @@ from typing import NamedTuple
 from .security import secrets_match
 from .wire import response
 
+# fastattach's own request for always-on probes (add, list, remove): authenticated by its own
+# secret as an attach is, answered by the listener itself, and never the start of a debugging
+# session, so a probe client neither takes the client slot nor starts pydevd.
+PROBES_COMMAND = "fastattachProbes"
+
 # A client needs initialize, attach and perhaps a disconnect; anything chattier before
 # authenticating is not a debugger.
 MAX_MESSAGES_BEFORE_ATTACH = 16
@@ -96,6 +101,8 @@ class Step(NamedTuple):  # not a dataclass: dataclasses imports inspect and ast,
     auth_failed: bool = False
     # The client's initialize request and its attach request (secret removed), to replay to pydevd.
     start_session: tuple[dict, dict] | None = None
+    # An authenticated fastattachProbes request (secret removed), for the listener to answer.
+    probe_request: dict | None = None
 
 
 def _quoted(command: str) -> str:
@@ -104,12 +111,17 @@ def _quoted(command: str) -> str:
 
 
 class Handshake:
-    """Feeds on decoded client messages (see wire.decode_message) until one `attach` is accepted."""
+    """Feeds on decoded client messages (see wire.decode_message) until one `attach` is accepted.
 
-    def __init__(self, secret: str | None):
+    ``busy``: another client holds the debugging session; every request but a probe request
+    (which needs no `initialize`) is answered with this message, and the connection closed.
+    """
+
+    def __init__(self, secret: str | None, busy: str | None = None):
         self._secret = secret
         self._initialize: dict | None = None
         self._messages = 0
+        self._busy = busy
         self.done = False
 
     def receive(self, message: dict) -> Step:
@@ -121,13 +133,17 @@ class Handshake:
         if message["type"] != "request":
             return Step(log=f"ignored a {message['type']} sent before attach")
         command = message["command"]
+        if command == PROBES_COMMAND:
+            return self._check_probe_request(message)
+        if command == "disconnect":
+            return Step(reply=response(message), close=True, log="disconnect before attach")
+        if self._busy is not None:
+            return Step(reply=response(message, error=self._busy), close=True, log=self._busy)
         if command == "initialize":
             if self._initialize is not None:
                 return Step(reply=response(message, error="initialize was already received"))
             self._initialize = message
             return Step(reply=response(message, body=initialize_response_body()))
-        if command == "disconnect":
-            return Step(reply=response(message), close=True, log="disconnect before attach")
         if self._initialize is None:
             return Step(reply=response(message,
                                        error=f"{_quoted(command)} before 'initialize': send initialize first"),
@@ -142,18 +158,35 @@ class Handshake:
         return self._check_attach(message)
 
     def _check_attach(self, attach: dict) -> Step:
-        arguments = dict(attach.get("arguments") or {})
-        offered = arguments.pop("secret", None)
+        forwarded, refusal = self._authenticated(attach, "your attach configuration")
+        if refusal is not None:
+            return refusal
+        self.done = True
+        return Step(start_session=(self._initialize, forwarded))
+
+    def _check_probe_request(self, request: dict) -> Step:
+        """A probe request carries the secret as an attach does, and is checked the same way; it
+        needs no `initialize`. The connection stays in its handshake, so each probe request is
+        authenticated anew, and a probe client never holds the debugging session."""
+        forwarded, refusal = self._authenticated(request, "the probe request (--secret or FASTATTACH_SECRET)")
+        return refusal if refusal is not None else Step(probe_request=forwarded)
+
+    def _authenticated(self, request: dict, where: str) -> tuple[dict, Step | None]:
+        """The request without its secret, and None; or a refusal that closes the connection."""
+        arguments = request.get("arguments")
+        # Arguments that are not an object have no secret; check_request refuses their shape.
+        arguments = dict(arguments) if isinstance(arguments, dict) else ({} if arguments is None else arguments)
+        offered = arguments.pop("secret", None) if isinstance(arguments, dict) else None
+        command = request["command"]   # 'attach' or PROBES_COMMAND: ours to log
         if self._secret is not None:
             if offered is None:
-                return Step(reply=response(attach, error=(
-                    "this debuggee requires a secret: add \"secret\": \"...\" to your attach configuration")),
-                    close=True, auth_failed=True, log="attach without a secret")
-            if not secrets_match(self._secret, offered):
-                return Step(reply=response(attach, error=(
-                    "wrong secret: the \"secret\" in your attach configuration does not match the debuggee's")),
-                    close=True, auth_failed=True, log="attach with a wrong secret")
-        self.done = True
-        forwarded = dict(attach)
+                return request, Step(reply=response(request, error=(
+                    f"this debuggee requires a secret: add \"secret\": \"...\" to {where}")),
+                    close=True, auth_failed=True, log=f"{command} without a secret")
+            if not isinstance(offered, str) or not secrets_match(self._secret, offered):
+                return request, Step(reply=response(request, error=(
+                    f"wrong secret: the \"secret\" in {where} does not match the debuggee's")),
+                    close=True, auth_failed=True, log=f"{command} with a wrong secret")
+        forwarded = dict(request)
         forwarded["arguments"] = arguments
-        return Step(start_session=(self._initialize, forwarded))
+        return forwarded, None

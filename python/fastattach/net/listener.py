@@ -65,6 +65,8 @@ class Listener:
     thread after each session's backend got its disconnect (or could not), however it ended.
     ``on_attached(session)`` is called once a session's attach was accepted; ``exit_code()``,
     if given, is asked as the process ends: an int is told to the client in `exited`.
+    ``answer_probe_request(arguments)``, if given, answers an authenticated fastattachProbes
+    request (handshake.PROBES_COMMAND) on the relay thread: its response body, or ValueError.
     """
 
     def __init__(self, host: str, port: int, *, open_backend: Callable[[], socket.socket],
@@ -73,7 +75,8 @@ class Listener:
                  auth_timeout: float = DEFAULT_AUTH_TIMEOUT, throttle: FailureThrottle | None = None,
                  on_backend_done: Callable[[], None] | None = None,
                  on_attached: Callable[[ClientSession], None] | None = None,
-                 exit_code: Callable[[], int | None] | None = None):
+                 exit_code: Callable[[], int | None] | None = None,
+                 answer_probe_request: Callable[[dict], dict] | None = None):
         if secret is not None and (not isinstance(secret, str) or not secret):
             raise ValueError("secret must be a non-empty string (or None for no secret)")
         check_bind_allowed(host, port, secret=secret, allow_unauthenticated=allow_unauthenticated)
@@ -85,6 +88,7 @@ class Listener:
         self._on_backend_done = on_backend_done
         self._on_attached = on_attached
         self._exit_code = exit_code
+        self._answer_probe_request = answer_probe_request
         self._auth_timeout = auth_timeout
         self._throttle = throttle or FailureThrottle()
         self._sock = self._bind(host, port)
@@ -320,19 +324,23 @@ class Listener:
             raise
 
     def _start_handshake(self, conn: socket.socket, peer) -> bool:
-        """Serves the connection's handshake, unless an attached client holds the slot (False)."""
+        """Serves the connection's handshake (False if the listener is closing). While an attached
+        client holds the slot, the handshake serves probe requests only and answers anything
+        else with BUSY_MESSAGE (or, with no probe requests to serve, is refused: False)."""
         from .relay import ClientSession, SessionConfig  # RSS: loaded with the first client
 
         with self._lock:
             holder = self._session
-            if self._closed.is_set() or (holder is not None and holder.active):
+            busy = BUSY_MESSAGE if holder is not None and holder.active else None
+            if self._closed.is_set() or (busy is not None and self._answer_probe_request is None):
                 return False
             config = SessionConfig(secret=self._secret, ssl_context=self._ssl_context,
                                    auth_timeout=self._auth_timeout, throttle=self._throttle,
                                    open_backend=self._open_backend, request_filter=self._request_filter,
                                    on_configured=self._configured.set, on_ending=self._session_ending,
                                    on_backend_done=self._on_backend_done, claim_slot=self._claim_slot,
-                                   on_attached=self._on_attached, exit_code=self._exit_code)
+                                   on_attached=self._on_attached, exit_code=self._exit_code,
+                                   answer_probe_request=self._answer_probe_request, busy=busy)
             session = self._last_accepted = ClientSession(conn, peer, config)
             try:
                 thread = start_service_thread(session.run, "fastattach.relay")

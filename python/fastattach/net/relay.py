@@ -36,6 +36,7 @@ from .wire import (
     encode_message,
     error_response,
     frame,
+    response,
 )
 
 # pydevd's answers (variables of a large object, a long stack) can be far bigger than requests.
@@ -77,6 +78,11 @@ class SessionConfig(NamedTuple):
     # As the process ends: the exit code to tell the client in `exited` (a child's session,
     # as debugpy's launcher tells it), or None to send no `exited` (debugpy's attach sessions).
     exit_code: Callable[[], int | None] | None = None
+    # Answers an authenticated fastattachProbes request (see handshake.PROBES_COMMAND): the
+    # response body, or ValueError whose text is the error shown. None: probes are not served.
+    answer_probe_request: Callable[[dict], dict] | None = None
+    # Another client holds the debugging session: only probe requests are served (see Handshake).
+    busy: str | None = None
 
 
 def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = None) -> None:
@@ -118,7 +124,7 @@ class ClientSession:
         self._backend: socket.socket | None = None
         self._tls = config.ssl_context is not None
         self._would_block = would_block(self._tls)
-        self._handshake = Handshake(config.secret)
+        self._handshake = Handshake(config.secret, busy=config.busy)
         self._client_decoder = FrameDecoder(MAX_BODY_BYTES_BEFORE_ATTACH)
         self._backend_decoder = FrameDecoder(MAX_BACKEND_BODY_BYTES)
         self._to_client = bytearray()
@@ -388,6 +394,9 @@ class ClientSession:
             self._end(step.log or "closed by the handshake", warn=not polite)
         elif step.log:
             logger.info("fastattach: %s: %s", self._peer_name, step.log)
+        if step.probe_request is not None:
+            self._config.throttle.record_success(self._peer_host)
+            self._answer_probe_request(step.probe_request)
         if step.start_session is not None:
             self._config.throttle.record_success(self._peer_host)
             initialize, attach = step.start_session
@@ -399,6 +408,27 @@ class ClientSession:
                 self._end(problem, warn=True)
                 return
             self._start_session(initialize, attach)
+
+    def _answer_probe_request(self, request: dict) -> None:
+        """Answered here, on the relay thread: no debugging session, no pydevd."""
+        answer = self._config.answer_probe_request
+        problem = check_request(request)
+        if problem is None and answer is None:
+            problem = "this listener does not serve probe requests"
+        if problem is not None:
+            logger.warning("fastattach: refused a probe request from %s: %s", self._peer_name, problem)
+            self._send_to_client(error_response(request, problem))
+            return
+        try:
+            body = answer(request.get("arguments") or {})
+        except ValueError as error:
+            self._send_to_client(error_response(request, str(error)))
+            return
+        except Exception as error:
+            logger.exception("fastattach: the probe request from %s failed", self._peer_name)
+            self._send_to_client(error_response(request, f"the probe request failed: {error!r}"))
+            return
+        self._send_to_client(response(request, body=body))
 
     def _start_session(self, initialize: dict, attach: dict) -> None:
         self._gil_handoffs = prompt_gil_handoffs().__enter__()

@@ -11,6 +11,7 @@ that debugpy ships; read on the first authenticated request, never by a process 
 attaches to), with what the schema leaves open and pydevd relies on: integers a JSON client
 can send exactly (within 2**53), no NUL in a path, and the shapes of debugpy's own attach
 arguments (``pathMappings``, ``debugOptions``) and of ``setDebuggerProperty``'s patterns.
+fastattach's own requests (``fastattachProbes``) have their shapes here, in ``_OWN_REQUESTS``.
 Only types and required fields are checked: the schema's open enums (``_enum``) and unknown
 properties are what real clients send, and pydevd accepts them.
 """
@@ -42,6 +43,15 @@ _SUPPLEMENTS = {
         "skipSuspendOnBreakpointException": _STRING_ARRAY,
         "skipPrintBreakpointException": _STRING_ARRAY,
     },
+}
+# fastattach's own requests, which no DAP schema describes (see handshake.PROBES_COMMAND).
+_OWN_REQUESTS = {
+    "fastattachProbes": {"type": "object", "required": ["arguments"], "properties": {"arguments": {
+        "type": "object", "required": ["command"], "properties": {
+            "command": {"type": "string"}, "id": {"type": "string"}, "file": {"type": "string"},
+            "line": {"type": "integer"}, "log": {"type": "string"}, "snapshot": {"type": "boolean"},
+            "condition": {"type": "string"}, "expires": {"type": "number"},
+        }}}},
 }
 _JSON_TYPES = {
     "object": lambda value: isinstance(value, dict),
@@ -80,7 +90,9 @@ def _check(request: dict) -> None:
     if command in _THREAD_ID_OPTIONAL and isinstance(arguments, dict) and "threadId" not in arguments:
         request = {**request, "arguments": {**arguments, "threadId": 0}}
     name = command[:1].upper() + command[1:] + "Request"
-    if name in definitions:
+    if command in _OWN_REQUESTS:
+        _validate(request, _OWN_REQUESTS[command], definitions, "request")
+    elif name in definitions:
         _validate(request, definitions[name], definitions, "request")
     arguments = request.get("arguments")
     if isinstance(arguments, dict):

@@ -176,7 +176,7 @@ class _Process:
         """A client's session started: with subProcess on (the option and its attach argument),
         children from now on register here and are announced to it; with it off they are not
         debugged (nor are they announced to the session of an ancestor: ENV is hidden)."""
-        from . import _subprocess
+        from . import _subprocess  # RSS: child processes only once a client has attached
 
         self._close_children()
         wanted = self.options["subProcess"] and session.attach_arguments.get("subProcess", True) is not False
@@ -193,12 +193,12 @@ class _Process:
             certfile=certfile and os.path.abspath(certfile), keyfile=keyfile and os.path.abspath(keyfile),
             options=_subprocess.transferable_options(self.options, _options.DEFAULTS))
         self._children = registry
-        _subprocess.register_fork_hook()
+        _subprocess.register_fork_hook(sys.modules[__name__])
         os.environ[_subprocess.ENV] = registry.environment_value
 
     def child_registered(self, session, child: dict) -> bool:
         """A child listens: its client is told how to attach to it (False: no client to tell)."""
-        from . import _subprocess
+        from . import _subprocess  # RSS: loaded with the registry a child reached
 
         if not session.active:
             return False
@@ -211,7 +211,7 @@ class _Process:
         return True
 
     def _close_children(self) -> None:
-        from . import _subprocess
+        from . import _subprocess  # RSS: loaded once a client has attached
 
         registry, self._children = self._children, None
         changed, self._children_environment_changed = self._children_environment_changed, False
@@ -543,3 +543,10 @@ def debug_this_thread() -> None:
 
 def get_option(name: str):
     return _process.options[name]
+
+
+def boot_child() -> None:
+    """A new interpreter started by a debugged process (fastattach-subprocess.pth, during site)."""
+    from . import _subprocess  # RSS: only in a child whose parent's client wants children
+
+    _subprocess.boot(sys.modules[__name__])

@@ -41,6 +41,8 @@ import sys
 import threading
 import time
 
+from ._log import logger
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB with its imports)
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -107,8 +109,6 @@ class Registry:
         self._sock.close()
 
     def _accept_loop(self) -> None:
-        from ._log import logger
-
         while not self._closed:
             try:
                 conn, _ = self._sock.accept()
@@ -219,13 +219,13 @@ def register(config: dict, child: dict) -> None:
         raise RegistrationRefused(answer.decode(errors="replace").strip() or "the registry closed the connection")
 
 
-def start_child_session(config: dict, entry_frame=None) -> bool:
+def start_child_session(_api, config: dict, entry_frame=None) -> bool:
     """Listen, register with the parent, wait for a client (up to the grace period).
+
+    ``_api`` is fastattach._api, handed in by its caller (that module imports this one).
 
     True if a client configured this child's session. Never raises: a child that cannot be
     debugged runs on without a debugger."""
-    from . import _api
-
     started = time.monotonic()
     _api.session().children_stop_at_entry = bool(config.get("entry"))
     _api.session().is_child = True
@@ -266,16 +266,16 @@ def _warn(message: str) -> None:
 _fork_hook_registered = False
 
 
-def register_fork_hook() -> None:
+def register_fork_hook(_api) -> None:
     """Once per process, after the at-fork handler that drops the parent's session (_api)
     and after logging's (which re-makes its locks): handlers run in the order registered."""
     global _fork_hook_registered
     if not _fork_hook_registered:
         _fork_hook_registered = True
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+        os.register_at_fork(after_in_child=lambda: _after_fork_in_child(_api))
 
 
-def _after_fork_in_child() -> None:
+def _after_fork_in_child(_api) -> None:
     config = inherited_config()
     if config is None:
         return
@@ -288,7 +288,7 @@ def _after_fork_in_child() -> None:
     if forking_frame is not None and forking_frame.f_globals.get("__name__") == "subprocess":
         return
     try:
-        start_child_session(config, entry_frame=forking_frame if forking_frame is not None and config.get(
+        start_child_session(_api, config, entry_frame=forking_frame if forking_frame is not None and config.get(
             "entry") and not _in_library(forking_frame) else None)
     except BaseException:   # noqa: BLE001 (the child runs on, whatever happened to its debugger)
         pass
@@ -305,7 +305,7 @@ def _in_library(frame) -> bool:
     return any(filename.startswith(root + os.sep) for root in roots)
 
 
-def boot() -> None:
+def boot(_api) -> None:
     """A new interpreter started with ENV set (from fastattach-subprocess.pth, during site)."""
     config = inherited_config()
     if config is None:
@@ -315,13 +315,13 @@ def boot() -> None:
     if "multiprocessing.resource_tracker" in command or _runs_fastattach(argv):
         return
     if "multiprocessing.forkserver" in command:
-        register_fork_hook()   # its forks run the user's code: they are the children
+        register_fork_hook(_api)   # its forks run the user's code: they are the children
         return
-    _without_site_lock(lambda: _configure_then_start(config))
+    _without_site_lock(lambda: _configure_then_start(_api, config))
     # A multiprocessing spawn child's main is multiprocessing's own bootstrap: no entry stop there.
     if config.get("entry") and "--multiprocessing-fork" not in command:
-        _break_at_main_start()
-    register_fork_hook()
+        _break_at_main_start(_api)
+    register_fork_hook(_api)
 
 
 def _runs_fastattach(argv: list[str]) -> bool:
@@ -332,10 +332,8 @@ def _runs_fastattach(argv: list[str]) -> bool:
     return len(argv) > 1 and os.path.basename(argv[1]) == "fastattach"
 
 
-def _configure_then_start(config: dict) -> None:
+def _configure_then_start(_api, config: dict) -> None:
     """A new interpreter has the default options: it takes the parent's (production mode, budgets)."""
-    from . import _api
-
     options = config.get("options")
     if isinstance(options, dict) and options:
         try:
@@ -343,7 +341,7 @@ def _configure_then_start(config: dict) -> None:
         except ValueError as error:
             _warn(f"this child is not debugged: the parent's options do not apply here ({error})")
             return
-    start_child_session(config, entry_frame=None)
+    start_child_session(_api, config, entry_frame=None)
 
 
 def transferable_options(options: dict, defaults: dict) -> dict:
@@ -381,11 +379,9 @@ def _without_site_lock(run: Callable[[], object]) -> None:
             spec._initializing = True
 
 
-def _break_at_main_start() -> None:
+def _break_at_main_start(_api) -> None:
     """--wait-for-client in the parent: a new interpreter stops at the first line of its
     program, as the parent did (a one-shot sys.setprofile on the main thread)."""
-    from . import _api
-
     if not _api.is_client_connected():
         return
 

@@ -1,0 +1,190 @@
+"""Real servers with workers under ``python -m fastattach``, for tests/test_servers_*.py.
+
+``gunicorn(...)`` and ``uvicorn(...)`` start the server on tests/targets/web_app.py with two
+workers and a port the server picks itself (read back from its log, so no port race), and
+return a ``WebServer``: the ``DebugServer`` plus HTTP helpers that name the worker serving
+each request. ``held_by_each_worker`` sends one held request per worker at once: with every
+worker held, no worker can take a second request, so the answers name every live worker.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import json
+import re
+import time
+from pathlib import Path
+
+import psutil
+from _e2e import HOST, DebugServer, target
+
+WEB_APP = target("web_app.py")
+VIEW_LINE_MARK = "view-breakpoint"
+
+_GUNICORN_LISTENING = re.compile(r"Listening at: http://[^:]+:(\d+)")
+_UVICORN_LISTENING = re.compile(r"Uvicorn running on http://[^:]+:(\d+)")
+
+
+def http_get(port: int, path: str = "/", timeout: float = 60.0) -> dict:
+    """One request on a new connection (so each request is accepted anew by some worker)."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers={"Connection": "close"})
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise AssertionError(f"GET {path} answered {response.status}: {body[:500]!r}")
+        return json.loads(body)
+    finally:
+        connection.close()
+
+
+class WebServer:
+    """A server under fastattach: its debug address, its HTTP port and its workers."""
+
+    def __init__(self, server: DebugServer, listening: re.Pattern, out_dir: Path, workers: int):
+        self.debug = server
+        self.out_dir = out_dir
+        self.workers = workers
+        self.port = int(self._wait_log(listening).group(1))
+        self._holds = 0
+
+    def _wait_log(self, pattern: re.Pattern, timeout: float = 60.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while True:
+            match = pattern.search(self.debug.stderr())
+            if match:
+                return match
+            if time.monotonic() > deadline or self.debug.process.poll() is not None:
+                raise TimeoutError(f"the server never logged {pattern.pattern!r}:\n{self.debug.output()}")
+            time.sleep(0.05)
+
+    def worker_pids(self) -> set[int]:
+        """The live worker processes: the server's children that run the app (uvicorn's
+        spawn also starts multiprocessing's resource tracker, which is no worker)."""
+        found = set()
+        for child in psutil.Process(self.debug.process.pid).children():
+            try:
+                if "resource_tracker" not in " ".join(child.cmdline()):
+                    found.add(child.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    def wait_workers(self, count: int | None = None, without: set[int] = frozenset(),
+                     timeout: float = 60.0) -> set[int]:
+        """Wait until ``count`` workers (default: all) are up, none of them in ``without``,
+        and each answers a request: a worker is ready once it served one."""
+        count = self.workers if count is None else count
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.worker_pids()
+            if len(pids) == count and not pids & without:
+                try:
+                    served = self.held_by_each_worker()
+                except ConnectionRefusedError:
+                    served = set()   # uvicorn's workers listen only once they have started
+                if served == pids:
+                    return pids
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers {self.worker_pids()} (wanted {count}, none of {without}):\n"
+                                   + self.debug.output())
+            time.sleep(0.2)
+
+    def held_by_each_worker(self, timeout: float = 60.0) -> set[int]:
+        """One request per worker, all held at once, then released: the pids that served them."""
+        names = []
+        for _ in range(self.workers):
+            self._holds += 1
+            names.append(f"{self._holds}")
+        with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+            answers = []
+            try:
+                for name in names:
+                    # Each held request is sent once the previous one is held, so a busy worker
+                    # cannot be handed two connections while it is still between them.
+                    answers.append(pool.submit(http_get, self.port, f"/hold/{name}", timeout))
+                    self.wait_held(name, timeout, answers[-1])
+            finally:
+                for name in names:   # released whatever happened, so no worker stays blocked
+                    (self.out_dir / f"release-{name}").touch()
+            return {future.result(timeout)["pid"] for future in answers}
+
+    def wait_held(self, name: str, timeout: float = 60.0, answer: concurrent.futures.Future | None = None) -> int:
+        held = self.out_dir / f"held-{name}"
+        deadline = time.monotonic() + timeout
+        while not held.exists():
+            if answer is not None and answer.done():
+                answer.result()   # the request failed (refused, reset): say how
+                raise AssertionError(f"the request held as {name!r} was answered without being held")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no worker took the request held as {name!r}:\n{self.debug.output()}")
+            time.sleep(0.01)
+        return int(held.read_text())
+
+    def stop(self) -> None:
+        self.debug.stop()
+
+    def __enter__(self) -> WebServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _start(server_args: list[str], listening: re.Pattern, out_dir: Path, *, workers: int,
+           wait_for_client: bool, env: dict[str, str] | None) -> WebServer:
+    app_dir = out_dir / "app"
+    app_dir.mkdir(parents=True, exist_ok=True)
+    # "-m" and the module take the script's place, exactly as on the command line.
+    server = DebugServer("fastattach", "-m", *server_args, out_dir=out_dir, wait_for_client=wait_for_client,
+                         env={"WEB_APP_DIR": str(app_dir), **(env or {})})
+    try:
+        if wait_for_client:
+            return _Pending(server, listening, app_dir, workers)
+        return WebServer(server, listening, app_dir, workers)
+    except BaseException:
+        server.stop()
+        raise
+
+
+class _Pending:
+    """A server held by ``--wait-for-client``: it logs its port once a client has attached."""
+
+    def __init__(self, server: DebugServer, listening: re.Pattern, out_dir: Path, workers: int):
+        self.debug = server
+        self._args = (listening, out_dir, workers)
+
+    def started(self) -> WebServer:
+        return WebServer(self.debug, *self._args)
+
+    def stop(self) -> None:
+        self.debug.stop()
+
+    def __enter__(self) -> _Pending:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def gunicorn(out_dir: Path, *, workers: int = 2, wait_for_client: bool = False, timeout: int = 120,
+             extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
+    """``python -m fastattach --listen 127.0.0.1:0 -m gunicorn -w N web_app:app``.
+
+    ``timeout`` is gunicorn's worker timeout: a worker held at a breakpoint sends the master
+    no heartbeat and is killed after it (docs/servers.md), so tests that stop give it room."""
+    args = ["gunicorn", "-w", str(workers), "-b", f"{HOST}:0", "--chdir", str(WEB_APP.parent),
+            "--timeout", str(timeout), "--graceful-timeout", "5", *extra, "web_app:app"]
+    return _start(args, _GUNICORN_LISTENING, Path(out_dir), workers=workers, wait_for_client=wait_for_client,
+                  env=env)
+
+
+def uvicorn(out_dir: Path, port: int, *, workers: int = 2, wait_for_client: bool = False,
+            env: dict[str, str] | None = None):
+    """``python -m fastattach --listen 127.0.0.1:0 -m uvicorn --workers N web_app:asgi``."""
+    args = ["uvicorn", "--workers", str(workers), "--host", HOST, "--port", str(port),
+            "--app-dir", str(WEB_APP.parent), "--no-access-log", "web_app:asgi"]
+    return _start(args, _UVICORN_LISTENING, Path(out_dir), workers=workers, wait_for_client=wait_for_client,
+                  env=env)

@@ -1,0 +1,129 @@
+"""Real servers with workers under ``python -m fastattach`` (issue 11, point 3): fork safety.
+
+gunicorn (sync workers, forked by the master) and uvicorn ``--workers 2`` (workers started
+with multiprocessing's spawn), each on the plain app in tests/targets/web_app.py, with a
+real client on the master's session. Each test proves that every live worker serves
+requests (one held request per worker at once, so the answers name every worker), that a
+worker carries nothing of the master's session (/state), and that the master's session
+still works afterwards: the client pauses the master and evaluates in it.
+
+These run with ``subProcess: false``, the fork-safety contract alone; the child sessions
+(``subProcess`` on) are tests/test_servers_subprocess.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from _e2e import free_port, marker_line, wait_stop
+from _servers import VIEW_LINE_MARK, WEB_APP, gunicorn, http_get, uvicorn
+from dap_schema import assert_valid
+
+from fastattach.net.client import DAPClient
+
+pytestmark = pytest.mark.timeout(180)
+
+VIEW_LINE = marker_line(WEB_APP, VIEW_LINE_MARK)
+SERVERS = ["gunicorn", "uvicorn"]
+
+
+def start(kind: str, tmp_path, *, wait_for_client: bool):
+    if kind == "gunicorn":
+        return gunicorn(tmp_path, wait_for_client=wait_for_client)
+    return uvicorn(tmp_path, free_port(), wait_for_client=wait_for_client)
+
+
+def attach_to_master(address) -> DAPClient:
+    client = DAPClient.connect(*address, timeout=20)
+    # justMyCode off: the master only ever runs the server's code, which a pause stops in
+    client.attach(breakpoints={str(WEB_APP): [{"line": VIEW_LINE}]}, subProcess=False, justMyCode=False)
+    return client
+
+
+def assert_clean_worker(found: dict, master_pid: int) -> None:
+    """What a worker must find in itself: nothing of the master's session."""
+    assert found["ppid"] == master_pid
+    assert found["tools"] == {}, "a sys.monitoring tool of the master's session is in the worker"
+    assert found["settrace"] == "None"
+    assert found["listener"] == "None"
+    assert not [name for name in found["threads"] if "fastattach" in name or "pydevd" in name]
+
+
+def assert_each_worker_clean(web, pids: set[int]) -> None:
+    seen = {}
+    for _ in range(200):   # bounded: new connections land on whichever worker accepts first
+        found = http_get(web.port, "/state")
+        seen[found["pid"]] = found
+        if set(seen) == pids:
+            break
+    for found in seen.values():
+        assert_clean_worker(found, web.debug.process.pid)
+
+
+def assert_master_session_works(client: DAPClient, master_pid: int) -> None:
+    """The master never ran the view, so it never stopped; pausing it still works."""
+    assert client.events("stopped") == [], "the master's session stopped in a worker's view"
+    threads = client.request("threads")["body"]["threads"]
+    main = [t for t in threads if t["name"] == "MainThread"]
+    assert len(main) == 1, threads
+    client.request("pause", {"threadId": main[0]["id"]})
+    stop = wait_stop(client, timeout=30)
+    assert stop.reason == "pause"
+    assert client.evaluate("__import__('os').getpid()", stop.frame_id) == str(master_pid)
+    client.request("continue", {"threadId": stop.thread_id})
+    client.disconnect()
+    assert_valid(client.transcript)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_workers_serve_with_no_client_and_then_a_client_attaches_to_the_master(kind, tmp_path):
+    # GIVEN the server under fastattach with no client
+    with start(kind, tmp_path, wait_for_client=False) as web:
+        # THEN both workers serve, and neither holds anything of the master's listener
+        pids = web.wait_workers()
+        assert web.held_by_each_worker() == pids
+        assert_each_worker_clean(web, pids)
+        # AND the master still listens: a client attaches to it and pauses it
+        client = attach_to_master(web.debug.address)
+        assert web.held_by_each_worker() == pids
+        assert_master_session_works(client, web.debug.process.pid)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_workers_started_under_a_client_serve_through_a_breakpoint_in_the_view(kind, tmp_path):
+    # GIVEN a client attached to the master, with a breakpoint in the view, before the
+    # server has started any worker (--wait-for-client holds the master until then)
+    with start(kind, tmp_path, wait_for_client=True) as pending:
+        client = attach_to_master(pending.debug.address)
+        web = pending.started()
+        # WHEN the workers are started and get requests
+        pids = web.wait_workers()
+        answers = [http_get(web.port, f"/{n}") for n in range(20)]
+        # THEN every request is served at full speed, the breakpoint notwithstanding
+        assert {a["pid"] for a in answers} <= pids
+        assert web.held_by_each_worker() == pids
+        assert_each_worker_clean(web, pids)
+        # AND the master's session is untouched
+        assert_master_session_works(client, web.debug.process.pid)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_a_worker_killed_under_a_client_is_replaced_and_the_new_one_serves(kind, tmp_path):
+    # GIVEN a client attached to the master with a breakpoint in the view, and both workers up
+    with start(kind, tmp_path, wait_for_client=True) as pending:
+        client = attach_to_master(pending.debug.address)
+        web = pending.started()
+        pids = web.wait_workers()
+        # WHEN one worker is killed (SIGKILL) and the master starts a new one while the
+        # client is attached (gunicorn forks it from the master, uvicorn spawns it)
+        killed = min(pids)
+        os.kill(killed, signal.SIGKILL)
+        new_pids = web.wait_workers(without={killed})
+        # THEN the new worker serves, through the view's breakpoint, and is clean
+        (replacement,) = new_pids - pids
+        assert web.held_by_each_worker() == new_pids
+        assert_each_worker_clean(web, new_pids)
+        # AND the master's session is untouched
+        assert_master_session_works(client, web.debug.process.pid)

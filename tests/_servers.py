@@ -12,12 +12,15 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
-from _e2e import HOST, DebugServer, target
+from _e2e import HOST, DebugServer, kill_if_running, target
 
 WEB_APP = target("web_app.py")
 VIEW_LINE_MARK = "view-breakpoint"
@@ -169,16 +172,73 @@ class _Pending:
         self.stop()
 
 
+class PlainServer:
+    """A server started with no debugger at all (``python -m gunicorn ...``), to attach by pid;
+    the same face as DebugServer where WebServer uses one."""
+
+    address = None
+
+    def __init__(self, argv: list[str], out_dir: Path, env: dict[str, str]):
+        self.out_dir = out_dir
+        self.stdout_path, self.stderr_path = out_dir / "server.out", out_dir / "server.err"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                            env=dict(os.environ, PYTHONUNBUFFERED="1", **env))
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def output(self) -> str:
+        return (f"--- server stdout ---\n{self.stdout_path.read_text(errors='replace')}"
+                f"--- server stderr ---\n{self.stderr()}")
+
+    def stop(self) -> None:
+        children = []
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                kill_if_running(self.process)
+        for child in children:
+            try:
+                child.kill()   # psutil checks the creation time, so a reused PID is left alone
+                child.wait(5)
+            except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+                pass
+
+
+def _gunicorn_args(workers: int, timeout: int, extra: tuple[str, ...]) -> list[str]:
+    return ["gunicorn", "-w", str(workers), "-b", f"{HOST}:0", "--chdir", str(WEB_APP.parent),
+            "--timeout", str(timeout), "--graceful-timeout", "5", *extra, "web_app:app"]
+
+
+def plain_gunicorn(out_dir: Path, *, workers: int = 2, timeout: int = 120) -> WebServer:
+    """``python -m gunicorn -w N web_app:app`` with no debugger, as a service runs in production."""
+    out_dir = Path(out_dir)
+    app_dir = out_dir / "app"
+    app_dir.mkdir(parents=True, exist_ok=True)
+    server = PlainServer([sys.executable, "-m", *_gunicorn_args(workers, timeout, ())], out_dir,
+                         {"WEB_APP_DIR": str(app_dir)})
+    try:
+        return WebServer(server, _GUNICORN_LISTENING, app_dir, workers)
+    except BaseException:
+        server.stop()
+        raise
+
+
 def gunicorn(out_dir: Path, *, workers: int = 2, wait_for_client: bool = False, timeout: int = 120,
              extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
     """``python -m fastattach --listen 127.0.0.1:0 -m gunicorn -w N web_app:app``.
 
     ``timeout`` is gunicorn's worker timeout: a worker held at a breakpoint sends the master
     no heartbeat and is killed after it (docs/servers.md), so tests that stop give it room."""
-    args = ["gunicorn", "-w", str(workers), "-b", f"{HOST}:0", "--chdir", str(WEB_APP.parent),
-            "--timeout", str(timeout), "--graceful-timeout", "5", *extra, "web_app:app"]
-    return _start(args, _GUNICORN_LISTENING, Path(out_dir), workers=workers, wait_for_client=wait_for_client,
-                  env=env)
+    return _start(_gunicorn_args(workers, timeout, extra), _GUNICORN_LISTENING, Path(out_dir), workers=workers,
+                  wait_for_client=wait_for_client, env=env)
 
 
 def uvicorn(out_dir: Path, port: int, *, workers: int = 2, wait_for_client: bool = False,

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import pytest
 from _e2e import free_port, marker_line, wait_stop
-from _servers import VIEW_LINE_MARK, WEB_APP, gunicorn, http_get, uvicorn
+from _servers import VIEW_LINE_MARK, WEB_APP, gunicorn, http_get, plain_gunicorn, uvicorn
 from dap_schema import assert_valid
+from targets.attach_harness import LINUX_X86_64_ONLY
 
+from fastattach.attach import attach
 from fastattach.net.client import DAPClient
 
 pytestmark = pytest.mark.timeout(180)
@@ -127,3 +130,40 @@ def test_a_worker_killed_under_a_client_is_replaced_and_the_new_one_serves(kind,
         assert_each_worker_clean(web, new_pids)
         # AND the master's session is untouched
         assert_master_session_works(client, web.debug.process.pid)
+
+
+@LINUX_X86_64_ONLY
+def test_attach_by_pid_to_one_worker_of_a_server_started_without_a_debugger(tmp_path):
+    # GIVEN gunicorn with two workers, started with no debugger at all
+    with plain_gunicorn(tmp_path) as web:
+        pids = web.wait_workers()
+        worker = min(pids)
+        # WHEN a client attaches by pid to one worker, with a breakpoint in the view
+        client = DAPClient.connect(*attach(worker, ("127.0.0.1", 0), timeout=30), timeout=20)
+        client.attach(breakpoints={str(WEB_APP): [{"line": VIEW_LINE}]}, subProcess=False)
+        stopped, answers = threading.Event(), []
+
+        def requests_until_one_stops():
+            for _ in range(200):   # bounded: the other worker answers the ones it takes at once
+                answers.append(http_get(web.port, "/"))
+                if stopped.is_set():
+                    return
+
+        requester = threading.Thread(target=requests_until_one_stops, daemon=True)
+        requester.start()
+        # THEN the request that worker takes stops there, in that worker
+        stop = wait_stop(client, timeout=60)
+        assert stop.line == VIEW_LINE
+        assert client.evaluate("os.getpid()", stop.frame_id) == str(worker)
+        stopped.set()
+        # AND the other worker serves on while this one is held
+        assert http_get(web.port, "/state")["pid"] == (pids - {worker}).pop()
+        # AND once continued, the held request is answered by that worker
+        client.set_breakpoints(str(WEB_APP), [])
+        client.request("continue", {"threadId": stop.thread_id})
+        requester.join(60)
+        assert answers[-1]["pid"] == worker
+        client.disconnect()
+        assert_valid(client.transcript)
+        # AND both workers still serve
+        assert web.held_by_each_worker() == pids

@@ -214,7 +214,7 @@ class PlainServer:
 
 def _gunicorn_args(workers: int, timeout: int, extra: tuple[str, ...]) -> list[str]:
     return ["gunicorn", "-w", str(workers), "-b", f"{HOST}:0", "--chdir", str(WEB_APP.parent),
-            "--timeout", str(timeout), "--graceful-timeout", "5", *extra, "web_app:app"]
+            "--timeout", str(timeout), "--graceful-timeout", "5", "--no-control-socket", *extra, "web_app:app"]
 
 
 def plain_gunicorn(out_dir: Path, *, workers: int = 2, timeout: int = 120) -> WebServer:

@@ -20,6 +20,7 @@ import threading
 import pytest
 from _e2e import free_port, marker_line, wait_stop
 from _servers import VIEW_LINE_MARK, WEB_APP, gunicorn, http_get, plain_gunicorn, uvicorn
+from conftest import wait_until
 from dap_schema import assert_valid
 from targets.attach_harness import LINUX_X86_64_ONLY
 
@@ -132,6 +133,23 @@ def test_a_worker_killed_under_a_client_is_replaced_and_the_new_one_serves(kind,
         assert_master_session_works(client, web.debug.process.pid)
 
 
+def requests_until(stopped: threading.Event, port: int, answers: list) -> threading.Thread:
+    """GET / on new connections until ``stopped`` is set (bounded); a failed one ends the loop."""
+    def run():
+        for _ in range(200):   # bounded: a worker that has no breakpoint answers at once
+            try:
+                answers.append(http_get(port, "/"))
+            except OSError as error:   # the worker holding it was killed
+                answers.append(error)
+                return
+            if stopped.is_set():
+                return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 @LINUX_X86_64_ONLY
 def test_attach_by_pid_to_one_worker_of_a_server_started_without_a_debugger(tmp_path):
     # GIVEN gunicorn with two workers, started with no debugger at all
@@ -142,15 +160,7 @@ def test_attach_by_pid_to_one_worker_of_a_server_started_without_a_debugger(tmp_
         client = DAPClient.connect(*attach(worker, ("127.0.0.1", 0), timeout=30), timeout=20)
         client.attach(breakpoints={str(WEB_APP): [{"line": VIEW_LINE}]}, subProcess=False)
         stopped, answers = threading.Event(), []
-
-        def requests_until_one_stops():
-            for _ in range(200):   # bounded: the other worker answers the ones it takes at once
-                answers.append(http_get(web.port, "/"))
-                if stopped.is_set():
-                    return
-
-        requester = threading.Thread(target=requests_until_one_stops, daemon=True)
-        requester.start()
+        requester = requests_until(stopped, web.port, answers)
         # THEN the request that worker takes stops there, in that worker
         stop = wait_stop(client, timeout=60)
         assert stop.line == VIEW_LINE
@@ -167,3 +177,32 @@ def test_attach_by_pid_to_one_worker_of_a_server_started_without_a_debugger(tmp_
         assert_valid(client.transcript)
         # AND both workers still serve
         assert web.held_by_each_worker() == pids
+
+
+@LINUX_X86_64_ONLY
+def test_gunicorns_timeout_kills_a_worker_held_at_a_breakpoint(tmp_path):
+    # GIVEN gunicorn with its worker timeout short, and a client attached by pid to one worker
+    with plain_gunicorn(tmp_path, timeout=2) as web:
+        pids = web.wait_workers()
+        worker = min(pids)
+        client = DAPClient.connect(*attach(worker, ("127.0.0.1", 0), timeout=30), timeout=20)
+        client.attach(breakpoints={str(WEB_APP): [{"line": VIEW_LINE}]}, subProcess=False)
+        stopped, answers = threading.Event(), []
+        requester = requests_until(stopped, web.port, answers)
+        # WHEN a request stops at a breakpoint in that worker and nobody resumes it
+        stop = wait_stop(client, timeout=60)
+        assert client.evaluate("os.getpid()", stop.frame_id) == str(worker)
+        stopped.set()
+        # THEN the master kills the held worker, which sent it no heartbeat (docs/servers.md)
+        new_pids = web.wait_workers(without={worker}, timeout=90)
+        assert f"WORKER TIMEOUT (pid:{worker})" in web.debug.stderr()
+        # AND the client's session ends
+        # (SIGABRT, then SIGKILL a second later: nothing is left in the worker to send
+        # terminated, so a direct connection just closes; `fastattach connect` says terminated)
+        wait_until(lambda: client.closed, timeout=30, what="the dead worker's connection to close")
+        requester.join(60)
+        assert isinstance(answers[-1], OSError), answers[-1]
+        client.close()
+        assert_valid(client.transcript)
+        # AND the replacement worker serves
+        assert web.held_by_each_worker() == new_pids

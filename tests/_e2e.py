@@ -63,7 +63,7 @@ class DebugServer:
 
     def __init__(self, kind: str, script: Path, *args: str, out_dir: Path,
                  python: str = sys.executable, wait_for_client: bool = True, start_timeout: float = 30.0,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, options: tuple[str, ...] = ()):
         if kind not in ("debugpy", "fastattach"):
             raise ValueError(f"unknown debug server {kind!r}: expected 'debugpy' or 'fastattach'")
         self.kind = kind
@@ -76,7 +76,7 @@ class DebugServer:
         argv = [python, "-Xfrozen_modules=off", "-m", kind, "--listen", f"{HOST}:{port}"]
         if wait_for_client:
             argv.append("--wait-for-client")
-        argv += [str(script), *args]
+        argv += [*options, str(script), *args]   # options: the debug server's own (--configure-NAME VALUE)
         self.argv = argv
         self._children: set[psutil.Process] = set()
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))

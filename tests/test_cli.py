@@ -226,6 +226,7 @@ def test_every_debugpy_switch_is_accepted_or_refused_in_one_line(switch, takes_v
 
 @pytest.mark.parametrize("args, out", [
     (["--configure-qt", "none", "--configure-subProcess", "FALSE"], "none False"),
+    (["--configure-subProcess", "true", "--configure-subprocess_grace_period", "2"], "True 2.0"),
     (["--configure-budget_cooldown", "5", "--configure-probe_logging", "false"], "5.0 False"),
     (["--configure-snapshot_output", "event", "--configure-snapshot_frames", "2"], "event 2"),
 ])
@@ -237,8 +238,6 @@ def test_configure_switches_set_configure_options(args, out):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--configure-subProcess", "true"], "configure(subProcess=...): subProcess must be False: "
-                                         "fastattach does not debug subprocesses"),
     (["--configure-qt", "pyqt5"], "configure(qt=...): qt must be 'none'"),
     (["--configure-python", "/usr/bin/python3"], "--configure-python: python is not supported"),
     (["--configure-subProcess", "maybe"], "--configure-subProcess: 'maybe' is not a bool"),

@@ -69,12 +69,12 @@ CONFIGURE_CALLS = [
     ("configure({'qt': 'none'})", "ok", "ok"),
     ("configure({'qt': 'none'}, subProcess=False)", "ok", "ok"),
     ("configure(qt='auto')", "qt must be 'none'", "ok"),
-    ("configure(subProcess=True)", "subProcess must be False: fastattach does not debug subprocesses", "ok"),
+    ("configure(subProcess=True)", "ok", "ok"),
     ("configure(python=sys.executable)", "python is not supported", "ok"),
     ("configure(pythonEnv={})", "pythonEnv is not supported", "ok"),
     ("configure(pythonArgs=[])", "pythonArgs is not supported", "Unknown property 'pythonArgs'"),
     ("configure(nonsense=1)", "unknown fastattach option 'nonsense'", "Unknown property 'nonsense'"),
-    ("configure(subProcess='false')", "subProcess must be False", "'subProcess' must be a bool"),
+    ("configure(subProcess='false')", "subProcess must be True or False", "'subProcess' must be a bool"),
 ]
 
 

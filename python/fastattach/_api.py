@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import socket
 
     from ._probe_config import ProbeFileWatcher
+    from ._subprocess import Registry
     from .engine.host import PydevdHost
     from .engine.probes import ProbeEngine
     from .net.listener import Listener
@@ -49,6 +50,15 @@ class _Process:
         self._probe_lock = threading.RLock()
         self.probes: ProbeEngine | None = None          # made on the first probe
         self._probe_watchers: dict[str, ProbeFileWatcher] = {}
+        # Child processes (see _subprocess.py): the registry while a client wants children, the
+        # environment value it replaced, the TLS files children listen with, and whether
+        # children stop at their first line (the parent was started with --wait-for-client).
+        self._children: Registry | None = None
+        self._children_environment_before: str | None = None
+        self._children_environment_changed = False
+        self._tls_files: tuple[str | None, str | None] = (None, None)
+        self.children_stop_at_entry = False
+        self.is_child = False   # this process's session was started for a parent's client
 
     # -- fork: a child never inherits the session ------------------------------------------
     def _after_fork_in_child(self) -> None:
@@ -62,7 +72,8 @@ class _Process:
         self._host_lock = threading.RLock()
         host, self.host = self.host, None
         listener, self.listener = self.listener, None
-        for owned in (host, listener):
+        children, self._children = self._children, None
+        for owned in (host, listener, children):
             if owned is None:
                 continue
             try:
@@ -114,7 +125,9 @@ class _Process:
             self.listener = listener.Listener(host, port, open_backend=self.open_backend,
                                               request_filter=self.filter_request, secret=secret,
                                               ssl_context=ssl_context, allow_unauthenticated=allow_unauthenticated,
-                                              on_backend_done=self.backend_done)
+                                              on_backend_done=self.backend_done,
+                                              on_attached=self.client_attached)
+            self._tls_files = (certfile, keyfile)
             self._install_breakpointhook()
             _exit_hook.install(self.process_exiting)
             address = self.listener.address
@@ -122,10 +135,11 @@ class _Process:
         return address
 
     def process_exiting(self) -> None:
-        """os._exit() was called (see _exit_hook.py): the client hears `terminated` first."""
+        """os._exit() was called (see _exit_hook.py): the client hears `terminated` first; a
+        child's client (subProcess) hears `exited` before it, as from debugpy's launcher."""
         listener = self.listener
         if listener is not None:
-            listener.process_exiting()
+            listener.process_exiting(_exit_hook.exit_status() if self.is_child else None)
 
     def open_backend(self) -> socket.socket:
         """Our end of a DAP connection to pydevd, for the relay thread of an authenticated client."""
@@ -140,10 +154,64 @@ class _Process:
 
     def backend_done(self) -> None:
         """A client's session with pydevd is over, normally or not: nothing may stay suspended."""
+        self._close_children()
         with self._host_lock:
             host = self.host
             if host is not None:
                 host.session_over()
+
+    # -- child processes (subProcess, see _subprocess.py) ------------------------------------
+    def client_attached(self, session) -> None:
+        """A client's session started: with subProcess on (the option and its attach argument),
+        children from now on register here and are announced to it; with it off they are not
+        debugged (nor are they announced to the session of an ancestor: ENV is hidden)."""
+        from . import _subprocess
+
+        self._close_children()
+        wanted = self.options["subProcess"] and session.attach_arguments.get("subProcess", True) is not False
+        listener = self.listener
+        self._children_environment_before = os.environ.get(_subprocess.ENV)
+        self._children_environment_changed = True
+        if not wanted or listener is None:
+            os.environ.pop(_subprocess.ENV, None)
+            return
+        certfile, keyfile = self._tls_files
+        registry = _subprocess.Registry(
+            lambda child: self.child_registered(session, child), host=listener.address[0],
+            grace_period=self.options["subprocess_grace_period"], entry=self.children_stop_at_entry,
+            certfile=certfile and os.path.abspath(certfile), keyfile=keyfile and os.path.abspath(keyfile))
+        self._children = registry
+        _subprocess.register_fork_hook()
+        os.environ[_subprocess.ENV] = registry.environment_value
+
+    def child_registered(self, session, child: dict) -> bool:
+        """A child listens: its client is told how to attach to it (False: no client to tell)."""
+        from . import _subprocess
+
+        if not session.active:
+            return False
+        kind, name, body = _subprocess.announcement(session.attach_arguments, session.supports_start_debugging,
+                                                    child)
+        if kind == "request":
+            session.inject_request(name, body)
+        else:
+            session.inject_event(name, body)
+        return True
+
+    def _close_children(self) -> None:
+        from . import _subprocess
+
+        registry, self._children = self._children, None
+        changed, self._children_environment_changed = self._children_environment_changed, False
+        # Only our own value is undone: one the program has set since stays.
+        ours = registry.environment_value if registry is not None else None
+        if changed and os.environ.get(_subprocess.ENV) == ours:
+            if self._children_environment_before is None:
+                os.environ.pop(_subprocess.ENV, None)
+            else:
+                os.environ[_subprocess.ENV] = self._children_environment_before
+        if registry is not None:
+            registry.close()
 
     def filter_request(self, message: dict):
         """Production mode's refusals (see engine/production.py); None outside production mode."""
@@ -274,6 +342,7 @@ class _Process:
         with self._lock:
             listener, self.listener = self.listener, None
             _exit_hook.uninstall()
+            self._close_children()
             if listener is not None:
                 listener.close()
             self._restore_breakpointhook()

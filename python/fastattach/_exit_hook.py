@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB with its imports)
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 _real_exit = os._exit            # kept for good: a caller may hold our wrapper after uninstall()
 _announce: Callable[[], None] | None = None
 _announcing_pid: int | None = None   # a forked child has no relay thread: it exits at once
+_requested_status: int | None = None   # what os._exit() was given, while it announces
 
 
 def install(announce: Callable[[], None]) -> None:
@@ -57,7 +59,18 @@ def _announce_at_exit() -> None:
             pass
 
 
+def exit_status() -> int | None:
+    """While announcing: the status the process exits with, if it is known (os._exit's; at a
+    normal exit 1 after an uncaught exception, else 0; a SystemExit's code is not kept)."""
+    if _requested_status is not None:
+        return _requested_status
+    return 1 if getattr(sys, "last_value", None) is not None else 0
+
+
 def _exit_after_announcing(status, /):
+    global _requested_status
+    if isinstance(status, int):
+        _requested_status = status
     _announce_at_exit()
     _real_exit(status)
 

@@ -43,35 +43,40 @@ DEFAULTS: dict[str, object] = {
     "redact_names": DEFAULT_REDACT_NAMES,
     "redact_types": (),
     "log_to_stderr": False,
-    # debugpy's names, so that a program's debugpy.configure() call works unchanged. Each
+    # debugpy's names, so that a program's debugpy.configure() call works unchanged. qt
     # takes only the value fastattach honours (see DEBUGPY_REFUSALS for why).
     "qt": "none",
-    "subProcess": False,
+    # Children debugged (see _subprocess.py): on by default, as in debugpy; a client's attach
+    # argument "subProcess": false turns it off for its session.
+    "subProcess": True,
+    # Seconds a child waits, before its first line of its own, for the client it was announced
+    # to (its configurationDone); then it runs on without a debugger.
+    "subprocess_grace_period": 5.0,
 }
 # Options whose change gives every breakpoint a fresh budget (all but where logs go and
 # debugpy's names, which can only keep their one value).
-BUDGET_OPTIONS = frozenset(DEFAULTS) - {"log_dir", "log_to_stderr", "qt", "subProcess"}
+BUDGET_OPTIONS = frozenset(DEFAULTS) - {"log_dir", "log_to_stderr", "qt", "subProcess", "subprocess_grace_period"}
 
 # debugpy's configure() options that fastattach cannot honour: name -> what fastattach does
 # instead. A debugpy user must hear of the difference at once, not find it out later.
-_NO_SUBPROCESSES = "fastattach does not debug subprocesses (only the process that called listen())"
+_SAME_INTERPRETER = ("fastattach debugs a child with the interpreter, environment and arguments it was "
+                     "started with (subProcess)")
 DEBUGPY_REFUSALS = {
-    "subProcess": f"subProcess must be False: {_NO_SUBPROCESSES}",
     "qt": "qt must be 'none': fastattach does not patch Qt's threads (call debug_this_thread() "
           "in a QThread to debug it)",
     "python": f"python is not supported: it picks the interpreter of debugged subprocesses, and "
-              f"{_NO_SUBPROCESSES}",
+              f"{_SAME_INTERPRETER}",
     "pythonEnv": f"pythonEnv is not supported: it sets the environment of debugged subprocesses, and "
-                 f"{_NO_SUBPROCESSES}",
+                 f"{_SAME_INTERPRETER}",
     "pythonArgs": f"pythonArgs is not supported: it sets the arguments of debugged subprocesses, and "
-                  f"{_NO_SUBPROCESSES}",
+                  f"{_SAME_INTERPRETER}",
 }
 
-_BOOLEANS = ("production", "probe_logging", "log_to_stderr", "otel_logs", "otel_span_events")
+_BOOLEANS = ("production", "probe_logging", "log_to_stderr", "otel_logs", "otel_span_events", "subProcess")
 _NONNEGATIVE_FLOATS = ("logpoint_messages_per_second", "logpoint_bytes_per_second",
                        "condition_evaluations_per_second", "pydevd_condition_evaluations_per_second",
                        "condition_cpu_fraction", "probe_cpu_fraction", "budget_cooldown",
-                       "snapshots_per_second", "production_expiry")
+                       "snapshots_per_second", "production_expiry", "subprocess_grace_period")
 _FRACTIONS = ("condition_cpu_fraction", "probe_cpu_fraction")
 _POSITIVE_INTS = ("snapshot_max_bytes", "snapshot_frames", "snapshot_stack_depth", "snapshot_repr_chars")
 SNAPSHOT_OUTPUTS = ("output", "event", "both")
@@ -83,7 +88,7 @@ def validate(name: str, value):
     if name in DEBUGPY_REFUSALS and (
             name not in DEFAULTS or type(value) is not type(DEFAULTS[name]) or value != DEFAULTS[name]):
         raise ValueError(f"configure({name}=...): {DEBUGPY_REFUSALS[name]}")
-    if name in ("qt", "subProcess"):
+    if name == "qt":
         return value   # the one accepted value, just checked
     if name not in DEFAULTS:
         raise ValueError(f"unknown fastattach option {name!r}; known: {', '.join(sorted(DEFAULTS))}")

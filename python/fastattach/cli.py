@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
 
     _debugpy_shim.install()
     if options.wait_for_client:
+        # Children stop at their first line too (see _subprocess.py), as this program waits.
+        _api_session().children_stop_at_entry = True
         fastattach.wait_for_client()
     return _run_target(options, rest)
 

@@ -30,6 +30,7 @@ class DAPClient:
         self._cond = threading.Condition()
         self._responses: dict[int, dict] = {}
         self._events: list[dict] = []
+        self._requests: list[dict] = []   # reverse requests from the debuggee (startDebugging)
         self._closed = False
         self.transcript: list[tuple[str, dict, float]] = []
         self.capabilities: dict | None = None  # the initialize response body, once initialized
@@ -69,6 +70,8 @@ class DAPClient:
                             self._responses[message["request_seq"]] = message
                         elif message["type"] == "event":
                             self._events.append(message)
+                        elif message["type"] == "request":
+                            self._requests.append(message)
                         self._cond.notify_all()
         except (OSError, ValueError):
             pass
@@ -131,6 +134,43 @@ class DAPClient:
                     raise DAPError(f"connection closed while waiting for a {name!r} event")
                 self._cond.wait(remaining)
 
+    def wait_request(self, command: str, timeout: float = 10.0) -> dict:
+        """The first not-yet-taken reverse request ``command`` from the debuggee (startDebugging)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i, request in enumerate(self._requests):
+                    if request["command"] == command:
+                        del self._requests[i]
+                        return request
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DAPError(f"no {command!r} request within {timeout} s")
+                if self._closed:
+                    raise DAPError(f"connection closed while waiting for a {command!r} request")
+                self._cond.wait(remaining)
+
+    def requests(self, command: str | None = None) -> list[dict]:
+        """Drain and return the reverse requests not taken yet (all, or those called ``command``)."""
+        with self._cond:
+            taken = [r for r in self._requests if command is None or r["command"] == command]
+            self._requests = [r for r in self._requests if not (command is None or r["command"] == command)]
+            return taken
+
+    def respond(self, request: dict, body: dict | None = None, error: str | None = None) -> None:
+        """Answer a reverse request."""
+        with self._send_lock:
+            self._seq += 1
+            message = {"seq": self._seq, "type": "response", "request_seq": request["seq"],
+                       "command": request["command"], "success": error is None}
+            if error is not None:
+                message["message"] = error
+            elif body is not None:
+                message["body"] = body
+            with self._cond:
+                self.transcript.append(("send", message, time.monotonic()))
+            self._sock.sendall(encode_message(message))
+
     def events(self, name: str | None = None) -> list[dict]:
         """Drain and return the pending events (all, or those called ``name``)."""
         with self._cond:
@@ -139,11 +179,12 @@ class DAPClient:
             return taken
 
     # -- a debugpy-style attach handshake ------------------------------------------
-    def initialize(self, timeout: float = 10.0) -> dict:
+    def initialize(self, timeout: float = 10.0, **capabilities) -> dict:
+        """``capabilities`` adds client capabilities (supportsStartDebuggingRequest=True)."""
         response = self.request("initialize", {
             "clientID": "fastattach-test", "clientName": "fastattach test client", "adapterID": "debugpy",
             "pathFormat": "path", "linesStartAt1": True, "columnsStartAt1": True,
-            "supportsVariableType": True, "supportsRunInTerminalRequest": False,
+            "supportsVariableType": True, "supportsRunInTerminalRequest": False, **capabilities,
         }, timeout=timeout)
         self.capabilities = response.get("body", {})
         return response

@@ -71,6 +71,9 @@ class SessionConfig(NamedTuple):
     on_backend_done: Callable[[], None] | None = None
     # An accepted attach asks for the one client slot: None if granted, else the refusal.
     claim_slot: Callable[[ClientSession], str | None] | None = None
+    # A session has started (its attach was accepted and pydevd has it): the owner may read
+    # its initialize_arguments and attach_arguments (child processes, see _subprocess.py).
+    on_attached: Callable[[ClientSession], None] | None = None
 
 
 def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = None) -> None:
@@ -142,9 +145,15 @@ class ClientSession:
         # What debugpy's adapter would do on top of pydevd (see adapter.py).
         self._adapter = AdapterRules()
         self._process_exiting = False
+        self._exit_code: int | None = None   # said in `exited` when the process ends (a child's session)
+        self._said_exited = False
         self._said_goodbye = False
         self._relay_thread: threading.Thread | None = None
         self._relay_over = threading.Event()   # the relay loop has ended: the client has our last words
+        # The client's initialize and attach arguments (secret removed), once attached.
+        self.initialize_arguments: dict = {}
+        self.attach_arguments: dict = {}
+        self._reverse_requests: dict[int, str] = {}   # our requests to the client (startDebugging): seq -> command
 
     @property
     def leaving(self) -> bool:
@@ -168,6 +177,19 @@ class ClientSession:
             self._injected.append(message)
         self._waker.wake()
 
+    def inject_request(self, command: str, arguments: dict) -> None:
+        """A reverse request to the client (startDebugging); its response is ours, not pydevd's."""
+        with self._injected_lock:
+            if len(self._injected) >= MAX_INJECTED_EVENTS:
+                self._dropped_events += 1
+                return
+            self._injected.append({"type": "request", "command": command, "arguments": arguments})
+        self._waker.wake()
+
+    @property
+    def supports_start_debugging(self) -> bool:
+        return self.initialize_arguments.get("supportsStartDebuggingRequest") is True
+
     def discard(self) -> None:
         """Undoes __init__ for a session whose thread could not start; the connection is not ours."""
         self._waker.close()
@@ -177,11 +199,12 @@ class ClientSession:
         self._stop.set()
         self._waker.wake()
 
-    def process_exiting(self, timeout: float = EXIT_FLUSH_TIMEOUT) -> None:
+    def process_exiting(self, timeout: float = EXIT_FLUSH_TIMEOUT, exit_code: int | None = None) -> None:
         """The debuggee calls os._exit() (see _exit_hook.py): the relay answers what pydevd
         left open, says `terminated` and flushes, while this thread waits, at most `timeout`."""
         if self._relay_thread is threading.current_thread() or not self.attached or self._relay_over.is_set():
             return
+        self._exit_code = exit_code
         self._process_exiting = True
         self._waker.wake()
         self._relay_over.wait(timeout)
@@ -396,11 +419,23 @@ class ClientSession:
         self._replayed_initialize_seq = initialize["seq"]
         self._to_backend += encode_message(initialize)
         self._to_backend += encode_message(attach)
+        self.initialize_arguments = dict(initialize.get("arguments") or {})
+        self.attach_arguments = dict(attach.get("arguments") or {})
         self.attached = True
         self._deadline = float("inf")
         logger.info("fastattach: client %s attached", self._peer_name)
+        if self._config.on_attached is not None:
+            try:
+                self._config.on_attached(self)
+            except Exception:
+                logger.exception("fastattach: could not prepare child processes' debugging for %s", self._peer_name)
 
     def _client_to_backend(self, message: dict, body: bytes) -> None:
+        if message["type"] == "response" and message.get("request_seq") in self._reverse_requests:
+            command = self._reverse_requests.pop(message["request_seq"])
+            if not message.get("success"):
+                logger.warning("fastattach: the client refused %s: %s", command, message.get("message"))
+            return
         if message["type"] == "request":
             problem = check_request(message)
             if problem is not None:
@@ -486,6 +521,8 @@ class ClientSession:
     def _backend_to_client(self, message: dict) -> None:
         if self._said_goodbye:
             return  # the client has had its last answers and `terminated`: nothing may follow them
+        if message["type"] == "event" and message["event"] == "terminated" and self._process_exiting:
+            self._say_exited()
         if message["type"] == "response":
             if message["command"] == "initialize" and message["request_seq"] == self._replayed_initialize_seq:
                 self._replayed_initialize_seq = None  # we answered it already, before pydevd existed
@@ -508,6 +545,8 @@ class ClientSession:
             message = self._adapter.to_client(message)
         self._seq += 1
         message["seq"] = self._seq
+        if message["type"] == "request":
+            self._reverse_requests[self._seq] = message["command"]
         self._to_client += encode_message(message)
 
     def _say_goodbye(self, answering: dict | None = None) -> None:
@@ -522,11 +561,19 @@ class ClientSession:
         if answering is not None:
             self._send_to_client(answering)
 
+    def _say_exited(self) -> None:
+        """`exited` once, before `terminated`, when the process's end is known to be under way
+        and its exit code is to be told (a child's session)."""
+        if self._exit_code is not None and not self._said_exited and not self._said_goodbye:
+            self._said_exited = True
+            self._send_to_client({"type": "event", "event": "exited", "body": {"exitCode": self._exit_code}})
+
     def _end_for_exit(self) -> None:
         """os._exit() is under way: take what pydevd has written already, then say goodbye."""
         if self._backend is not None and not self._backend_disconnected:
             self._read_backend()
         if self._ending is None:
+            self._say_exited()
             self._say_goodbye()
             self._backend_disconnected = True   # nothing may wait for pydevd: the process ends now
             self._end("the debuggee is exiting (os._exit)")

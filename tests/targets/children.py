@@ -1,0 +1,56 @@
+"""Starts one child in the way argv[1] names, once the file argv[2] exists (tests/test_children.py).
+
+fork: os.fork; mp-fork / mp-spawn / mp-forkserver: a ProcessPoolExecutor of that start
+method; subprocess: subprocess.run([sys.executable, this file, "leaf"]); leaf: the child
+of "subprocess". Every child runs work(), whose marked line the tests break on.
+"""
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+
+def work(n):
+    doubled = n * 2  # child-breakpoint
+    return doubled
+
+
+def wait_for(path: str) -> None:
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def main(mode: str) -> None:
+    if mode == "leaf":
+        print(f"CHILD {os.getpid()} env {'FASTATTACH_SUBPROCESS' in os.environ}", flush=True)
+        print(f"CHILD {os.getpid()} result {work(21)}", flush=True)
+        return
+    print(f"PARENT {os.getpid()} start", flush=True)
+    wait_for(sys.argv[2])
+    if mode == "fork":
+        pid = os.fork()
+        if pid == 0:  # child-entry
+            print(f"CHILD {os.getpid()} result {work(21)}", flush=True)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print(f"CHILD EXIT {os.waitstatus_to_exitcode(status)}", flush=True)
+    elif mode.startswith("mp-"):
+        context = multiprocessing.get_context(mode.removeprefix("mp-"))
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            results = list(pool.map(work, [21]))
+        print(f"POOL results {results}", flush=True)
+    elif mode == "preexec":   # the at-fork handlers run between fork and exec: no session there
+        done = subprocess.run(["true"], preexec_fn=os.getpid)
+        print(f"CHILD EXIT {done.returncode}", flush=True)
+    elif mode == "subprocess":
+        done = subprocess.run([sys.executable, __file__, "leaf"])
+        print(f"CHILD EXIT {done.returncode}", flush=True)
+    print("PARENT done", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,270 @@
+"""Child processes debugged (issue 11, point 2): each child gets a session of its own.
+
+Each test runs tests/targets/children.py under ``python -m fastattach``; the parent's client
+attaches, then lets the program start one child (os.fork, a ProcessPoolExecutor with fork,
+spawn or forkserver, or subprocess.run of a new interpreter). The client is told about the
+child (startDebugging or debugpyAttach), attaches to it with the configuration it was given,
+stops at a breakpoint in the child, and sees the child's session end with exited and
+terminated. Every message of every session is checked against the DAP schema.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+from _e2e import DebugServer, marker_line, target, wait_stop
+from dap_schema import assert_valid
+
+from fastattach import _subprocess
+from fastattach.net.client import DAPClient
+
+pytestmark = pytest.mark.timeout(240)
+
+CHILDREN = target("children.py")
+CHILD_LINE = marker_line(CHILDREN, "child-breakpoint")
+ENTRY_LINE = marker_line(CHILDREN, "child-entry")
+
+
+def start(mode: str, tmp_path, *options: str, wait_for_client: bool = False) -> DebugServer:
+    """The program, waiting for the file ``go`` (attach_parent makes it) to start its child."""
+    go = tmp_path / "go"
+    server = DebugServer("fastattach", CHILDREN, mode, str(go), out_dir=tmp_path, wait_for_client=wait_for_client,
+                         options=options)
+    server.go = go
+    return server
+
+
+def attach_parent(server: DebugServer, *, start_debugging: bool = True, go: bool = True, **attach_args) -> DAPClient:
+    client = DAPClient.connect(*server.address, timeout=20)
+    if start_debugging:
+        client.initialize(supportsStartDebuggingRequest=True)
+    else:
+        client.initialize()
+    client.attach(pathMappings=[], **attach_args)
+    if go:
+        server.go.touch()
+    return client
+
+
+def announced_child(parent: DAPClient, *, start_debugging: bool = True, timeout: float = 90) -> dict:
+    """The attach configuration the parent's client was given for a child."""
+    if start_debugging:
+        request = parent.wait_request("startDebugging", timeout=timeout)
+        assert request["arguments"]["request"] == "attach"
+        parent.respond(request)
+        configuration = request["arguments"]["configuration"]
+    else:
+        configuration = parent.wait_event("debugpyAttach", timeout=timeout)["body"]
+        assert configuration["request"] == "attach"
+    return configuration
+
+
+def attach_child(configuration: dict, breakpoint_line: int | None = CHILD_LINE) -> DAPClient:
+    connect = configuration["connect"]
+    client = DAPClient.connect(connect["host"], connect["port"], timeout=20)
+    breakpoints = {str(CHILDREN): [{"line": breakpoint_line}]} if breakpoint_line else None
+    client.attach(breakpoints=breakpoints, **{k: v for k, v in configuration.items() if k != "request"})
+    return client
+
+
+def debug_child_to_its_end(configuration: dict) -> DAPClient:
+    """Attach to the child, stop at the breakpoint in work(), continue; the session ends."""
+    child = attach_child(configuration)
+    stop = wait_stop(child, timeout=60)
+    assert stop.line == CHILD_LINE
+    assert child.evaluate("n", stop.frame_id) == "21"
+    assert child.evaluate("os.getpid()", stop.frame_id) == str(configuration["subProcessId"])
+    child.request("continue", {"threadId": stop.thread_id})
+    child.wait_event("exited", timeout=60)
+    child.wait_event("terminated", timeout=60)
+    return child
+
+
+def finish(server: DebugServer, parent: DAPClient, *children: DAPClient) -> None:
+    server.wait_for_stdout(r"^PARENT done", timeout=90)
+    assert not parent.events("stopped"), "the parent's session saw a child's breakpoint"
+    parent.disconnect()
+    assert server.wait(30) == 0
+    for client in (parent, *children):
+        client.close()
+        assert_valid(client.transcript)
+
+
+def test_a_forked_child_stops_at_a_breakpoint_in_its_own_session(tmp_path):
+    # GIVEN a client attached with supportsStartDebuggingRequest, WHEN the program forks
+    with start("fork", tmp_path) as server:
+        parent = attach_parent(server)
+        configuration = announced_child(parent)
+        # THEN the client gets startDebugging for the child, on the parent's host, with the
+        # parent's attach settings, and a secret of the child's own
+        assert configuration["connect"]["host"] == server.address[0]
+        assert configuration["connect"]["port"] != server.address[1]
+        assert configuration["pathMappings"] == [] and configuration["justMyCode"] is True
+        assert configuration["name"] == f"Subprocess {configuration['subProcessId']}"
+        assert configuration["secret"]
+        # AND the child's session stops at the breakpoint in it and ends with exited, terminated
+        child = debug_child_to_its_end(configuration)
+        server.wait_for_stdout(r"^CHILD EXIT 0")
+        finish(server, parent, child)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_process_pool_worker_stops_in_a_child_session_and_the_pool_finishes(method, tmp_path):
+    with start(f"mp-{method}", tmp_path) as server:
+        parent = attach_parent(server)
+        child = debug_child_to_its_end(announced_child(parent))
+        server.wait_for_stdout(r"^POOL results \[42\]", timeout=90)
+        finish(server, parent, child)
+
+
+def test_a_python_started_by_subprocess_gets_a_session(tmp_path):
+    with start("subprocess", tmp_path) as server:
+        parent = attach_parent(server)
+        configuration = announced_child(parent)
+        child = debug_child_to_its_end(configuration)
+        server.wait_for_stdout(r"^CHILD EXIT 0")
+        assert f"CHILD {configuration['subProcessId']} result 42" in server.stdout()
+        finish(server, parent, child)
+
+
+def test_a_client_without_start_debugging_gets_debugpys_attach_event(tmp_path):
+    with start("fork", tmp_path) as server:
+        parent = attach_parent(server, start_debugging=False)
+        configuration = announced_child(parent, start_debugging=False)
+        assert not parent.requests("startDebugging")
+        child = debug_child_to_its_end(configuration)
+        finish(server, parent, child)
+
+
+def test_the_childs_listener_refuses_a_client_without_its_secret(tmp_path):
+    with start("fork", tmp_path) as server:
+        parent = attach_parent(server)
+        configuration = announced_child(parent)
+        intruder = DAPClient.connect(configuration["connect"]["host"], configuration["connect"]["port"])
+        without_secret = {k: v for k, v in configuration.items() if k not in ("request", "secret")}
+        intruder.initialize()
+        refused = intruder.request("attach", without_secret, check=False)
+        assert not refused["success"] and "requires a secret" in refused["message"]
+        intruder.close()
+        child = debug_child_to_its_end(configuration)
+        finish(server, parent, child)
+        assert_valid(intruder.transcript)
+
+
+def test_a_child_nobody_attaches_to_runs_on_after_the_grace_period(tmp_path):
+    with start("fork", tmp_path, "--configure-subprocess_grace_period", "1") as server:
+        parent = attach_parent(server)
+        announced_child(parent)   # told, and never attached to
+        server.wait_for_stdout(r"^CHILD EXIT 0", timeout=60)
+        assert "result 42" in server.stdout()
+        finish(server, parent)
+
+
+def test_subprocess_false_debugs_no_child(tmp_path):
+    with start("subprocess", tmp_path) as server:
+        parent = attach_parent(server, subProcess=False)
+        server.wait_for_stdout(r"^CHILD EXIT 0", timeout=60)
+        assert "env False" in server.stdout()
+        finish(server, parent)
+        assert not parent.requests("startDebugging")
+
+
+def test_configure_subprocess_false_debugs_no_child(tmp_path):
+    with start("fork", tmp_path, "--configure-subProcess", "false") as server:
+        parent = attach_parent(server)
+        server.wait_for_stdout(r"^CHILD EXIT 0", timeout=60)
+        finish(server, parent)
+        assert not parent.requests("startDebugging")
+
+
+def test_with_wait_for_client_a_child_stops_at_its_first_line(tmp_path):
+    with start("fork", tmp_path, wait_for_client=True) as server:
+        parent = attach_parent(server)
+        configuration = announced_child(parent)
+        child = attach_child(configuration)
+        entry = wait_stop(child, timeout=60)
+        assert entry.line == ENTRY_LINE
+        child.request("continue", {"threadId": entry.thread_id})
+        stop = wait_stop(child, timeout=60)
+        assert stop.line == CHILD_LINE
+        child.request("continue", {"threadId": stop.thread_id})
+        child.wait_event("exited", timeout=60)
+        child.wait_event("terminated", timeout=60)
+        finish(server, parent, child)
+
+
+# -- the registry alone: a registration needs the token ------------------------------------------
+def _register_raw(registry: _subprocess.Registry, message: dict) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect("\0" + registry.name)
+        sock.sendall(json.dumps(message).encode() + b"\n")
+        return sock.makefile().readline().strip()
+
+
+@pytest.mark.parametrize("token", [None, "", "not-the-token"])
+def test_the_registry_refuses_a_wrong_or_missing_token(token):
+    heard = []
+    registry = _subprocess.Registry(lambda child: heard.append(child) is None, host="127.0.0.1", grace_period=1.0,
+                                    entry=False)
+    try:
+        child = {"pid": 1234, "ppid": 1, "host": "127.0.0.1", "port": 4321, "secret": "s"}
+        message = dict(child) if token is None else {**child, "token": token}
+        assert _register_raw(registry, message) == "refused: wrong token"
+        assert _register_raw(registry, {**child, "token": registry.token, "port": "4321"}) == (
+            "refused: malformed registration")
+        assert heard == []
+        _subprocess.register(json.loads(registry.environment_value), child)
+        assert heard == [child]
+    finally:
+        registry.close()
+    with pytest.raises(OSError):
+        _subprocess.register(json.loads(registry.environment_value), child)
+
+
+def test_the_pth_file_is_inert_without_the_variable():
+    # A plain interpreter of this venv: fastattach is not imported by the .pth file.
+    code = "import sys; print('fastattach' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin"}).stdout
+    assert out.strip() == "False"
+
+
+def test_a_subprocess_between_fork_and_exec_gets_no_session(tmp_path):
+    # subprocess with preexec_fn runs the at-fork handlers in the child before exec()
+    with start("preexec", tmp_path) as server:
+        parent = attach_parent(server)
+        server.wait_for_stdout(r"^CHILD EXIT 0", timeout=60)
+        finish(server, parent)
+        assert not parent.requests("startDebugging")
+
+
+def test_a_child_of_a_parent_whose_client_has_gone_runs_on_at_once(tmp_path):
+    with start("subprocess", tmp_path, "--configure-subprocess_grace_period", "600") as server:
+        parent = attach_parent(server, go=False)
+        parent.disconnect()
+        server.go.touch()   # the child starts after the client has gone
+        server.wait_for_stdout(r"^CHILD EXIT 0", timeout=120)
+        assert "env False" in server.stdout()
+        assert server.wait(30) == 0
+        assert_valid(parent.transcript)
+
+
+def test_with_wait_for_client_a_new_interpreter_stops_in_its_main_module(tmp_path):
+    with start("subprocess", tmp_path, wait_for_client=True) as server:
+        parent = attach_parent(server)
+        child = attach_child(announced_child(parent))
+        entry = wait_stop(child, timeout=60)
+        frame = child.top_frame(entry.thread_id)
+        assert (frame["name"], frame["source"]["path"]) == ("<module>", str(CHILDREN))
+        child.request("continue", {"threadId": entry.thread_id})
+        stop = wait_stop(child, timeout=60)
+        assert stop.line == CHILD_LINE
+        child.request("continue", {"threadId": stop.thread_id})
+        child.wait_event("exited", timeout=60)
+        child.wait_event("terminated", timeout=60)
+        finish(server, parent, child)

@@ -242,9 +242,13 @@ def gunicorn(out_dir: Path, *, workers: int = 2, wait_for_client: bool = False, 
 
 
 def uvicorn(out_dir: Path, port: int, *, workers: int = 2, wait_for_client: bool = False,
-            env: dict[str, str] | None = None):
-    """``python -m fastattach --listen 127.0.0.1:0 -m uvicorn --workers N web_app:asgi``."""
+            extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
+    """``python -m fastattach --listen 127.0.0.1:0 -m uvicorn --workers N web_app:asgi``.
+
+    uvicorn's supervisor pings each worker (``--timeout-worker-healthcheck``, default 5 s) and
+    kills one that does not answer: a worker held at a breakpoint, all its threads stopped,
+    does not (docs/servers.md), so tests that stop pass a longer one in ``extra``."""
     args = ["uvicorn", "--workers", str(workers), "--host", HOST, "--port", str(port),
-            "--app-dir", str(WEB_APP.parent), "--no-access-log", "web_app:asgi"]
+            "--app-dir", str(WEB_APP.parent), "--no-access-log", *extra, "web_app:asgi"]
     return _start(args, _UVICORN_LISTENING, Path(out_dir), workers=workers, wait_for_client=wait_for_client,
                   env=env)

@@ -1,0 +1,165 @@
+"""Real servers with workers, each worker debugged in a session of its own (issue 11, point 3).
+
+``python -m fastattach --listen 127.0.0.1:0 --wait-for-client -m gunicorn -w 2`` (workers forked
+by the master) and ``-m uvicorn --workers 2`` (workers spawned: new interpreters, reached
+through fastattach-subprocess.pth), on tests/targets/web_app.py. The master's client declares
+``supportsStartDebuggingRequest`` and attaches with ``subProcess`` at its default (on); it is
+sent ``startDebugging`` for every worker, attaches to each with the configuration it was given,
+and sets a breakpoint in the view there. Then a request to each worker stops in that worker's
+own session, never in the master's; a worker killed and respawned is announced again and its
+replacement stops too. Every message of every session is checked against the DAP schema.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from _e2e import Stop, free_port, marker_line
+from _servers import VIEW_LINE_MARK, WEB_APP, gunicorn, http_get, uvicorn
+from dap_schema import assert_valid
+
+from fastattach.net.client import DAPClient, DAPError
+
+pytestmark = pytest.mark.timeout(240)
+
+VIEW_LINE = marker_line(WEB_APP, VIEW_LINE_MARK)
+SERVERS = ["gunicorn", "uvicorn"]
+
+
+def start(kind: str, tmp_path):
+    if kind == "gunicorn":
+        return gunicorn(tmp_path, wait_for_client=True)
+    # A worker held at a breakpoint answers no health check: give it room (docs/servers.md).
+    return uvicorn(tmp_path, free_port(), wait_for_client=True, extra=("--timeout-worker-healthcheck", "120"))
+
+
+def attach_master(address) -> DAPClient:
+    client = DAPClient.connect(*address, timeout=20)
+    client.initialize(supportsStartDebuggingRequest=True)
+    client.attach(justMyCode=True)
+    return client
+
+
+class Worker:
+    """A worker's own session, opened from the configuration its startDebugging carried."""
+
+    def __init__(self, configuration: dict):
+        self.pid = configuration["subProcessId"]
+        connect = configuration["connect"]
+        self.client = DAPClient.connect(connect["host"], connect["port"], timeout=20)
+        self.client.attach(breakpoints={str(WEB_APP): [{"line": VIEW_LINE}]},
+                           **{k: v for k, v in configuration.items() if k != "request"})
+
+
+def announced_workers(master: DAPClient, count: int) -> list[Worker]:
+    """The next ``count`` workers the master's client is told about, each attached to.
+
+    The master runs under --wait-for-client, yet no worker stops at an entry: a forked
+    worker's entry (the line after the fork) is gunicorn's code, which justMyCode hides, and
+    a spawned one's main is multiprocessing's (docs/debugpy-compat.md). stop_in_each_worker
+    would see such a stop: it requires the first stop of each to be the view's breakpoint."""
+    workers = []
+    for _ in range(count):
+        request = master.wait_request("startDebugging", timeout=90)
+        assert request["arguments"]["request"] == "attach"
+        master.respond(request)
+        workers.append(Worker(request["arguments"]["configuration"]))
+    return workers
+
+
+def wait_stop_in_one_of(workers: list[Worker], timeout: float = 60.0) -> tuple[Worker, Stop]:
+    deadline = time.monotonic() + timeout
+    while True:
+        for worker in workers:
+            try:
+                body = worker.client.wait_event("stopped", timeout=0.02)["body"]
+            except DAPError:
+                continue
+            frame = worker.client.top_frame(body["threadId"])
+            return worker, Stop(body["threadId"], body.get("reason", ""), frame["line"], frame["name"], frame["id"],
+                                frame.get("source", {}).get("path", ""), body)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no worker session stopped within {timeout} s")
+        time.sleep(0.01)   # a closed session answers at once
+
+
+def stop_in_each_worker(web, workers: list[Worker]) -> dict[int, dict]:
+    """A request per worker, each stopped at the view's breakpoint in its worker's session
+    (a worker held there takes no other request), then continued: {pid: answer}."""
+    answers: dict[int, dict] = {}
+    threads, stops = [], []
+    for n in range(len(workers)):
+        def get(n=n):
+            answer = http_get(web.port, f"/request-{n}")
+            answers[answer["pid"]] = answer
+
+        thread = threading.Thread(target=get, daemon=True)
+        thread.start()
+        threads.append(thread)
+        worker, stop = wait_stop_in_one_of([w for w in workers if w not in [s[0] for s in stops]])
+        assert (stop.reason, stop.line) == ("breakpoint", VIEW_LINE)
+        assert worker.client.evaluate("os.getpid()", stop.frame_id) == str(worker.pid)
+        assert worker.client.evaluate("path", stop.frame_id) == repr(f"/request-{n}")
+        stops.append((worker, stop))
+    for worker, stop in stops:
+        worker.client.request("continue", {"threadId": stop.thread_id})
+    for thread in threads:
+        thread.join(60)
+    return answers
+
+
+def finish(web, master: DAPClient, workers: list[Worker]) -> None:
+    assert not master.events("stopped"), "the master's session saw a worker's breakpoint"
+    master.disconnect()
+    for worker in workers:
+        worker.client.close()
+        assert_valid(worker.client.transcript)
+    assert_valid(master.transcript)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_a_request_to_each_worker_stops_in_that_workers_own_session(kind, tmp_path):
+    # GIVEN the server under fastattach, its master's client attached with subProcess on
+    with start(kind, tmp_path) as pending:
+        master = attach_master(pending.debug.address)
+        web = pending.started()
+        # WHEN the server starts its two workers: each is announced by startDebugging, and
+        # the client attaches to each with a breakpoint in the view
+        workers = announced_workers(master, 2)
+        pids = web.wait_workers()
+        assert {w.pid for w in workers} == pids
+        # THEN a request to each worker stops in that worker's session, and is answered once continued
+        answers = stop_in_each_worker(web, workers)
+        assert set(answers) == pids
+        finish(web, master, workers)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_a_worker_killed_and_respawned_under_a_client_is_debugged(kind, tmp_path):
+    # GIVEN both workers debugged in their own sessions
+    with start(kind, tmp_path) as pending:
+        master = attach_master(pending.debug.address)
+        web = pending.started()
+        workers = announced_workers(master, 2)
+        pids = web.wait_workers()
+        # WHEN one worker is killed (SIGKILL) and the server starts a new one
+        killed = next(w for w in workers if w.pid == min(pids))
+        os.kill(killed.pid, signal.SIGKILL)
+        # THEN the new worker is announced too, and its session opens
+        (replacement,) = announced_workers(master, 1)
+        assert replacement.pid not in pids
+        # AND the killed worker's session is gone (a SIGKILLed process says nothing more)
+        try:
+            killed.client.wait_event("terminated", timeout=30)
+        except DAPError:
+            assert killed.client.closed
+        survivors = [w for w in workers if w is not killed] + [replacement]
+        assert web.wait_workers(without={killed.pid}) == {w.pid for w in survivors}
+        # AND a request to each worker, the new one included, stops in its own session
+        answers = stop_in_each_worker(web, survivors)
+        assert replacement.pid in answers
+        finish(web, master, survivors + [killed])

@@ -137,12 +137,12 @@ class WebServer:
 
 
 def _start(server_args: list[str], listening: re.Pattern, out_dir: Path, *, workers: int,
-           wait_for_client: bool, env: dict[str, str] | None) -> WebServer:
+           wait_for_client: bool, env: dict[str, str] | None, options: tuple[str, ...] = ()) -> WebServer:
     app_dir = out_dir / "app"
     app_dir.mkdir(parents=True, exist_ok=True)
     # "-m" and the module take the script's place, exactly as on the command line.
     server = DebugServer("fastattach", "-m", *server_args, out_dir=out_dir, wait_for_client=wait_for_client,
-                         env={"WEB_APP_DIR": str(app_dir), **(env or {})})
+                         env={"WEB_APP_DIR": str(app_dir), **(env or {})}, options=options)
     try:
         if wait_for_client:
             return _Pending(server, listening, app_dir, workers)
@@ -232,17 +232,17 @@ def plain_gunicorn(out_dir: Path, *, workers: int = 2, timeout: int = 120) -> We
 
 
 def gunicorn(out_dir: Path, *, workers: int = 2, wait_for_client: bool = False, timeout: int = 120,
-             extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
+             extra: tuple[str, ...] = (), env: dict[str, str] | None = None, options: tuple[str, ...] = ()):
     """``python -m fastattach --listen 127.0.0.1:0 -m gunicorn -w N web_app:app``.
 
     ``timeout`` is gunicorn's worker timeout: a worker held at a breakpoint sends the master
     no heartbeat and is killed after it (docs/servers.md), so tests that stop give it room."""
     return _start(_gunicorn_args(workers, timeout, extra), _GUNICORN_LISTENING, Path(out_dir), workers=workers,
-                  wait_for_client=wait_for_client, env=env)
+                  wait_for_client=wait_for_client, env=env, options=options)
 
 
 def uvicorn(out_dir: Path, port: int, *, workers: int = 2, wait_for_client: bool = False,
-            extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
+            extra: tuple[str, ...] = (), env: dict[str, str] | None = None, options: tuple[str, ...] = ()):
     """``python -m fastattach --listen 127.0.0.1:0 -m uvicorn --workers N web_app:asgi``.
 
     uvicorn's supervisor pings each worker (``--timeout-worker-healthcheck``, default 5 s) and
@@ -251,4 +251,4 @@ def uvicorn(out_dir: Path, port: int, *, workers: int = 2, wait_for_client: bool
     args = ["uvicorn", "--workers", str(workers), "--host", HOST, "--port", str(port),
             "--app-dir", str(WEB_APP.parent), "--no-access-log", *extra, "web_app:asgi"]
     return _start(args, _UVICORN_LISTENING, Path(out_dir), workers=workers, wait_for_client=wait_for_client,
-                  env=env)
+                  env=env, options=options)

@@ -20,6 +20,7 @@ import time
 import pytest
 from _e2e import Stop, free_port, marker_line
 from _servers import VIEW_LINE_MARK, WEB_APP, gunicorn, http_get, uvicorn
+from conftest import wait_until
 from dap_schema import assert_valid
 
 from fastattach.net.client import DAPClient, DAPError
@@ -163,3 +164,55 @@ def test_a_worker_killed_and_respawned_under_a_client_is_debugged(kind, tmp_path
         answers = stop_in_each_worker(web, survivors)
         assert replacement.pid in answers
         finish(web, master, survivors + [killed])
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_workers_serve_when_the_client_attaches_to_none_of_them(kind, tmp_path):
+    # GIVEN a master's client that handles neither startDebugging nor debugpyAttach (as Emacs
+    # dap-mode 0.7): every worker waits the grace period for a client that never comes.
+    # uvicorn's supervisor kills a worker that misses its health check (5 s by default, no
+    # more than the grace period plus a start), so it gets a longer one (docs/servers.md).
+    extra = ("--timeout-worker-healthcheck", "30") if kind == "uvicorn" else ()
+    pending = (gunicorn(tmp_path, wait_for_client=True) if kind == "gunicorn"
+               else uvicorn(tmp_path, free_port(), wait_for_client=True, extra=extra))
+    with pending:
+        master = DAPClient.connect(*pending.debug.address, timeout=20)
+        master.attach()
+        web = pending.started()
+        # WHEN the workers start, THEN each is announced, runs on after the grace period, and serves
+        pids = web.wait_workers(timeout=90)
+        announced = {event["body"]["subProcessId"] for event in master.events("debugpyAttach")}
+        assert pids <= announced
+        assert web.held_by_each_worker() == pids
+        master.disconnect()
+        assert_valid(master.transcript)
+
+
+def test_uvicorns_health_check_kills_a_worker_held_at_a_breakpoint(tmp_path):
+    # GIVEN uvicorn with its default health check (5 s), both workers debugged
+    with uvicorn(tmp_path, free_port(), wait_for_client=True) as pending:
+        master = attach_master(pending.debug.address)
+        web = pending.started()
+        workers = announced_workers(master, 2)
+        pids = web.wait_workers()
+        # WHEN a request stops at the view's breakpoint in one worker and nobody resumes it
+        answers = []
+        threading.Thread(target=lambda: answers.append(_get_or_error(web.port)), daemon=True).start()
+        held, stop = wait_stop_in_one_of(workers)
+        assert stop.line == VIEW_LINE
+        # THEN the supervisor, whose health check the stopped worker no longer answers (all its
+        # threads are stopped), kills it and starts another (docs/servers.md)
+        (replacement,) = announced_workers(master, 1)
+        assert replacement.pid not in pids
+        wait_until(lambda: held.client.closed, timeout=60, what="the killed worker's session to close")
+        assert f"Child process [{held.pid}] died" in web.debug.stderr()
+        survivors = [w for w in workers if w is not held] + [replacement]
+        assert web.wait_workers(without={held.pid}) == {w.pid for w in survivors}
+        finish(web, master, survivors + [held])
+
+
+def _get_or_error(port: int):
+    try:
+        return http_get(port, "/held-at-a-breakpoint")
+    except OSError as error:
+        return error

@@ -216,3 +216,30 @@ def _get_or_error(port: int):
         return http_get(port, "/held-at-a-breakpoint")
     except OSError as error:
         return error
+
+
+# uvicorn is left out until a spawned child gets the parent's options: today a new interpreter
+# starts with the defaults, so under --production a uvicorn worker still stops (reported).
+@pytest.mark.parametrize("kind", ["gunicorn"])
+def test_production_mode_never_stops_a_worker(kind, tmp_path):
+    # GIVEN the server under --production, each worker's session with a breakpoint in the view
+    with gunicorn(tmp_path, wait_for_client=True, options=("--production",)) as pending:
+        master = attach_master(pending.debug.address)
+        web = pending.started()
+        workers = announced_workers(master, 2)
+        pids = web.wait_workers()
+        # WHEN requests run through the view in every worker
+        served = {http_get(web.port, f"/{n}", timeout=30)["pid"] for n in range(10)}
+        assert served <= pids
+        assert web.held_by_each_worker() == pids
+        # THEN no worker stopped: each hit became a snapshot in that worker's own session
+        def received(worker: Worker, event: str) -> list[dict]:
+            return [m for direction, m, _ in list(worker.client.transcript)
+                    if direction == "recv" and m.get("event") == event]
+
+        for worker in workers:
+            if worker.pid in served:
+                wait_until(lambda w=worker: received(w, "fastattach.snapshot"), timeout=30, what="a snapshot")
+                assert received(worker, "fastattach.snapshot")[0]["body"]["line"] == VIEW_LINE
+            assert not received(worker, "stopped")
+        finish(web, master, workers)

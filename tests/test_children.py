@@ -11,6 +11,7 @@ terminated. Every message of every session is checked against the DAP schema.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -79,9 +80,19 @@ def debug_child_to_its_end(configuration: dict) -> DAPClient:
     assert child.evaluate("n", stop.frame_id) == "21"
     assert child.evaluate("os.getpid()", stop.frame_id) == str(configuration["subProcessId"])
     child.request("continue", {"threadId": stop.thread_id})
-    child.wait_event("exited", timeout=60)
-    child.wait_event("terminated", timeout=60)
+    assert_child_session_ended(child)
     return child
+
+
+def assert_child_session_ended(child: DAPClient) -> None:
+    """The child's exit: `exited` with its exit code, then `terminated`, then nothing else."""
+    assert child.wait_event("exited", timeout=60)["body"] == {"exitCode": 0}
+    child.wait_event("terminated", timeout=60)
+    received = [message for direction, message, _ in child.transcript if direction == "recv"]
+    events = [message.get("event") for message in received if message["type"] == "event"]
+    assert events.count("exited") == events.count("terminated") == 1
+    assert events.index("exited") < events.index("terminated")
+    assert received[-1]["type"] == "event" and received[-1]["event"] == "terminated"
 
 
 def finish(server: DebugServer, parent: DAPClient, *children: DAPClient) -> None:
@@ -192,8 +203,7 @@ def test_with_wait_for_client_a_child_stops_at_its_first_line(tmp_path):
         stop = wait_stop(child, timeout=60)
         assert stop.line == CHILD_LINE
         child.request("continue", {"threadId": stop.thread_id})
-        child.wait_event("exited", timeout=60)
-        child.wait_event("terminated", timeout=60)
+        assert_child_session_ended(child)
         finish(server, parent, child)
 
 
@@ -229,8 +239,8 @@ def test_the_registry_refuses_a_wrong_or_missing_token(token):
 def test_the_pth_file_is_inert_without_the_variable():
     # A plain interpreter of this venv: fastattach is not imported by the .pth file.
     code = "import sys; print('fastattach' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin"}).stdout
+    env = {name: value for name, value in os.environ.items() if name != _subprocess.ENV}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip() == "False"
 
 
@@ -265,6 +275,88 @@ def test_with_wait_for_client_a_new_interpreter_stops_in_its_main_module(tmp_pat
         stop = wait_stop(child, timeout=60)
         assert stop.line == CHILD_LINE
         child.request("continue", {"threadId": stop.thread_id})
-        child.wait_event("exited", timeout=60)
-        child.wait_event("terminated", timeout=60)
+        assert_child_session_ended(child)
         finish(server, parent, child)
+
+
+def _impostor(name: str, report_fd: int) -> None:
+    """In a forked child, as user nobody: hold the registry's name and report what it hears."""
+    try:
+        os.setgid(65534)
+        os.setuid(65534)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind("\0" + name)
+        server.listen(1)
+        os.write(report_fd, b"bound\n")
+        conn, _ = server.accept()
+        conn.settimeout(10)
+        os.write(report_fd, b"heard " + repr(conn.recv(4096)).encode() + b"\n")
+    finally:
+        os._exit(0)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="running a registry as another user needs root")
+def test_a_child_never_registers_with_a_registry_of_another_user():
+    # GIVEN the registry's name held by a process of another user (abstract names are public)
+    name = f"fastattach-impostor-{os.getpid()}"
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _impostor(name, writer)
+    os.close(writer)
+    try:
+        with os.fdopen(reader) as report:
+            assert report.readline() == "bound\n"
+            child = {"pid": os.getpid(), "ppid": 1, "host": "127.0.0.1", "port": 4321, "secret": "the-secret"}
+            # WHEN a child registers THEN it refuses, and the impostor hears nothing
+            with pytest.raises(_subprocess.RegistrationRefused, match="another user"):
+                _subprocess.register({"endpoint": name, "token": "t"}, child)
+            assert report.readline() == "heard b''\n"
+    finally:
+        os.waitpid(pid, 0)
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_with_wait_for_client_a_pool_worker_stops_only_at_its_breakpoint(method, tmp_path):
+    # multiprocessing forks (or bootstraps) inside the standard library: no entry stop there
+    with start(f"mp-{method}", tmp_path, wait_for_client=True) as server:
+        parent = attach_parent(server)
+        child = debug_child_to_its_end(announced_child(parent))
+        server.wait_for_stdout(r"^POOL results \[42\]", timeout=90)
+        finish(server, parent, child)
+
+
+def test_a_grandchild_is_announced_by_its_parents_session(tmp_path):
+    with start("grandchild", tmp_path) as server:
+        parent = attach_parent(server)
+        child_configuration = announced_child(parent)
+        child = attach_child(child_configuration, breakpoint_line=None)
+        # the child's client did not declare supportsStartDebuggingRequest: debugpyAttach
+        grandchild_configuration = announced_child(child, start_debugging=False)
+        assert grandchild_configuration["subProcessId"] != child_configuration["subProcessId"]
+        grandchild = debug_child_to_its_end(grandchild_configuration)
+        assert_child_session_ended(child)
+        server.wait_for_stdout(r"^CHILD EXIT 0")
+        assert not parent.requests("startDebugging"), "the grandchild was announced twice"
+        finish(server, parent, child, grandchild)
+
+
+def test_a_new_interpreter_takes_the_parents_production_mode(tmp_path):
+    with start("subprocess", tmp_path, "--production") as server:
+        parent = attach_parent(server)
+        child = attach_child(announced_child(parent))
+        server.wait_for_stdout(r"^CHILD EXIT 0", timeout=60)
+        assert "production True" in server.stdout()
+        assert not child.events("stopped"), "production mode never stops a thread"
+        finish(server, parent, child)
+
+
+def test_configure_subprocess_false_during_a_session_stops_debugging_new_children(tmp_path):
+    with start("subprocess", tmp_path) as server:
+        parent = attach_parent(server, go=False)
+        parent.evaluate("__import__('fastattach').configure(subProcess=False)")
+        server.go.touch()
+        server.wait_for_stdout(r"^CHILD EXIT 0", timeout=60)
+        assert "env False" in server.stdout()
+        finish(server, parent)
+        assert not parent.requests("startDebugging")

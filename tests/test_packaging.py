@@ -3,7 +3,7 @@
 A real venv, a real pip: the build backend (scikit-build-core, cmake, ninja) comes into pip's
 isolated build environment from the package index, the runtime dependencies from
 pyproject.toml, and the installed fastattach must import its C extension, list this Python
-among its classifiers, and listen and stop.
+among its classifiers, listen and stop, and its .pth file must start a child's session.
 """
 
 from __future__ import annotations
@@ -30,6 +30,16 @@ assert fastattach.__file__.startswith(sys.prefix), fastattach.__file__   # not t
 host, port = fastattach.listen(("127.0.0.1", 0))
 assert port > 0 and not fastattach.is_client_connected()
 fastattach.stop()
+# fastattach-subprocess.pth: installed at the site-packages root, where a new interpreter with
+# FASTATTACH_SUBPROCESS set reads it and registers with the parent's registry.
+import os, subprocess, fastattach._subprocess as children
+heard = []
+registry = children.Registry(lambda child: heard.append(child) and False, host="127.0.0.1", grace_period=0,
+                             entry=False)
+child = subprocess.run([sys.executable, "-c", "import sys; print('fastattach._api' in sys.modules)"],
+                       env={**os.environ, children.ENV: registry.environment_value}, capture_output=True, text=True)
+registry.close()
+assert child.stdout == "True\n" and [c["pid"] for c in heard] != [], (child.stdout, child.stderr, heard)
 print("ok", version, importlib.metadata.version("debugpy"))
 """
 

@@ -126,7 +126,7 @@ class _Process:
                                               request_filter=self.filter_request, secret=secret,
                                               ssl_context=ssl_context, allow_unauthenticated=allow_unauthenticated,
                                               on_backend_done=self.backend_done,
-                                              on_attached=self.client_attached)
+                                              on_attached=self.client_attached, exit_code=self.exit_code)
             self._tls_files = (certfile, keyfile)
             self._install_breakpointhook()
             _exit_hook.install(self.process_exiting)
@@ -135,11 +135,15 @@ class _Process:
         return address
 
     def process_exiting(self) -> None:
-        """os._exit() was called (see _exit_hook.py): the client hears `terminated` first; a
-        child's client (subProcess) hears `exited` before it, as from debugpy's launcher."""
+        """os._exit() was called (see _exit_hook.py): the client hears `terminated` first."""
         listener = self.listener
         if listener is not None:
-            listener.process_exiting(_exit_hook.exit_status() if self.is_child else None)
+            listener.process_exiting()
+
+    def exit_code(self) -> int | None:
+        """A child's client (subProcess) hears `exited` as the process ends, as from debugpy's
+        launcher; the parent's does not, as from debugpy's attach."""
+        return _exit_hook.exit_status() if self.is_child else None
 
     def open_backend(self) -> socket.socket:
         """Our end of a DAP connection to pydevd, for the relay thread of an authenticated client."""
@@ -179,7 +183,8 @@ class _Process:
         registry = _subprocess.Registry(
             lambda child: self.child_registered(session, child), host=listener.address[0],
             grace_period=self.options["subprocess_grace_period"], entry=self.children_stop_at_entry,
-            certfile=certfile and os.path.abspath(certfile), keyfile=keyfile and os.path.abspath(keyfile))
+            certfile=certfile and os.path.abspath(certfile), keyfile=keyfile and os.path.abspath(keyfile),
+            options=_subprocess.transferable_options(self.options, _options.DEFAULTS))
         self._children = registry
         _subprocess.register_fork_hook()
         os.environ[_subprocess.ENV] = registry.environment_value
@@ -301,6 +306,8 @@ class _Process:
             probes = self.probes
             if probes is not None and budgets_changed:
                 probes.options_changed(self.options)
+        if previous["subProcess"] and not self.options["subProcess"]:
+            self._close_children()   # children started from now on are not debugged
 
     # -- per-thread control -----------------------------------------------------------------
     def trace_this_thread(self, should_trace: bool) -> None:

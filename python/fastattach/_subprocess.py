@@ -17,12 +17,16 @@ Public interface (what the servers branch and the docs rely on):
   request ``startDebugging`` if the client's initialize declared
   ``supportsStartDebuggingRequest``, else debugpy's ``debugpyAttach`` event, with the
   parent's attach arguments, ``connect: {host, port}``, ``subProcessId`` and ``secret``.
+- A forked child keeps the parent's options; a new interpreter is given those that differ
+  from the defaults (production mode, budgets) in ``ENV``.
 - When the parent was started with ``--wait-for-client``, a child also stops at its first
-  line of its own (``ENTRY``: the line after the fork, or the first line of ``__main__``).
+  line of its own: the line after the program's own os.fork() (not one made inside the
+  standard library or an installed package), or the first line of ``__main__``.
 
 Not debugged: multiprocessing's resource_tracker; the forkserver process itself (the children
 it forks are); a child whose environment was replaced (``env=`` without ``ENV``); a
-``subprocess`` child between fork and exec (preexec_fn). Standard library only.
+``subprocess`` child between fork and exec (preexec_fn); the workers of a forkserver started
+before the client attached (it keeps the environment it started with). Standard library only.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ class Registry:
     returns whether the child was announced; a child that was not runs on at once."""
 
     def __init__(self, on_child: Callable[[dict], bool], *, host: str, grace_period: float, entry: bool,
-                 certfile: str | None = None, keyfile: str | None = None):
+                 certfile: str | None = None, keyfile: str | None = None, options: dict | None = None):
         self._on_child = on_child
         self.token = secrets.token_urlsafe(24)
         self.name = f"fastattach-{os.getpid()}-{secrets.token_hex(8)}"
@@ -80,7 +84,7 @@ class Registry:
             raise
         self.environment_value = json.dumps({
             "endpoint": self.name, "token": self.token, "host": host, "grace": grace_period, "entry": entry,
-            "certfile": certfile, "keyfile": keyfile}, separators=(",", ":"))
+            "certfile": certfile, "keyfile": keyfile, "options": options or {}}, separators=(",", ":"))
         self._closed = False
         self._thread = threading.Thread(target=self._accept_loop, name="fastattach.children", daemon=True)
         self._thread.start()
@@ -125,8 +129,7 @@ class Registry:
 
     def _check(self, conn: socket.socket) -> tuple[str, dict | None]:
         """("ok", the child) or (why not, None)."""
-        uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
-        if uid != os.getuid():
+        if peer_uid(conn) != os.getuid():
             return "refused: not a process of this user", None
         data = b""
         while not data.endswith(b"\n") and len(data) <= MAX_REGISTRATION_BYTES:
@@ -146,6 +149,11 @@ class Registry:
                 and isinstance(child["host"], str) and isinstance(child["secret"], str) and 0 < child["port"] < 65536):
             return "refused: malformed registration", None
         return "ok", child
+
+
+def peer_uid(conn: socket.socket) -> int:
+    """The user id of the process at the other end of a unix socket (SO_PEERCRED: pid, uid, gid)."""
+    return struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
 
 
 def child_configuration(attach_arguments: dict, child: dict) -> dict:
@@ -196,6 +204,10 @@ def register(config: dict, child: dict) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(REGISTER_TIMEOUT)
         sock.connect("\0" + config["endpoint"])
+        # Abstract names are listed in /proc/net/unix for every user: once the parent's registry
+        # has closed, another user could bind its name and collect this child's secret.
+        if peer_uid(sock) != os.getuid():
+            raise RegistrationRefused("the registry belongs to another user")
         sock.sendall(json.dumps({**child, "token": config.get("token")}).encode() + b"\n")
         answer = b""
         while not answer.endswith(b"\n"):
@@ -273,9 +285,21 @@ def _after_fork_in_child() -> None:
     if forking_frame.f_globals.get("__name__") == "subprocess":
         return
     try:
-        start_child_session(config, entry_frame=forking_frame)
+        start_child_session(config, entry_frame=forking_frame if config.get("entry") and not _in_library(
+            forking_frame) else None)
     except BaseException:   # noqa: BLE001 (the child runs on, whatever happened to its debugger)
         pass
+
+
+def _in_library(frame) -> bool:
+    """A fork made by the standard library or an installed package (multiprocessing, gunicorn's
+    arbiter): the line after it is theirs, so the child gets no entry stop there."""
+    import sysconfig
+
+    filename = os.path.realpath(frame.f_code.co_filename)
+    paths = sysconfig.get_paths()
+    roots = {os.path.realpath(paths[name]) for name in ("stdlib", "platstdlib", "purelib", "platlib") if name in paths}
+    return any(filename.startswith(root + os.sep) for root in roots)
 
 
 def boot() -> None:
@@ -289,11 +313,42 @@ def boot() -> None:
     if "multiprocessing.forkserver" in command:
         register_fork_hook()   # its forks run the user's code: they are the children
         return
-    _without_site_lock(lambda: start_child_session(config, entry_frame=None))
+    _without_site_lock(lambda: _configure_then_start(config))
     # A multiprocessing spawn child's main is multiprocessing's own bootstrap: no entry stop there.
     if config.get("entry") and "--multiprocessing-fork" not in command:
         _break_at_main_start()
     register_fork_hook()
+
+
+def _configure_then_start(config: dict) -> None:
+    """A new interpreter has the default options: it takes the parent's (production mode, budgets)."""
+    from . import _api
+
+    options = config.get("options")
+    if isinstance(options, dict) and options:
+        try:
+            _api.configure(options)
+        except ValueError as error:
+            _warn(f"this child is not debugged: the parent's options do not apply here ({error})")
+            return
+    start_child_session(config, entry_frame=None)
+
+
+def transferable_options(options: dict, defaults: dict) -> dict:
+    """The options a new interpreter must take from its parent: those changed from the default
+    whose values survive JSON (a redact_types class does not: its "module.QualName" must be used)."""
+    chosen = {}
+    for name, value in options.items():
+        if value == defaults.get(name):
+            continue
+        if name == "redact_types":
+            value = [item for item in value if isinstance(item, str)]
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        chosen[name] = list(value) if isinstance(value, tuple) else value
+    return chosen
 
 
 def _without_site_lock(run: Callable[[], object]) -> None:

@@ -27,6 +27,8 @@ def wait_for(path: str) -> None:
 def main(mode: str) -> None:
     if mode == "leaf":
         print(f"CHILD {os.getpid()} env {'FASTATTACH_SUBPROCESS' in os.environ}", flush=True)
+        api = sys.modules.get("fastattach._api")   # loaded by the child's session, if it has one
+        print(f"CHILD {os.getpid()} production {api and api.get_option('production')}", flush=True)
         print(f"CHILD {os.getpid()} result {work(21)}", flush=True)
         return
     print(f"PARENT {os.getpid()} start", flush=True)
@@ -36,6 +38,17 @@ def main(mode: str) -> None:
         if pid == 0:  # child-entry
             print(f"CHILD {os.getpid()} result {work(21)}", flush=True)
             os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print(f"CHILD EXIT {os.waitstatus_to_exitcode(status)}", flush=True)
+    elif mode == "grandchild":   # the child forks again: the grandchild runs work()
+        pid = os.fork()
+        if pid == 0:
+            grandchild = os.fork()
+            if grandchild == 0:
+                print(f"GRANDCHILD {os.getpid()} result {work(21)}", flush=True)
+                os._exit(0)
+            _, status = os.waitpid(grandchild, 0)
+            os._exit(os.waitstatus_to_exitcode(status))
         _, status = os.waitpid(pid, 0)
         print(f"CHILD EXIT {os.waitstatus_to_exitcode(status)}", flush=True)
     elif mode.startswith("mp-"):

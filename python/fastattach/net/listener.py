@@ -63,6 +63,8 @@ class Listener:
     returns None (forward it unchanged), a str (refuse it with that message) or a dict (forward
     this rewritten request instead). ``on_backend_done()``, if given, is called on the relay
     thread after each session's backend got its disconnect (or could not), however it ended.
+    ``on_attached(session)`` is called once a session's attach was accepted; ``exit_code()``,
+    if given, is asked as the process ends: an int is told to the client in `exited`.
     """
 
     def __init__(self, host: str, port: int, *, open_backend: Callable[[], socket.socket],
@@ -70,7 +72,8 @@ class Listener:
                  ssl_context: ssl.SSLContext | None = None, allow_unauthenticated: bool = False,
                  auth_timeout: float = DEFAULT_AUTH_TIMEOUT, throttle: FailureThrottle | None = None,
                  on_backend_done: Callable[[], None] | None = None,
-                 on_attached: Callable[[ClientSession], None] | None = None):
+                 on_attached: Callable[[ClientSession], None] | None = None,
+                 exit_code: Callable[[], int | None] | None = None):
         if secret is not None and (not isinstance(secret, str) or not secret):
             raise ValueError("secret must be a non-empty string (or None for no secret)")
         check_bind_allowed(host, port, secret=secret, allow_unauthenticated=allow_unauthenticated)
@@ -81,6 +84,7 @@ class Listener:
         self._request_filter = request_filter
         self._on_backend_done = on_backend_done
         self._on_attached = on_attached
+        self._exit_code = exit_code
         self._auth_timeout = auth_timeout
         self._throttle = throttle or FailureThrottle()
         self._sock = self._bind(host, port)
@@ -165,21 +169,12 @@ class Listener:
         if session is not None and session.active:
             session.inject_event(event, body)
 
-    def send_request(self, command: str, arguments: dict) -> bool:
-        """A reverse request to the attached client (its answer is not pydevd's); False without one."""
-        session = self._session
-        if session is None or not session.active:
-            return False
-        session.inject_request(command, arguments)
-        return True
-
-    def process_exiting(self, exit_code: int | None = None) -> None:
+    def process_exiting(self) -> None:
         """The process ends now (os._exit): the attached client, if any, gets its last answers and
-        `terminated` before this returns (bounded in time, see relay.EXIT_FLUSH_TIMEOUT); and
-        before them `exited` with `exit_code`, if given."""
+        `terminated` before this returns (bounded in time, see relay.EXIT_FLUSH_TIMEOUT)."""
         session = self._session
         if session is not None and session.active:
-            session.process_exiting(exit_code=exit_code)
+            session.process_exiting()
 
     def close(self, timeout: float = 5.0) -> None:
         """Disconnects the client (pydevd gets a disconnect, so threads resume), stops listening."""
@@ -337,7 +332,7 @@ class Listener:
                                    open_backend=self._open_backend, request_filter=self._request_filter,
                                    on_configured=self._configured.set, on_ending=self._session_ending,
                                    on_backend_done=self._on_backend_done, claim_slot=self._claim_slot,
-                                   on_attached=self._on_attached)
+                                   on_attached=self._on_attached, exit_code=self._exit_code)
             session = self._last_accepted = ClientSession(conn, peer, config)
             try:
                 thread = start_service_thread(session.run, "fastattach.relay")

@@ -74,6 +74,9 @@ class SessionConfig(NamedTuple):
     # A session has started (its attach was accepted and pydevd has it): the owner may read
     # its initialize_arguments and attach_arguments (child processes, see _subprocess.py).
     on_attached: Callable[[ClientSession], None] | None = None
+    # As the process ends: the exit code to tell the client in `exited` (a child's session,
+    # as debugpy's launcher tells it), or None to send no `exited` (debugpy's attach sessions).
+    exit_code: Callable[[], int | None] | None = None
 
 
 def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = None) -> None:
@@ -145,7 +148,6 @@ class ClientSession:
         # What debugpy's adapter would do on top of pydevd (see adapter.py).
         self._adapter = AdapterRules()
         self._process_exiting = False
-        self._exit_code: int | None = None   # said in `exited` when the process ends (a child's session)
         self._said_exited = False
         self._said_goodbye = False
         self._relay_thread: threading.Thread | None = None
@@ -199,12 +201,11 @@ class ClientSession:
         self._stop.set()
         self._waker.wake()
 
-    def process_exiting(self, timeout: float = EXIT_FLUSH_TIMEOUT, exit_code: int | None = None) -> None:
+    def process_exiting(self, timeout: float = EXIT_FLUSH_TIMEOUT) -> None:
         """The debuggee calls os._exit() (see _exit_hook.py): the relay answers what pydevd
         left open, says `terminated` and flushes, while this thread waits, at most `timeout`."""
         if self._relay_thread is threading.current_thread() or not self.attached or self._relay_over.is_set():
             return
-        self._exit_code = exit_code
         self._process_exiting = True
         self._waker.wake()
         self._relay_over.wait(timeout)
@@ -521,8 +522,8 @@ class ClientSession:
     def _backend_to_client(self, message: dict) -> None:
         if self._said_goodbye:
             return  # the client has had its last answers and `terminated`: nothing may follow them
-        if message["type"] == "event" and message["event"] == "terminated" and self._process_exiting:
-            self._say_exited()
+        if message["type"] == "event" and message["event"] == "terminated":
+            self._say_exited()   # pydevd's own, at a normal exit: `exited` goes first
         if message["type"] == "response":
             if message["command"] == "initialize" and message["request_seq"] == self._replayed_initialize_seq:
                 self._replayed_initialize_seq = None  # we answered it already, before pydevd existed
@@ -564,9 +565,16 @@ class ClientSession:
     def _say_exited(self) -> None:
         """`exited` once, before `terminated`, when the process's end is known to be under way
         and its exit code is to be told (a child's session)."""
-        if self._exit_code is not None and not self._said_exited and not self._said_goodbye:
-            self._said_exited = True
-            self._send_to_client({"type": "event", "event": "exited", "body": {"exitCode": self._exit_code}})
+        if self._said_exited or self._said_goodbye or self._config.exit_code is None:
+            return
+        self._said_exited = True
+        try:
+            code = self._config.exit_code()
+        except Exception:
+            logger.exception("fastattach: could not tell the exit code")
+            return
+        if code is not None:
+            self._send_to_client({"type": "event", "event": "exited", "body": {"exitCode": code}})
 
     def _end_for_exit(self) -> None:
         """os._exit() is under way: take what pydevd has written already, then say goodbye."""

@@ -218,12 +218,13 @@ def _get_or_error(port: int):
         return error
 
 
-# uvicorn is left out until a spawned child gets the parent's options: today a new interpreter
-# starts with the defaults, so under --production a uvicorn worker still stops (reported).
-@pytest.mark.parametrize("kind", ["gunicorn"])
+@pytest.mark.parametrize("kind", SERVERS)
 def test_production_mode_never_stops_a_worker(kind, tmp_path):
     # GIVEN the server under --production, each worker's session with a breakpoint in the view
-    with gunicorn(tmp_path, wait_for_client=True, options=("--production",)) as pending:
+    # (a spawned uvicorn worker gets the master's options through FASTATTACH_SUBPROCESS)
+    pending = (gunicorn(tmp_path, wait_for_client=True, options=("--production",)) if kind == "gunicorn"
+               else uvicorn(tmp_path, free_port(), wait_for_client=True, options=("--production",)))
+    with pending:
         master = attach_master(pending.debug.address)
         web = pending.started()
         workers = announced_workers(master, 2)

@@ -97,6 +97,10 @@ class WebServer:
 
     def held_by_each_worker(self, timeout: float = 60.0) -> set[int]:
         """One request per worker, all held at once, then released: the pids that served them."""
+        return {answer["pid"] for answer in self.held_answers(timeout)}
+
+    def held_answers(self, timeout: float = 60.0) -> list[dict]:
+        """One request per worker, all held at once, then released: each worker's /state."""
         names = []
         for _ in range(self.workers):
             self._holds += 1
@@ -112,7 +116,7 @@ class WebServer:
             finally:
                 for name in names:   # released whatever happened, so no worker stays blocked
                     (self.out_dir / f"release-{name}").touch()
-            return {future.result(timeout)["pid"] for future in answers}
+            return [future.result(timeout) for future in answers]
 
     def wait_held(self, name: str, timeout: float = 60.0, answer: concurrent.futures.Future | None = None) -> int:
         held = self.out_dir / f"held-{name}"

@@ -56,13 +56,9 @@ def assert_clean_worker(found: dict, master_pid: int) -> None:
 
 
 def assert_each_worker_clean(web, pids: set[int]) -> None:
-    seen = {}
-    for _ in range(200):   # bounded: new connections land on whichever worker accepts first
-        found = http_get(web.port, "/state")
-        seen[found["pid"]] = found
-        if set(seen) == pids:
-            break
-    for found in seen.values():
+    answers = web.held_answers()
+    assert {found["pid"] for found in answers} == pids
+    for found in answers:
         assert_clean_worker(found, web.debug.process.pid)
 
 

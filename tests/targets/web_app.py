@@ -8,7 +8,8 @@ Every answer is JSON and names the worker that served it. Paths:
 - ``/hold/NAME``: writes ``$WEB_APP_DIR/held-NAME`` (holding this worker's pid), then blocks
   this worker until ``$WEB_APP_DIR/release-NAME`` exists. Two requests held at once are
   served by two different workers: a held gunicorn sync worker takes no connection, and a
-  held uvicorn worker's event loop accepts none, just as when a breakpoint holds them.
+  held uvicorn worker's event loop accepts none, just as when a breakpoint holds them. The
+  answer is /state's, with ``held``.
 """
 
 import json
@@ -54,7 +55,7 @@ def hold(name: str) -> dict:
     deadline = time.monotonic() + HOLD_LIMIT_S
     while not os.path.exists(release) and time.monotonic() < deadline:
         time.sleep(0.01)
-    return {"pid": os.getpid(), "held": name}
+    return {**state(), "held": name}
 
 
 def answer(path: str) -> dict:

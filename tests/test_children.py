@@ -39,8 +39,9 @@ def start(mode: str, tmp_path, *options: str, wait_for_client: bool = False) -> 
     return server
 
 
-def attach_parent(server: DebugServer, *, start_debugging: bool = True, go: bool = True, **attach_args) -> DAPClient:
-    client = DAPClient.connect(*server.address, timeout=20)
+def attach_parent(server: DebugServer, *, start_debugging: bool = True, go: bool = True, ssl_context=None,
+                  **attach_args) -> DAPClient:
+    client = DAPClient.connect(*server.address, timeout=20, ssl_context=ssl_context)
     if start_debugging:
         client.initialize(supportsStartDebuggingRequest=True)
     else:
@@ -64,17 +65,17 @@ def announced_child(parent: DAPClient, *, start_debugging: bool = True, timeout:
     return configuration
 
 
-def attach_child(configuration: dict, breakpoint_line: int | None = CHILD_LINE) -> DAPClient:
+def attach_child(configuration: dict, breakpoint_line: int | None = CHILD_LINE, ssl_context=None) -> DAPClient:
     connect = configuration["connect"]
-    client = DAPClient.connect(connect["host"], connect["port"], timeout=20)
+    client = DAPClient.connect(connect["host"], connect["port"], timeout=20, ssl_context=ssl_context)
     breakpoints = {str(CHILDREN): [{"line": breakpoint_line}]} if breakpoint_line else None
     client.attach(breakpoints=breakpoints, **{k: v for k, v in configuration.items() if k != "request"})
     return client
 
 
-def debug_child_to_its_end(configuration: dict) -> DAPClient:
+def debug_child_to_its_end(configuration: dict, ssl_context=None) -> DAPClient:
     """Attach to the child, stop at the breakpoint in work(), continue; the session ends."""
-    child = attach_child(configuration)
+    child = attach_child(configuration, ssl_context=ssl_context)
     stop = wait_stop(child, timeout=60)
     assert stop.line == CHILD_LINE
     assert child.evaluate("n", stop.frame_id) == "21"
@@ -360,3 +361,27 @@ def test_configure_subprocess_false_during_a_session_stops_debugging_new_childre
         assert "env False" in server.stdout()
         finish(server, parent)
         assert not parent.requests("startDebugging")
+
+
+def test_a_child_of_a_tls_parent_listens_with_tls_and_its_own_secret(tmp_path):
+    import ssl
+
+    from test_security import make_certificate
+
+    certfile, keyfile = make_certificate(tmp_path, "children")
+    context = ssl.create_default_context(cafile=certfile)
+    with start("fork", tmp_path, "--certfile", certfile, "--keyfile", keyfile, "--secret", "parent-secret") as server:
+        parent = attach_parent(server, ssl_context=context, secret="parent-secret")
+        configuration = announced_child(parent)
+        assert configuration["secret"] != "parent-secret"
+        # a plain-text client gets nowhere with the child
+        with socket.create_connection((configuration["connect"]["host"], configuration["connect"]["port"])) as plain:
+            plain.settimeout(10)
+            plain.sendall(b'Content-Length: 2\r\n\r\n{}')
+            try:
+                answer = plain.recv(4096)
+            except ConnectionResetError:
+                answer = b""
+            assert b"Content-Length" not in answer
+        child = debug_child_to_its_end(configuration, ssl_context=context)
+        finish(server, parent, child)

@@ -39,7 +39,7 @@ registry = children.Registry(lambda child: heard.append(child) and False, host="
 child = subprocess.run([sys.executable, "-c", "import sys; print('fastattach._api' in sys.modules)"],
                        env={**os.environ, children.ENV: registry.environment_value}, capture_output=True, text=True)
 registry.close()
-assert child.stdout == "True\n" and [c["pid"] for c in heard] != [], (child.stdout, child.stderr, heard)
+assert child.stdout == "True\\n" and [c["pid"] for c in heard] != [], (child.stdout, child.stderr, heard)
 print("ok", version, importlib.metadata.version("debugpy"))
 """
 

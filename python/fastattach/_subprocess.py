@@ -279,14 +279,17 @@ def _after_fork_in_child() -> None:
     config = inherited_config()
     if config is None:
         return
-    forking_frame = sys._getframe(1)
+    try:
+        forking_frame = sys._getframe(1)
+    except ValueError:   # forked from C with no Python frame: nothing to stop at, still a child
+        forking_frame = None
     # subprocess with preexec_fn runs the at-fork handlers between fork and exec: the program
     # that exec() starts is the child (the .pth sees to it if it is Python).
-    if forking_frame.f_globals.get("__name__") == "subprocess":
+    if forking_frame is not None and forking_frame.f_globals.get("__name__") == "subprocess":
         return
     try:
-        start_child_session(config, entry_frame=forking_frame if config.get("entry") and not _in_library(
-            forking_frame) else None)
+        start_child_session(config, entry_frame=forking_frame if forking_frame is not None and config.get(
+            "entry") and not _in_library(forking_frame) else None)
     except BaseException:   # noqa: BLE001 (the child runs on, whatever happened to its debugger)
         pass
 

@@ -14,8 +14,10 @@ machine's load hits every mode alike; each of ``--repeat`` sets starts fresh ser
   worker's own session, which it was told of by startDebugging, with breakpoints elsewhere:
   on a line of the app's module that requests never run (``elsewhere-breakpoint``).
 
-Reported: median and range of requests per second per mode over every round, and median and
-range of the per-round ratio to bare (the same round's bare server). Run with the venv's
+Reported, as median and range over every round: requests per second, and the worker's CPU
+time per request (all its threads, /proc/PID/schedstat), each also as a ratio to the same round's bare
+server. On a loaded machine the CPU time is the steadier of the two: wall time there is
+mostly waiting for a core. Run with the venv's
 python (gunicorn, debugpy and fastattach installed).
 """
 
@@ -25,12 +27,15 @@ import argparse
 import http.client
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 from fastattach.net.client import DAPClient
 
@@ -91,6 +96,7 @@ class Server:
             self.port = int(wait_log(log, _HTTP_LISTENING, self.process).group(1))
             for _ in range(50):   # warm-up: the worker is up and its code has run once
                 _retry_get(self.port)
+            (self.worker,) = psutil.Process(self.process.pid).children()
         except BaseException:
             self.close()
             raise
@@ -108,14 +114,23 @@ class Server:
         worker.attach(breakpoints={str(APP): [{"line": marker_line("elsewhere-breakpoint")}]},
                       **{k: v for k, v in configuration.items() if k != "request"})
 
-    def requests_per_second(self, requests: int) -> float:
+    def measure(self, requests: int) -> tuple[float, float]:
+        """(requests per second, the worker's CPU time per request in µs) over ``requests``."""
+        cpu_before = self._cpu_seconds()
         started = time.perf_counter()
         for _ in range(requests):
             get(self.port)
         elapsed = time.perf_counter() - started
+        cpu = self._cpu_seconds() - cpu_before
         if any(client.events("stopped") for client in self.clients):
             raise RuntimeError("a session stopped: the breakpoint was not elsewhere")
-        return requests / elapsed
+        return requests / elapsed, cpu / requests * 1e6
+
+    def _cpu_seconds(self) -> float:
+        """The worker's time on a CPU, all its threads, in ns from /proc/PID/schedstat (the
+        clock-tick CPU times of /proc/PID/stat are too coarse for a few hundred requests)."""
+        with open(f"/proc/{self.worker.pid}/schedstat") as schedstat:
+            return int(schedstat.read().split()[0]) / 1e9
 
     def close(self) -> None:
         for client in self.clients:
@@ -143,14 +158,24 @@ def _retry_get(port: int, timeout: float = 60.0) -> None:
             time.sleep(0.05)
 
 
+def _spread(values: list[float] | None, spec: str) -> str:
+    if values is None:
+        return "1"
+    return f"{statistics.median(values):{spec}} ({min(values):{spec}}-{max(values):{spec}})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="fresh servers per mode (default 5)")
     parser.add_argument("--rounds", type=int, default=6, help="rounds per set of servers (default 6)")
     parser.add_argument("--requests", type=int, default=300, help="requests per mode per round (default 300)")
     options = parser.parse_args()
+    # A benchmark stopped with SIGTERM still stops the servers it started (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+    cpus: dict[str, list[float]] = {mode: [] for mode in MODES}
     ratios: dict[str, list[float]] = {mode: [] for mode in MODES[1:]}
+    cpu_ratios: dict[str, list[float]] = {mode: [] for mode in MODES[1:]}
     with tempfile.TemporaryDirectory() as workdir:
         for repetition in range(options.repeat):
             servers = []
@@ -160,25 +185,26 @@ def main() -> None:
                 for round_ in range(options.rounds):
                     # A B C, then B C A, ...: no mode always runs first, or right after another
                     order = servers[round_ % len(servers):] + servers[:round_ % len(servers)]
-                    measured = {server.mode: server.requests_per_second(options.requests) for server in order}
-                    for mode, rate in measured.items():
+                    measured = {server.mode: server.measure(options.requests) for server in order}
+                    for mode, (rate, cpu) in measured.items():
                         rates[mode].append(rate)
+                        cpus[mode].append(cpu)
                     for mode in ratios:
-                        ratios[mode].append(measured[mode] / measured["bare"])
+                        ratios[mode].append(measured[mode][0] / measured["bare"][0])
+                        cpu_ratios[mode].append(measured[mode][1] / measured["bare"][1])
                     print(f"  {repetition + 1}/{options.repeat} round {round_ + 1}: "
-                          + ", ".join(f"{m} {r:.0f}" for m, r in measured.items()), file=sys.stderr)
+                          + ", ".join(f"{m} {r:.0f}/s {c:.0f} µs" for m, (r, c) in measured.items()), file=sys.stderr)
             finally:
                 for server in servers:
                     server.close()
     print(f"Python {sys.version.split()[0]}: one gunicorn sync worker per mode; {options.repeat} sets of fresh "
           f"servers x {options.rounds} rounds x {options.requests} sequential requests per mode and round\n")
-    print("| mode | requests/s, median (min-max) | per-round ratio to bare, median (min-max) |")
-    print("|---|---|---|")
+    print("| mode | requests/s | per-round ratio to bare | worker CPU µs per request | per-round CPU ratio to bare |")
+    print("|---|---|---|---|---|")
     for mode in MODES:
-        values = rates[mode]
-        ratio = "1" if mode == "bare" else (f"{statistics.median(ratios[mode]):.3f} "
-                                            f"({min(ratios[mode]):.3f}-{max(ratios[mode]):.3f})")
-        print(f"| {mode} | {statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f}) | {ratio} |")
+        print(f"| {mode} | {_spread(rates[mode], '.0f')} | {_spread(ratios.get(mode), '.3f')} "
+              f"| {_spread(cpus[mode], '.0f')} | {_spread(cpu_ratios.get(mode), '.3f')} |")
+    print("\nEach cell: median (min-max) over every round.")
     print(f"\n(load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())})")
 
 

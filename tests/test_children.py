@@ -86,14 +86,13 @@ def debug_child_to_its_end(configuration: dict, ssl_context=None) -> DAPClient:
 
 
 def assert_child_session_ended(child: DAPClient) -> None:
-    """The child's exit: `exited` with its exit code, then `terminated`, then nothing else."""
+    """The child's exit: `exited` with its exit code, then `terminated`, once each."""
     assert child.wait_event("exited", timeout=60)["body"] == {"exitCode": 0}
     child.wait_event("terminated", timeout=60)
     received = [message for direction, message, _ in child.transcript if direction == "recv"]
     events = [message.get("event") for message in received if message["type"] == "event"]
     assert events.count("exited") == events.count("terminated") == 1
     assert events.index("exited") < events.index("terminated")
-    assert received[-1]["type"] == "event" and received[-1]["event"] == "terminated"
 
 
 def finish(server: DebugServer, parent: DAPClient, *children: DAPClient) -> None:
@@ -384,4 +383,29 @@ def test_a_child_of_a_tls_parent_listens_with_tls_and_its_own_secret(tmp_path):
                 answer = b""
             assert b"Content-Length" not in answer
         child = debug_child_to_its_end(configuration, ssl_context=context)
+        finish(server, parent, child)
+
+
+def test_a_child_run_under_fastattach_listens_as_its_command_line_says(tmp_path):
+    with start("fastattach", tmp_path) as server:
+        parent = attach_parent(server)
+        server.wait_for_stdout(r"^CHILD EXIT 0", timeout=60)
+        assert "result 42" in server.stdout()
+        finish(server, parent)
+        assert not parent.requests("startDebugging")
+
+
+def test_the_parents_breakpoints_do_not_follow_a_child_into_its_session(tmp_path):
+    # GIVEN the parent's client has a breakpoint in work(), which only the child runs
+    with start("fork", tmp_path) as server:
+        parent = attach_parent(server, go=False)
+        parent.set_breakpoints(str(CHILDREN), [{"line": CHILD_LINE}])
+        server.go.touch()
+        # WHEN the child's session is configured without breakpoints
+        child = attach_child(announced_child(parent), breakpoint_line=None)
+        # THEN nobody stops: the child ran work() and exited
+        assert_child_session_ended(child)
+        server.wait_for_stdout(r"^CHILD EXIT 0")
+        assert "result 42" in server.stdout()
+        assert not child.events("stopped")
         finish(server, parent, child)

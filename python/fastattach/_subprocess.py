@@ -310,8 +310,9 @@ def boot() -> None:
     config = inherited_config()
     if config is None:
         return
-    command = " ".join(getattr(sys, "orig_argv", ()))
-    if "multiprocessing.resource_tracker" in command:
+    argv = list(getattr(sys, "orig_argv", ()))
+    command = " ".join(argv)
+    if "multiprocessing.resource_tracker" in command or _runs_fastattach(argv):
         return
     if "multiprocessing.forkserver" in command:
         register_fork_hook()   # its forks run the user's code: they are the children
@@ -321,6 +322,14 @@ def boot() -> None:
     if config.get("entry") and "--multiprocessing-fork" not in command:
         _break_at_main_start()
     register_fork_hook()
+
+
+def _runs_fastattach(argv: list[str]) -> bool:
+    """`python -m fastattach ...` or the fastattach script: it listens (or attaches) as it is told."""
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "-m":
+            return value.split(".")[0] == "fastattach"
+    return len(argv) > 1 and os.path.basename(argv[1]) == "fastattach"
 
 
 def _configure_then_start(config: dict) -> None:

@@ -59,6 +59,9 @@ def main(mode: str) -> None:
     elif mode == "preexec":   # the at-fork handlers run between fork and exec: no session there
         done = subprocess.run(["true"], preexec_fn=os.getpid)
         print(f"CHILD EXIT {done.returncode}", flush=True)
+    elif mode == "fastattach":   # a child run under fastattach listens as it is told, not as a child
+        done = subprocess.run([sys.executable, "-m", "fastattach", "--listen", "127.0.0.1:0", __file__, "leaf"])
+        print(f"CHILD EXIT {done.returncode}", flush=True)
     elif mode == "subprocess":
         done = subprocess.run([sys.executable, __file__, "leaf"])
         print(f"CHILD EXIT {done.returncode}", flush=True)

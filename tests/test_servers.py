@@ -202,3 +202,20 @@ def test_gunicorns_timeout_kills_a_worker_held_at_a_breakpoint(tmp_path):
         assert_valid(client.transcript)
         # AND the replacement worker serves
         assert web.held_by_each_worker() == new_pids
+
+
+def test_gunicorn_workers_recycled_by_max_requests_under_a_client_serve(tmp_path):
+    # GIVEN gunicorn recycling each worker after 5 requests, under a client with a breakpoint
+    # in the view: every replacement is forked by the master while the client is attached
+    with gunicorn(tmp_path, wait_for_client=True, extra=("--max-requests", "5")) as pending:
+        client = attach_to_master(pending.debug.address)
+        web = pending.started()
+        first = web.wait_workers()
+        # WHEN enough requests go through the view for every worker to be recycled twice over
+        served = {http_get(web.port, f"/{n}")["pid"] for n in range(30)}
+        # THEN every request was answered, by workers of several generations (a worker
+        # serves at most 5 before it is replaced)
+        assert len(served) >= 30 // 5 and served - first, served
+        now = web.wait_workers()
+        assert_each_worker_clean(web, now)
+        assert_master_session_works(client, web.debug.process.pid)

@@ -136,6 +136,17 @@ def test_a_request_to_each_worker_stops_in_that_workers_own_session(kind, tmp_pa
         # THEN a request to each worker stops in that worker's session, and is answered once continued
         answers = stop_in_each_worker(web, workers)
         assert set(answers) == pids
+        # AND when the server shuts down (SIGTERM to the master, which stops its workers),
+        # each worker's session ends: a gunicorn worker exits, with exited and terminated; a
+        # uvicorn worker, once shut down, raises the SIGTERM it caught again and dies of it,
+        # so nothing is left in it to say so, and its connection just closes
+        web.debug.process.terminate()
+        for worker in workers:
+            if kind == "gunicorn":
+                worker.client.wait_event("exited", timeout=60)
+                worker.client.wait_event("terminated", timeout=60)
+            else:
+                wait_until(lambda w=worker: w.client.closed, timeout=60, what="the worker's session to close")
         finish(web, master, workers)
 
 

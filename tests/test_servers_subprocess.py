@@ -59,10 +59,10 @@ class Worker:
 def announced_workers(master: DAPClient, count: int) -> list[Worker]:
     """The next ``count`` workers the master's client is told about, each attached to.
 
-    The master runs under --wait-for-client, yet no worker stops at an entry: a forked
-    worker's entry (the line after the fork) is gunicorn's code, which justMyCode hides, and
-    a spawned one's main is multiprocessing's (docs/debugpy-compat.md). stop_in_each_worker
-    would see such a stop: it requires the first stop of each to be the view's breakpoint."""
+    The master runs under --wait-for-client, yet no worker stops at an entry: gunicorn, an
+    installed package, makes the fork, and a spawned worker's main is multiprocessing's
+    (docs/debugpy-compat.md, "Entry"). stop_in_each_worker would see such a stop: it
+    requires the first stop of each worker to be the view's breakpoint."""
     workers = []
     for _ in range(count):
         request = master.wait_request("startDebugging", timeout=90)

@@ -51,7 +51,7 @@ DEFAULTS: dict[str, object] = {
     "subProcess": True,
     # Seconds a child waits, before its first line of its own, for the client it was announced
     # to (its configurationDone); then it runs on without a debugger.
-    "subprocess_grace_period": 5.0,
+    "subprocess_grace_period": 2.0,
 }
 # Options whose change gives every breakpoint a fresh budget (all but where logs go and
 # debugpy's names, which can only keep their one value).

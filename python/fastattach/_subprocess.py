@@ -241,8 +241,8 @@ def start_child_session(_api, config: dict, entry_frame=None) -> bool:
     except OSError:
         _api.stop()   # the parent's session is over (or it refused): nobody will come
         return False
-    grace = config.get("grace", 5.0)
-    grace = grace if isinstance(grace, (int, float)) and not isinstance(grace, bool) and grace >= 0 else 5.0
+    grace = config.get("grace", 2.0)
+    grace = grace if isinstance(grace, (int, float)) and not isinstance(grace, bool) and grace >= 0 else 2.0
     configured = _api.wait_for_client(max(0.0, grace - (time.monotonic() - started)))
     if not configured:
         if not _api.is_client_connected():

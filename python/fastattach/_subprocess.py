@@ -31,6 +31,7 @@ before the client attached (it keeps the environment it started with). Standard 
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import os
@@ -272,7 +273,8 @@ def register_fork_hook(_api) -> None:
     global _fork_hook_registered
     if not _fork_hook_registered:
         _fork_hook_registered = True
-        os.register_at_fork(after_in_child=lambda: _after_fork_in_child(_api))
+        # A partial adds no Python frame: _after_fork_in_child's caller must be the forking frame.
+        os.register_at_fork(after_in_child=functools.partial(_after_fork_in_child, _api))
 
 
 def _after_fork_in_child(_api) -> None:

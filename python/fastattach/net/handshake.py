@@ -112,6 +112,13 @@ class Handshake:
         self._messages = 0
         self.done = False
 
+    def checks_secret(self, message: dict) -> bool:
+        """Whether receive(message) would compare an offered secret with ours (a guess)."""
+        return (self._secret is not None and not self.done and self._initialize is not None
+                and self._messages < MAX_MESSAGES_BEFORE_ATTACH and message["type"] == "request"
+                and message["command"] == "attach"
+                and isinstance(message.get("arguments"), dict) and "secret" in message["arguments"])
+
     def receive(self, message: dict) -> Step:
         if self.done:
             raise RuntimeError("the handshake is over; relay the message instead")

@@ -25,7 +25,7 @@ from .._log import logger
 from .adapter import AdapterRules
 from .handshake import MAX_BODY_BYTES_BEFORE_ATTACH, Handshake
 from .request_shapes import check_request
-from .security import FailureThrottle
+from .security import FailureThrottle, GuessLimiter
 from .sockets import WOULD_BLOCK, Waker, close_quietly, format_peer, would_block
 from .wire import (
     DEFAULT_MAX_BODY_BYTES,
@@ -71,6 +71,8 @@ class SessionConfig(NamedTuple):
     on_backend_done: Callable[[], None] | None = None
     # An accepted attach asks for the one client slot: None if granted, else the refusal.
     claim_slot: Callable[[ClientSession], str | None] | None = None
+    # The listener's bound on secret checks per second, shared by all its connections.
+    guesses: GuessLimiter | None = None
 
 
 def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = None) -> None:
@@ -103,12 +105,13 @@ def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = 
 class ClientSession:
     """One client connection, served by one thread from accept to close."""
 
-    def __init__(self, conn: socket.socket, peer, config: SessionConfig):
+    def __init__(self, conn: socket.socket, peer, config: SessionConfig, principal: str | None = None):
         self._config = config
         self._client = conn
         self._peer = peer
         self._peer_name = format_peer(peer)
-        self._peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
+        # Whom failed secrets are counted against (security.peer_principal); the address by default.
+        self.principal = principal or (peer[0] if isinstance(peer, tuple) else str(peer))
         self._backend: socket.socket | None = None
         self._tls = config.ssl_context is not None
         self._would_block = would_block(self._tls)
@@ -351,12 +354,17 @@ class ClientSession:
                     self._before_attach(message)
 
     def _before_attach(self, message: dict) -> None:
+        checks_secret = self._handshake.checks_secret(message)
+        if checks_secret and not self._may_check_secret(message):
+            return
         step = self._handshake.receive(message)
+        if checks_secret and not step.auth_failed and self._config.guesses is not None:
+            self._config.guesses.give_back()
         if step.auth_failed:
-            locked_out = self._config.throttle.record_failure(self._peer_host)
+            locked_out = self._config.throttle.record_failure(self.principal)
             if locked_out:
-                logger.warning("fastattach: %s is locked out for %.2g s after %d failed attempts", self._peer_host,
-                               locked_out, self._config.throttle.failures(self._peer_host))
+                logger.warning("fastattach: %s is locked out for %.2g s after %d failed attempts", self.principal,
+                               locked_out, self._config.throttle.failures(self.principal))
         if step.reply is not None:
             self._send_to_client(step.reply)
         if step.close:
@@ -365,7 +373,7 @@ class ClientSession:
         elif step.log:
             logger.info("fastattach: %s: %s", self._peer_name, step.log)
         if step.start_session is not None:
-            self._config.throttle.record_success(self._peer_host)
+            self._config.throttle.record_success(self.principal)
             initialize, attach = step.start_session
             problem = check_request(attach)
             if problem is None and self._config.claim_slot is not None:
@@ -375,6 +383,27 @@ class ClientSession:
                 self._end(problem, warn=True)
                 return
             self._start_session(initialize, attach)
+
+    def _may_check_secret(self, attach: dict) -> bool:
+        """Waits for the listener's guess budget before the secret in `attach` is compared;
+        False (the attach answered and the session ending, or stopped) if it may not be."""
+        throttle, guesses = self._config.throttle, self._config.guesses
+        # Other connections of a principal that began before its lockout do not get around it.
+        problem = None
+        if wait := throttle.retry_after(self.principal):
+            problem = (f"too many failed attempts from {self.principal}: try again in {wait:.1f} s, "
+                       f"with the right secret")
+        elif guesses is not None and not guesses.acquire(lambda: throttle.failures(self.principal),
+                                                         deadline=self._deadline, cancelled=self._stop.is_set):
+            if self._stop.is_set():
+                return False   # the relay loop says why
+            problem = ("too many attempts to authenticate on this port just now (someone may be guessing "
+                       "the secret): try again in a few seconds")
+        if problem is None:
+            return True
+        self._send_to_client(error_response(attach, problem))
+        self._end(problem)   # not a warning each: a guessing flood would flood the log (see the listener's)
+        return False
 
     def _start_session(self, initialize: dict, attach: dict) -> None:
         self._gil_handoffs = prompt_gil_handoffs().__enter__()

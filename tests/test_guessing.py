@@ -1,0 +1,119 @@
+"""Guessing the secret stays slow whatever the source address, and cannot lock out someone else.
+
+Linux routes all of 127.0.0.0/8 to lo, so a local guesser can give every connection a new
+source address (benchmarks/guess_secret.py does). Failed secrets are counted per principal
+(the local user owning the connecting socket, for loopback), and every listener checks at
+most a few secrets per second whoever sends them, the fewest-failures principal first
+(docs/security.md, "Guessing the secret"). Real sockets and a real listener; other local
+users are forked children that setuid, so the test needs root for that part.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import time
+import warnings
+
+import pytest
+from test_server import clients, fake, make_listener  # noqa: F401  (fixtures)
+
+from fastattach.net.security import GUESS_BURST, GUESSES_PER_SECOND, FailureThrottle, GuessLimiter
+
+SECRET = "guessing-test-secret-0123456789"
+GUESSER_PATH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "guess_secret.py"
+_spec = importlib.util.spec_from_file_location("guess_secret", GUESSER_PATH)
+guesser = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(guesser)
+
+# Local users no account has on a test machine (root may setuid to any number).
+GUESSING_UIDS = range(47001, 47007)
+
+
+def guess_as(uid: int, address, *, seconds: float, connections: int, first_source: int) -> tuple[int, int]:
+    """Forks a guesser running as `uid`; returns its pid and the pipe its counts arrive on."""
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # fork() with threads: the child only guesses
+        pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            counts = guesser.run(*address, seconds=seconds, connections=connections, first_source=first_source)
+            os.write(write, json.dumps(counts).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    return pid, read
+
+
+def collect(pid: int, read: int) -> dict:
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and data, "a guesser failed"
+    return json.loads(data)
+
+
+def lockout_bound(throttle: FailureThrottle, seconds: float) -> int:
+    """The most failures one principal can have in `seconds`: each waits out the lockout the
+    previous one earned."""
+    failures, elapsed = 1, 0.0
+    while elapsed + throttle.delay_for(failures) <= seconds:
+        elapsed += throttle.delay_for(failures)
+        failures += 1
+    return failures
+
+
+def test_rotating_loopback_source_addresses_count_as_one_local_user(make_listener):  # noqa: F811
+    throttle = FailureThrottle()
+    listener = make_listener(secret=SECRET, throttle=throttle)
+    # GIVEN a guesser giving each of its connections a new 127.0.x.y source address
+    counts = guesser.run(*listener.address, seconds=3.0, connections=8)
+    window = counts["end"] - counts["start"]
+    # THEN every address counted against the one local user it runs as: its guesses waited
+    # out that user's growing lockout, and the rest were refused without a check
+    assert counts["sources"] > 20, counts
+    me = f"uid {os.getuid()}"
+    assert throttle.failures(me) == counts.get("checked", 0) <= lockout_bound(throttle, window), counts
+    assert counts.get("locked_out", 0) > 0, counts
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="connecting as other local users needs root (setuid)")
+def test_many_guessing_users_get_the_listener_budget_and_the_right_secret_gets_in(
+        make_listener, clients, fake):  # noqa: F811
+    limiter = GuessLimiter()
+    listener = make_listener(secret=SECRET, guess_limiter=limiter)
+    # GIVEN six other local users guessing at once, each rotating its source addresses
+    guessers = [guess_as(uid, listener.address, seconds=5.0, connections=6, first_source=k * 100_000)
+                for k, uid in enumerate(GUESSING_UIDS)]
+    try:
+        time.sleep(2.0)   # the budget is spent and guesses wait in line
+        # WHEN a client with the right secret (another user: this one) attaches meanwhile
+        checks_before = limiter.checks
+        started = time.perf_counter()
+        client = clients(listener)
+        client.attach(secret=SECRET)
+        took = time.perf_counter() - started
+        checks_meanwhile = limiter.checks - checks_before
+        print(f"\nthe right secret got in after {took:.3f} s while {len(GUESSING_UIDS)} users guessed")
+        # THEN it is attached, and was checked next: at most a check already under way and one
+        # granted before its attach arrived went first, not the line of waiting guesses
+        assert client.request("threads")["success"]
+        assert fake.opened == 1
+        assert checks_meanwhile <= 3, checks_meanwhile
+    finally:
+        results = [collect(pid, read) for pid, read in guessers]
+    # AND all the users together got no more checks than the one listener's budget
+    checked = sum(result.get("checked", 0) for result in results)
+    attempts = sum(result["sources"] for result in results)
+    window = max(r["end"] for r in results) - min(r["start"] for r in results)
+    assert checked <= GUESS_BURST + GUESSES_PER_SECOND * window + 1, results
+    assert attempts > 2 * checked, results   # the flood was far larger than what got checked

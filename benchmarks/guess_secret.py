@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import socket
 import threading
 import time
+import warnings
 
 
 def frame(message: dict) -> bytes:
@@ -31,7 +33,7 @@ GUESS = frame({"seq": 1, "type": "request", "command": "initialize", "arguments"
 
 
 def source_address(index: int) -> str:
-    """127.0.x.y, skipping 127.0.0.0/24 (127.0.0.1 is where real clients come from)."""
+    """127.x.y.z, skipping 127.0.0.0/24 (127.0.0.1 is where real clients come from)."""
     index += 256
     return f"127.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255 or 1}"
 
@@ -86,9 +88,11 @@ def guess(host: str, port: int, source: str, deadline: float) -> str:
         sock.close()
 
 
-def run(host: str, port: int, *, seconds: float, connections: int, first_source: int = 0) -> dict:
+def run(host: str, port: int, *, seconds: float, connections: int, first_source: int = 0,
+        fixed_source: str | None = None) -> dict:
     """Guesses for `seconds` on `connections` threads; the counts of each outcome, the number
-    of source addresses used, and the window (time.time() at its start and end)."""
+    of source addresses used, and the window (time.time() at its start and end). With
+    `fixed_source`, every connection comes from that one address instead."""
     counts: dict[str, int] = {}
     lock = threading.Lock()
     sources = itertools.count(first_source)
@@ -98,7 +102,7 @@ def run(host: str, port: int, *, seconds: float, connections: int, first_source:
     def worker():
         while time.monotonic() < deadline:
             with lock:
-                source = source_address(next(sources))
+                source = fixed_source or source_address(next(sources))
             outcome = guess(host, port, source, deadline)
             with lock:
                 counts[outcome] = counts.get(outcome, 0) + 1
@@ -110,6 +114,39 @@ def run(host: str, port: int, *, seconds: float, connections: int, first_source:
         thread.join()
     return {**counts, "sources": next(sources) - first_source, "start": started_wall,
             "end": started_wall + (time.monotonic() - started)}
+
+
+def run_as_user(uid: int, host: str, port: int, **options) -> tuple[int, int]:
+    """Forks a guesser that runs as local user `uid` (the caller must be root); returns its pid
+    and the pipe its counts arrive on (see collect). Forked, not executed: the interpreter may
+    live where that user cannot read."""
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # fork() with threads: the child only guesses
+        pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.write(write, json.dumps(run(host, port, **options)).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    return pid, read
+
+
+def collect(pid: int, read: int) -> dict:
+    """The counts of a guesser started by run_as_user, once it has finished."""
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or not data:
+        raise RuntimeError(f"the guesser {pid} failed (exit status {os.waitstatus_to_exitcode(status)})")
+    return json.loads(data)
 
 
 def main(argv=None) -> int:

@@ -11,11 +11,9 @@ users are forked children that setuid, so the test needs root for that part.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import pathlib
 import time
-import warnings
 
 import pytest
 from test_server import clients, fake, make_listener  # noqa: F401  (fixtures)
@@ -30,36 +28,6 @@ _spec.loader.exec_module(guesser)
 
 # Local users no account has on a test machine (root may setuid to any number).
 GUESSING_UIDS = range(47001, 47007)
-
-
-def guess_as(uid: int, address, *, seconds: float, connections: int, first_source: int) -> tuple[int, int]:
-    """Forks a guesser running as `uid`; returns its pid and the pipe its counts arrive on."""
-    read, write = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)   # fork() with threads: the child only guesses
-        pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            counts = guesser.run(*address, seconds=seconds, connections=connections, first_source=first_source)
-            os.write(write, json.dumps(counts).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write)
-    return pid, read
-
-
-def collect(pid: int, read: int) -> dict:
-    with os.fdopen(read, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0 and data, "a guesser failed"
-    return json.loads(data)
 
 
 def lockout_bound(throttle: FailureThrottle, seconds: float) -> int:
@@ -92,7 +60,7 @@ def test_many_guessing_users_get_the_listener_budget_and_the_right_secret_gets_i
     limiter = GuessLimiter()
     listener = make_listener(secret=SECRET, guess_limiter=limiter)
     # GIVEN six other local users guessing at once, each rotating its source addresses
-    guessers = [guess_as(uid, listener.address, seconds=5.0, connections=6, first_source=k * 100_000)
+    guessers = [guesser.run_as_user(uid, *listener.address, seconds=5.0, connections=6, first_source=k * 100_000)
                 for k, uid in enumerate(GUESSING_UIDS)]
     try:
         time.sleep(2.0)   # the budget is spent and guesses wait in line
@@ -110,10 +78,28 @@ def test_many_guessing_users_get_the_listener_budget_and_the_right_secret_gets_i
         assert fake.opened == 1
         assert checks_meanwhile <= 3, checks_meanwhile
     finally:
-        results = [collect(pid, read) for pid, read in guessers]
+        results = [guesser.collect(pid, read) for pid, read in guessers]
     # AND all the users together got no more checks than the one listener's budget
     checked = sum(result.get("checked", 0) for result in results)
     attempts = sum(result["sources"] for result in results)
     window = max(r["end"] for r in results) - min(r["start"] for r in results)
     assert checked <= GUESS_BURST + GUESSES_PER_SECOND * window + 1, results
     assert attempts > 2 * checked, results   # the flood was far larger than what got checked
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="connecting as another local user needs root (setuid)")
+def test_another_user_guessing_from_127_0_0_1_does_not_lock_out_its_users(make_listener, clients, fake):  # noqa: F811
+    throttle = FailureThrottle()
+    listener = make_listener(secret=SECRET, throttle=throttle)
+    # GIVEN another local user guessing from 127.0.0.1, where SSH tunnels arrive too, until it
+    # is locked out
+    pid, read = guesser.run_as_user(GUESSING_UIDS[0], *listener.address, seconds=2.0, connections=4,
+                                    fixed_source="127.0.0.1")
+    counts = guesser.collect(pid, read)
+    assert counts.get("locked_out", 0) > 0, counts
+    assert throttle.retry_after(f"uid {GUESSING_UIDS[0]}") > 0
+    # WHEN a user of this uid comes through 127.0.0.1 with the right secret
+    client = clients(listener)
+    client.attach(secret=SECRET)
+    # THEN it is attached: the lockout is the guesser's alone
+    assert client.request("threads")["success"] and fake.opened == 1

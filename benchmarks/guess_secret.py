@@ -69,13 +69,15 @@ def classify(message: dict) -> str | None:
     return None
 
 
-def guess(host: str, port: int, source: str, deadline: float) -> str:
+def guess(host: str, port: int, source: str, deadline: float, close_at_once: bool = False) -> str:
     sock = socket.socket()
     try:
         sock.bind((source, 0))
         sock.settimeout(max(0.01, deadline - time.monotonic()))
         sock.connect((host, port))
         sock.sendall(GUESS)
+        if close_at_once:
+            return "sent"
         for message in answers(sock, deadline):
             if message.get("type") == "response" and (outcome := classify(message)):
                 return outcome
@@ -89,10 +91,11 @@ def guess(host: str, port: int, source: str, deadline: float) -> str:
 
 
 def run(host: str, port: int, *, seconds: float, connections: int, first_source: int = 0,
-        fixed_source: str | None = None) -> dict:
+        fixed_source: str | None = None, close_at_once: bool = False) -> dict:
     """Guesses for `seconds` on `connections` threads; the counts of each outcome, the number
     of source addresses used, and the window (time.time() at its start and end). With
-    `fixed_source`, every connection comes from that one address instead."""
+    `fixed_source`, every connection comes from that one address instead; `close_at_once`
+    closes each connection as soon as its guess is sent (its answer is never read)."""
     counts: dict[str, int] = {}
     lock = threading.Lock()
     sources = itertools.count(first_source)
@@ -103,7 +106,7 @@ def run(host: str, port: int, *, seconds: float, connections: int, first_source:
         while time.monotonic() < deadline:
             with lock:
                 source = fixed_source or source_address(next(sources))
-            outcome = guess(host, port, source, deadline)
+            outcome = guess(host, port, source, deadline, close_at_once)
             with lock:
                 counts[outcome] = counts.get(outcome, 0) + 1
 

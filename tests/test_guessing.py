@@ -16,6 +16,7 @@ import pathlib
 import time
 
 import pytest
+from conftest import wait_until
 from test_server import clients, fake, make_listener  # noqa: F401  (fixtures)
 
 from fastattach.net.security import GUESS_BURST, GUESSES_PER_SECOND, FailureThrottle, GuessLimiter
@@ -52,6 +53,23 @@ def test_rotating_loopback_source_addresses_count_as_one_local_user(make_listene
     me = f"uid {os.getuid()}"
     assert throttle.failures(me) == counts.get("checked", 0) <= lockout_bound(throttle, window), counts
     assert counts.get("locked_out", 0) > 0, counts
+
+
+def test_a_guesser_that_closes_at_once_is_not_taken_for_root(make_listener):  # noqa: F811
+    throttle = FailureThrottle(first_delay=0.0)   # no lockout: every guess is checked
+    listener = make_listener(secret=SECRET, throttle=throttle)
+    # GIVEN guesses whose connections close as soon as the guess is sent: what the kernel
+    # keeps of such a socket (TIME_WAIT, FIN_WAIT2) says uid 0, whoever owned it
+    options = dict(seconds=1.0, connections=4, close_at_once=True)
+    if os.geteuid() == 0:   # then the guesser must be someone else, or root would be right
+        counts = guesser.collect(*guesser.run_as_user(GUESSING_UIDS[0], *listener.address, **options))
+    else:
+        counts = guesser.run(*listener.address, **options)
+    assert counts.get("sent", 0) > 10, counts
+    wait_until(lambda: listener.guess_limiter.checks >= min(counts["sent"], GUESS_BURST),
+               what="the guesses to be checked")
+    # THEN none of their failures is counted against root
+    assert throttle.failures("uid 0") == 0
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="connecting as other local users needs root (setuid)")

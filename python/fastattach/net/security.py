@@ -398,7 +398,11 @@ def _loopback_peer_uid(local: tuple, peer: tuple) -> int | None:
     except (OSError, ValueError, struct.error):
         return None
     # nlmsghdr (16 bytes), then inet_diag_msg: family, state, timer, retrans (4), the socket
-    # id (48), expires, rqueue, wqueue (12), then uid.
-    if len(reply) < 16 + 68 or struct.unpack_from("=H", reply, 4)[0] != _SOCK_DIAG_BY_FAMILY:
+    # id (48), expires, rqueue, wqueue (12), uid, inode.
+    if len(reply) < 16 + 72 or struct.unpack_from("=H", reply, 4)[0] != _SOCK_DIAG_BY_FAMILY:
         return None
-    return struct.unpack_from("=I", reply, 16 + 64)[0]
+    uid, inode = struct.unpack_from("=II", reply, 16 + 64)
+    # No inode: the peer has closed its socket, and what is left of it (a TIME_WAIT or
+    # FIN_WAIT2 remnant) says uid 0 whoever owned it. Counting that as root's would let
+    # anyone who connects and closes at once aim failures at root's clients.
+    return uid if inode else None

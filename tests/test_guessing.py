@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+import socket
 import time
 
 import pytest
@@ -121,3 +122,19 @@ def test_another_user_guessing_from_127_0_0_1_does_not_lock_out_its_users(make_l
     client.attach(secret=SECRET)
     # THEN it is attached: the lockout is the guesser's alone
     assert client.request("threads")["success"] and fake.opened == 1
+
+
+def test_a_guess_that_hangs_up_while_waiting_leaves_the_line(make_listener):  # noqa: F811
+    limiter = GuessLimiter(rate=0.001, burst=1)   # one check, then none for the length of the test
+    listener = make_listener(secret=SECRET, guess_limiter=limiter)
+    # GIVEN the budget spent, and a guess waiting in line for it
+    guesser.run(*listener.address, seconds=0.5, connections=1)
+    assert limiter.checks == 1
+    waiting = socket.create_connection(listener.address)
+    waiting.sendall(guesser.GUESS)
+    wait_until(lambda: limiter.waiting == 1, what="the guess to wait in line")
+    # WHEN its connection closes
+    waiting.close()
+    # THEN it leaves the line, long before its attach deadline
+    wait_until(lambda: limiter.waiting == 0, timeout=5, what="the closed connection to leave the line")
+    assert limiter.checks == 1

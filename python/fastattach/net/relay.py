@@ -13,6 +13,7 @@ session with a log line on logging.getLogger("fastattach").
 from __future__ import annotations
 
 import collections
+import select
 import selectors
 import socket
 import threading
@@ -394,9 +395,12 @@ class ClientSession:
             problem = (f"too many failed attempts from {self.principal}: try again in {wait:.1f} s, "
                        f"with the right secret")
         elif guesses is not None and not guesses.acquire(lambda: throttle.failures(self.principal),
-                                                         deadline=self._deadline, cancelled=self._stop.is_set):
+                                                         deadline=self._deadline, cancelled=self._gave_up):
             if self._stop.is_set():
                 return False   # the relay loop says why
+            if self._client_hung_up():
+                self._abort("the client closed the connection while its attach waited to be checked")
+                return False
             problem = ("too many attempts to authenticate on this port just now (someone may be guessing "
                        "the secret): try again in a few seconds")
         if problem is None:
@@ -404,6 +408,16 @@ class ClientSession:
         self._send_to_client(error_response(attach, problem))
         self._end(problem)   # not a warning each: a guessing flood would flood the log (see the listener's)
         return False
+
+    def _gave_up(self) -> bool:
+        return self._stop.is_set() or self._client_hung_up()
+
+    def _client_hung_up(self) -> bool:
+        """The client has closed (or shut down its sending side): a connection that went away
+        must not keep its place in the line of attaches waiting to be checked."""
+        poller = select.poll()
+        poller.register(self._client.fileno(), select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        return bool(poller.poll(0))
 
     def _start_session(self, initialize: dict, attach: dict) -> None:
         self._gil_handoffs = prompt_gil_handoffs().__enter__()

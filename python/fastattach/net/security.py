@@ -320,6 +320,12 @@ class GuessLimiter:
                 del self._waiting[ticket]
                 self._condition.notify_all()
 
+    @property
+    def waiting(self) -> int:
+        """How many checks wait in line now."""
+        with self._condition:
+            return len(self._waiting)
+
     def _best(self) -> int:
         return min(self._waiting, key=lambda ticket: (self._waiting[ticket](), ticket))
 

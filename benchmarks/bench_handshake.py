@@ -50,7 +50,7 @@ SECRET = "bench-secret-0123456789"
 DEBUGGEE = textwrap.dedent("""
     import json, os, sys, threading, time
     import psutil
-    from fastattach.net.security import FailureThrottle, server_ssl_context
+    from fastattach.net.security import FailureThrottle, GuessLimiter, server_ssl_context
     from fastattach.net.listener import Listener
 
     if os.environ.get("BENCH_LOG"):
@@ -61,8 +61,9 @@ DEBUGGEE = textwrap.dedent("""
     tls = os.environ.get("BENCH_CERT")
     listener = Listener("127.0.0.1", 0, secret=os.environ.get("BENCH_SECRET") or None,
                         ssl_context=server_ssl_context(tls, os.environ["BENCH_KEY"]) if tls else None,
-                        # No lockout after wrong secrets: every hostile case must reach the parser.
-                        throttle=FailureThrottle(first_delay=0.0))
+                        # No lockout and no guess budget: every hostile case must reach the parser.
+                        throttle=FailureThrottle(first_delay=0.0),
+                        guess_limiter=GuessLimiter(rate=1e9, burst=10**9))
     rss_listening = me.memory_info().rss
     print(json.dumps({"port": listener.address[1], "rss_before": rss_before, "rss_listening": rss_listening}),
           flush=True)

@@ -153,3 +153,19 @@ def test_requirements_dev_installs_the_bench_extra_as_pyproject_declares_it():
     declared = {re.split(r"[=<>!~ ]", requirement)[0] for requirement in
                 extra + PYPROJECT["project"]["dependencies"]} | {"fastattach"}
     assert set(KNOWN_MODULES) <= declared
+
+
+def test_the_soak_compiles_the_asked_share_of_its_fresh_code_under_names_never_used_before(monkeypatch, tmp_path):
+    from fastattach.bench import target
+
+    names: list[str] = []
+
+    def recording_compile(source, filename, mode):
+        names.append(filename)
+        return compile(source, filename, mode)
+
+    monkeypatch.setattr(target, "compile", recording_compile, raising=False)
+    for iteration in range(3):
+        target.soak_iteration(lambda: None, lambda i: None, iteration, unique_names=4, name_folder=str(tmp_path))
+    assert len(names) == len(set(names)) == 12
+    assert all(name.startswith(str(tmp_path)) and name.endswith(".py") for name in names)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from fastattach.net.client import DAPClient
 from fastattach.net.handshake import MAX_BODY_BYTES_BEFORE_ATTACH, MAX_MESSAGES_BEFORE_ATTACH, Handshake
 from fastattach.net.listener import Listener
-from fastattach.net.security import FailureThrottle
+from fastattach.net.security import FailureThrottle, GuessLimiter
 from fastattach.net.wire import MAX_HEADER_BYTES, FrameDecoder, ProtocolError, decode_message, encode_message
 
 EXAMPLES = int(os.environ.get("FASTATTACH_FUZZ_EXAMPLES", "2000"))
@@ -178,10 +178,11 @@ class RecordingBackend:
 @pytest.fixture(scope="module")
 def hostile_target():
     backend = RecordingBackend()
-    # Wrong secrets are part of the fuzz; a lockout would keep later cases from reaching the parser.
+    # Wrong secrets are part of the fuzz; a lockout or the listener's guess budget would keep
+    # later cases from reaching the parser.
     throttle = FailureThrottle(first_delay=0.0)
     listener = Listener("127.0.0.1", 0, secret=SECRET, open_backend=backend.open, auth_timeout=2.0,
-                        throttle=throttle)
+                        throttle=throttle, guess_limiter=GuessLimiter(rate=1e9, burst=10**9))
     yield listener, backend
     listener.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import shutil
 import socket
@@ -115,25 +116,27 @@ class TestSecret:
         now = [0.0]
         throttle = FailureThrottle(first_delay=100.0, max_delay=400.0, clock=lambda: now[0])
         listener = make_listener(secret=SECRET, throttle=throttle)
+        # A loopback peer is counted as the local user that owns its socket.
+        me = f"uid {os.getuid()}"
         # GIVEN two wrong guesses (the first one costs nothing, the second a lockout)
         for attempt in (1, 2):
             client = clients(listener)
             assert "wrong secret" in attach_request(client, secret="guess")["message"]
             wait_until(lambda client=client: client.closed, what="the connection to close")
-            assert throttle.failures("127.0.0.1") == attempt
+            assert throttle.failures(me) == attempt
         # WHEN the peer tries again during its lockout, even with the right secret
         locked = clients(listener)
         response = locked.request("initialize", {}, check=False)
         # THEN it is refused, with the time to wait, and pydevd is never involved
         assert not response["success"] and "too many failed attempts" in response["message"]
-        assert "try again in 100.0 s" in response["message"]
+        assert "try again in 100.0 s" in response["message"] and me in response["message"]
         wait_until(lambda: locked.closed, what="the connection to close")
         assert fake.opened == 0
         # and once the lockout is over the right secret works and clears the record
         now[0] += 101
         client = clients(listener)
         client.attach(secret=SECRET)
-        assert throttle.failures("127.0.0.1") == 0
+        assert throttle.failures(me) == 0
 
     def test_wrong_secret_leaves_an_attached_client_alone(self, make_listener, clients, fake):
         listener = make_listener(secret=SECRET)

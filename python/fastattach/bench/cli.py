@@ -176,6 +176,9 @@ def parse_args(argv):
                         help=f"parts of the run (default: {','.join(SECTIONS)})")
     parser.add_argument("--soak-seconds", type=float, help="soak duration (default 600; --quick 3)")
     parser.add_argument("--soak-workload", default=QUICK_WORKLOAD)
+    parser.add_argument("--soak-unique-names", type=int, default=0, metavar="N",
+                        help="of the soak's 20 fresh functions per iteration, compile N under a file name "
+                             "never used before, as template engines and notebooks do (default 0)")
     parser.add_argument("--results-md", metavar="PATH",
                         help="also regenerate this RESULTS.md (default for a full run from a checkout: "
                              "benchmarks/RESULTS.md; never for --quick or a run narrowed by --python, "
@@ -202,7 +205,7 @@ def parse_args(argv):
     # with its few rows.
     full_run = (not args.quick and not args.python and not args.workload
                 and all(parser.get_default(name) == getattr(args, name)
-                        for name in ("modes", "references", "scenarios", "sections")))
+                        for name in ("modes", "references", "scenarios", "sections", "soak_unique_names")))
     if args.results_md is None and full_run and os.path.isdir(BENCHMARKS_DIR):
         args.results_md = os.path.join(BENCHMARKS_DIR, "RESULTS.md")
     return args
@@ -416,7 +419,7 @@ def run_soak_section(run: Run, files) -> dict:
         label = run.labels[python]
         try:
             result = harness.run_soak(python, (BASELINE, *run.args.mode_list), workload, files,
-                                      run.args.soak_seconds)
+                                      run.args.soak_seconds, unique_names=run.args.soak_unique_names)
         except harness.RUN_ERRORS as error:
             run.fail(f"{label} soak", error)
             return

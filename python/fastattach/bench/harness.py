@@ -316,14 +316,16 @@ def run_startup(python: str, mode: str, pycache_dir: str) -> dict:
 
 
 def run_soak(python: str, modes: tuple[str, ...], workload: str, files: SupportFiles, seconds: float,
-             interval: float = 1.0) -> dict:
+             interval: float = 1.0, unique_names: int = 0) -> dict:
     """All modes side by side for ``seconds``: RSS sampled from outside every ``interval``.
 
     The modes run at the same time (memory, not speed, is measured).  The debuggers
     are attached with scenario 3's breakpoints, a false conditional breakpoint and a
     logpoint on the soak loop (once per iteration each): breakpoints in the workload's
     hot function would slow debugpy so much that it would churn far less code, and
-    hide the growth this run is looking for.
+    hide the growth this run is looking for.  ``unique_names`` of the 20 fresh functions of
+    each iteration are compiled under a file name never used before (see
+    target.soak_iteration).
     """
     import psutil  # here, not at the top: see debugpy_adapter_rss()
 
@@ -333,7 +335,8 @@ def run_soak(python: str, modes: tuple[str, ...], workload: str, files: SupportF
     try:
         for mode in modes:
             targets[mode] = TargetProcess(python, {"kind": "soak", "mode": mode, "workload": workload,
-                                                   "seconds": seconds, "probes_file": files.probes})
+                                                   "seconds": seconds, "probes_file": files.probes,
+                                                   "unique_names": unique_names})
         for mode, target in targets.items():
             ready = target.wait_record("ready", 120)
             if mode in DEBUGGERS:
@@ -377,7 +380,7 @@ def run_soak(python: str, modes: tuple[str, ...], workload: str, files: SupportF
             client.close()
         for target in targets.values():
             target.__exit__(None, None, None)
-    return {"seconds": seconds, "workload": workload, "curves": curves}
+    return {"seconds": seconds, "workload": workload, "unique_names": unique_names, "curves": curves}
 
 
 # Errors that fail one run (recorded with its reason) without stopping the others.

@@ -10,6 +10,7 @@ This module knows nothing of budgets, production mode or the network.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import weakref
@@ -133,12 +134,14 @@ class Gate:
         """None, or (function_bp, entries) for code: one entry per breakpoint line in it,
         (line, compiled condition for C or None) or, with budgets, (line, condition, Budget or
         None). src/_fasttrace.c reads this shape (ft_codeinfo_load)."""
-        import pydevd_file_utils
-
         py_db = self.py_db
         function_bp = code.co_name in py_db.function_breakpoint_name_to_breakpoint
-        canonical = pydevd_file_utils.get_abs_path_real_path_and_base_from_file(code.co_filename)[1]
-        file_breakpoints = py_db.breakpoints.get(canonical)
+        canonical = None
+        file_breakpoints = None
+        if py_db.breakpoints:
+            canonical = _canonical_filename(code.co_filename, list(py_db.breakpoints))
+            if canonical is not None:
+                file_breakpoints = py_db.breakpoints.get(canonical)
         entries = ()
         if file_breakpoints:
             code_lines = {line for _, _, line in code.co_lines() if line is not None}
@@ -184,6 +187,45 @@ class Gate:
             if info is not None and (info.pydev_step_cmd != -1 or info.pydev_state == _STATE_SUSPEND):
                 return True
         return False
+
+
+def _canonical_filename(filename: str, breakpoint_files) -> str | None:
+    """pydevd's canonical form of filename, which keys its breakpoints; None when filename
+    cannot be one of breakpoint_files, decided without asking pydevd.
+
+    Template engines, notebooks and code generators compile code under a fresh file name
+    each time. pydevd's path functions keep every name they are asked about, and its
+    normalised forms, in caches that are never emptied (NORM_PATHS_CONTAINER,
+    NORM_PATHS_AND_BASE_CONTAINER, normcase's NORMCASE_CACHE), so asking about each new code
+    object grew the debuggee's memory with every fresh name (issue 12, point 9). pydevd's
+    canonical name differs from filename in its directories (absolute, symlinks resolved)
+    but keeps its base name, unless the file itself is a symlink: a name whose base name no
+    breakpoint file has, and that is no symlink, has no breakpoint. That costs one lstat for
+    each new code object under a new name; the C cache keeps the answer per code object.
+    """
+    import pydevd_file_utils
+
+    known = pydevd_file_utils.NORM_PATHS_AND_BASE_CONTAINER.get(filename)
+    if known is not None:
+        return known[1]
+    # The same spelling pydevd gives the name before normalising it (see
+    # pydevd_file_utils.get_abs_path_real_path_and_base_from_file), and the same case rule.
+    spelled = filename or "<string>"
+    if spelled.endswith(".pyc"):
+        spelled = spelled[:-1]
+    elif spelled.endswith("$py.class"):
+        spelled = spelled[:-len("$py.class")] + ".py"
+    normcase = getattr(pydevd_file_utils, "_default_normcase", os.path.normcase)   # uncached
+    base = normcase(os.path.basename(spelled))
+    if all(normcase(os.path.basename(known_file)) != base for known_file in breakpoint_files):
+        if spelled.startswith("<"):
+            return None   # pydevd does not resolve these: the name is the canonical name
+        try:
+            if not os.path.islink(spelled):
+                return None
+        except (OSError, ValueError):
+            return None   # a NUL in the name: no file, so no breakpoint either
+    return pydevd_file_utils.get_abs_path_real_path_and_base_from_file(filename)[1]
 
 
 def clear_tool(tool_id: int, armed_codes=()) -> None:

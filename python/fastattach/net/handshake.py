@@ -124,6 +124,17 @@ class Handshake:
         self._busy = busy
         self.done = False
 
+    def checks_secret(self, message: dict) -> bool:
+        """Whether receive(message) would compare an offered secret with ours (a guess): an
+        attach's, or a probe request's (which needs no initialize and is checked even when busy)."""
+        if (self._secret is None or self.done or self._messages >= MAX_MESSAGES_BEFORE_ATTACH
+                or message["type"] != "request" or not isinstance(message.get("arguments"), dict)
+                or "secret" not in message["arguments"]):
+            return False
+        if message["command"] == PROBES_COMMAND:
+            return True
+        return message["command"] == "attach" and self._busy is None and self._initialize is not None
+
     def receive(self, message: dict) -> Step:
         if self.done:
             raise RuntimeError("the handshake is over; relay the message instead")

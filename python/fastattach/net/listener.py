@@ -23,7 +23,15 @@ import time
 
 from .._handoff import prompt_gil_handoffs
 from .._log import logger
-from .security import FailureThrottle, check_bind_allowed, resolvable, secrets_match, warn_if_plaintext_secret
+from .security import (
+    FailureThrottle,
+    GuessLimiter,
+    check_bind_allowed,
+    peer_principal,
+    resolvable,
+    secrets_match,
+    warn_if_plaintext_secret,
+)
 from .sockets import WOULD_BLOCK, Waker, close_quietly, format_peer, start_service_thread
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 MB with its imports)
@@ -39,12 +47,38 @@ DEFAULT_AUTH_TIMEOUT = 20.0
 # Second clients being told "busy" at once; more are just closed.
 MAX_CONCURRENT_REJECTIONS = 4
 # Connections still in their handshake (not yet attached), each served by its own thread.
-# Beyond this the oldest is closed for the newest: a flood of idle connections can neither
-# hold the client slot nor exhaust threads, and a client that authenticates at once gets in.
+# Beyond this the oldest of the principal with the most of them is closed for the newest: a
+# flood of idle connections can neither hold the client slot nor exhaust threads nor push
+# out another user's, and a client that authenticates at once gets in.
 MAX_PENDING_HANDSHAKES = 32
 
 BUSY_MESSAGE = ("another debugger client is already attached to this process; fastattach serves one client "
                 "at a time: disconnect the other one first")
+
+
+class _RefusalLog:
+    """At most one log line a second about refused connections, each naming how many went
+    unlogged before it: a flood of connections must not become a flood of the service's log
+    (and formatting a line for each slowed the accept loop enough to drop connections)."""
+
+    INTERVAL = 1.0
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self._unlogged = 0
+
+    def warning(self, message: str, *args) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < self.INTERVAL:
+                self._unlogged += 1
+                return
+            unlogged, self._unlogged, self._last = self._unlogged, 0, now
+        if unlogged:
+            message += " (%d more refused since the last such line)"
+            args = (*args, unlogged)
+        logger.warning(message, *args)
 
 
 class ListenError(OSError):
@@ -73,7 +107,7 @@ class Listener:
                  request_filter: Callable[[dict], object] | None = None, secret: str | None = None,
                  ssl_context: ssl.SSLContext | None = None, allow_unauthenticated: bool = False,
                  auth_timeout: float = DEFAULT_AUTH_TIMEOUT, throttle: FailureThrottle | None = None,
-                 on_backend_done: Callable[[], None] | None = None,
+                 guess_limiter: GuessLimiter | None = None, on_backend_done: Callable[[], None] | None = None,
                  on_attached: Callable[[ClientSession], None] | None = None,
                  exit_code: Callable[[], int | None] | None = None,
                  answer_probe_request: Callable[[dict], dict] | None = None):
@@ -91,6 +125,7 @@ class Listener:
         self._answer_probe_request = answer_probe_request
         self._auth_timeout = auth_timeout
         self._throttle = throttle or FailureThrottle()
+        self.guess_limiter = guess_limiter or GuessLimiter()
         self._sock = self._bind(host, port)
         self.address: tuple[str, int] = self._sock.getsockname()[:2]
         self._lock = threading.Lock()
@@ -101,6 +136,7 @@ class Listener:
         self._last_accepted: ClientSession | None = None
         self._configured = threading.Event()
         self._rejections = 0
+        self._refusal_log = _RefusalLog()
         self._failing_since: float | None = None   # monotonic time the accept loop began failing
         self._failure: Exception | None = None     # why, and whether the log has said so yet
         self._failure_logged = False
@@ -301,18 +337,20 @@ class Listener:
             raise
 
     def _admit_or_refuse(self, conn: socket.socket, peer) -> None:
-        peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
-        wait = self._throttle.retry_after(peer_host)
+        # Without a secret nothing is guessed, and the kernel's socket table need not be read.
+        principal = (peer_principal(conn.getsockname(), peer) if self._secret is not None
+                     else peer[0] if isinstance(peer, tuple) else str(peer))
+        wait = self._throttle.retry_after(principal)
         if wait:
-            refusal = (f"too many failed attempts from {peer_host}: try again in {wait:.1f} s, "
+            refusal = (f"too many failed attempts from {principal}: try again in {wait:.1f} s, "
                        f"with the right secret")
-        elif self._start_handshake(conn, peer):
+        elif self._start_handshake(conn, peer, principal):
             return
         else:
             refusal = BUSY_MESSAGE
         with self._lock:
             if self._rejections >= MAX_CONCURRENT_REJECTIONS:
-                logger.warning("fastattach: closed a connection from %s: %s", format_peer(peer), refusal)
+                self._refusal_log.warning("fastattach: closed a connection from %s: %s", format_peer(peer), refusal)
                 close_quietly(conn)
                 return
             self._rejections += 1
@@ -323,7 +361,7 @@ class Listener:
                 self._rejections -= 1
             raise
 
-    def _start_handshake(self, conn: socket.socket, peer) -> bool:
+    def _start_handshake(self, conn: socket.socket, peer, principal: str) -> bool:
         """Serves the connection's handshake (False if the listener is closing). While an attached
         client holds the slot, the handshake serves probe requests only and answers anything
         else with BUSY_MESSAGE (or, with no probe requests to serve, is refused: False)."""
@@ -340,8 +378,9 @@ class Listener:
                                    on_configured=self._configured.set, on_ending=self._session_ending,
                                    on_backend_done=self._on_backend_done, claim_slot=self._claim_slot,
                                    on_attached=self._on_attached, exit_code=self._exit_code,
-                                   answer_probe_request=self._answer_probe_request, busy=busy)
-            session = self._last_accepted = ClientSession(conn, peer, config)
+                                   answer_probe_request=self._answer_probe_request, busy=busy,
+                                   guesses=self.guess_limiter)
+            session = self._last_accepted = ClientSession(conn, peer, config, principal)
             try:
                 thread = start_service_thread(session.run, "fastattach.relay")
             except BaseException:
@@ -349,13 +388,22 @@ class Listener:
                 raise
             displaced = None
             if len(self._pending) >= MAX_PENDING_HANDSHAKES:
-                displaced = next(iter(self._pending))
+                displaced = self._oldest_of_the_most_pending()
                 del self._pending[displaced]
             self._pending[session] = thread
         if displaced is not None:
             displaced.stop(f"{MAX_PENDING_HANDSHAKES} connections are waiting to authenticate; the oldest "
-                           f"gives way to a new one")
+                           f"of {displaced.principal}'s gives way to a new one")
         return True
+
+    def _oldest_of_the_most_pending(self) -> ClientSession:
+        """The pending handshake to close for a new one (under self._lock): the oldest of the
+        principal holding the most, so that one flooding principal only pushes out its own."""
+        counts: dict[str, int] = {}
+        for pending in self._pending:
+            counts[pending.principal] = counts.get(pending.principal, 0) + 1
+        most = max(counts.values())
+        return next(pending for pending in self._pending if counts[pending.principal] == most)
 
     def _claim_slot(self, session: ClientSession) -> str | None:
         """Called by a session whose attach was accepted: None if it now holds the client slot,
@@ -387,9 +435,10 @@ class Listener:
                 conn.settimeout(relay.REFUSAL_TIMEOUT)
                 conn = self._ssl_context.wrap_socket(conn, server_side=True)
             relay.refuse_connection(conn, reason)
-            logger.warning("fastattach: refused a connection from %s: %s", format_peer(peer), reason)
+            self._refusal_log.warning("fastattach: refused a connection from %s: %s", format_peer(peer), reason)
         except (OSError, ValueError) as error:
-            logger.warning("fastattach: refused a connection from %s: %s (%s)", format_peer(peer), reason, error)
+            self._refusal_log.warning("fastattach: refused a connection from %s: %s (%s)", format_peer(peer),
+                                      reason, error)
             close_quietly(conn)
         except Exception:
             logger.exception("fastattach: error while refusing a connection")

@@ -13,6 +13,7 @@ session with a log line on logging.getLogger("fastattach").
 from __future__ import annotations
 
 import collections
+import select
 import selectors
 import socket
 import threading
@@ -25,7 +26,7 @@ from .._log import logger
 from .adapter import AdapterRules
 from .handshake import MAX_BODY_BYTES_BEFORE_ATTACH, Handshake
 from .request_shapes import check_request
-from .security import FailureThrottle
+from .security import FailureThrottle, GuessLimiter
 from .sockets import WOULD_BLOCK, Waker, close_quietly, format_peer, would_block
 from .wire import (
     DEFAULT_MAX_BODY_BYTES,
@@ -83,6 +84,8 @@ class SessionConfig(NamedTuple):
     answer_probe_request: Callable[[dict], dict] | None = None
     # Another client holds the debugging session: only probe requests are served (see Handshake).
     busy: str | None = None
+    # The listener's bound on secret checks per second, shared by all its connections.
+    guesses: GuessLimiter | None = None
 
 
 def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = None) -> None:
@@ -115,12 +118,13 @@ def refuse_connection(conn: socket.socket, reason: str, timeout: float | None = 
 class ClientSession:
     """One client connection, served by one thread from accept to close."""
 
-    def __init__(self, conn: socket.socket, peer, config: SessionConfig):
+    def __init__(self, conn: socket.socket, peer, config: SessionConfig, principal: str | None = None):
         self._config = config
         self._client = conn
         self._peer = peer
         self._peer_name = format_peer(peer)
-        self._peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
+        # Whom failed secrets are counted against (security.peer_principal); the address by default.
+        self.principal = principal or (peer[0] if isinstance(peer, tuple) else str(peer))
         self._backend: socket.socket | None = None
         self._tls = config.ssl_context is not None
         self._would_block = would_block(self._tls)
@@ -381,12 +385,17 @@ class ClientSession:
                     self._before_attach(message)
 
     def _before_attach(self, message: dict) -> None:
+        checks_secret = self._handshake.checks_secret(message)
+        if checks_secret and not self._may_check_secret(message):
+            return
         step = self._handshake.receive(message)
+        if checks_secret and not step.auth_failed and self._config.guesses is not None:
+            self._config.guesses.give_back()
         if step.auth_failed:
-            locked_out = self._config.throttle.record_failure(self._peer_host)
+            locked_out = self._config.throttle.record_failure(self.principal)
             if locked_out:
-                logger.warning("fastattach: %s is locked out for %.2g s after %d failed attempts", self._peer_host,
-                               locked_out, self._config.throttle.failures(self._peer_host))
+                logger.warning("fastattach: %s is locked out for %.2g s after %d failed attempts", self.principal,
+                               locked_out, self._config.throttle.failures(self.principal))
         if step.reply is not None:
             self._send_to_client(step.reply)
         if step.close:
@@ -395,10 +404,10 @@ class ClientSession:
         elif step.log:
             logger.info("fastattach: %s: %s", self._peer_name, step.log)
         if step.probe_request is not None:
-            self._config.throttle.record_success(self._peer_host)
+            self._config.throttle.record_success(self.principal)
             self._answer_probe_request(step.probe_request)
         if step.start_session is not None:
-            self._config.throttle.record_success(self._peer_host)
+            self._config.throttle.record_success(self.principal)
             initialize, attach = step.start_session
             problem = check_request(attach)
             if problem is None and self._config.claim_slot is not None:
@@ -429,6 +438,40 @@ class ClientSession:
             self._send_to_client(error_response(request, f"the probe request failed: {error!r}"))
             return
         self._send_to_client(response(request, body=body))
+
+    def _may_check_secret(self, attach: dict) -> bool:
+        """Waits for the listener's guess budget before the secret in `attach` is compared;
+        False (the attach answered and the session ending, or stopped) if it may not be."""
+        throttle, guesses = self._config.throttle, self._config.guesses
+        # Other connections of a principal that began before its lockout do not get around it.
+        problem = None
+        if wait := throttle.retry_after(self.principal):
+            problem = (f"too many failed attempts from {self.principal}: try again in {wait:.1f} s, "
+                       f"with the right secret")
+        elif guesses is not None and not guesses.acquire(lambda: throttle.failures(self.principal),
+                                                         deadline=self._deadline, cancelled=self._gave_up):
+            if self._stop.is_set():
+                return False   # the relay loop says why
+            if self._client_hung_up():
+                self._abort("the client closed the connection while its attach waited to be checked")
+                return False
+            problem = ("too many attempts to authenticate on this port just now (someone may be guessing "
+                       "the secret): try again in a few seconds")
+        if problem is None:
+            return True
+        self._send_to_client(error_response(attach, problem))
+        self._end(problem)   # not a warning each: a guessing flood would flood the log (see the listener's)
+        return False
+
+    def _gave_up(self) -> bool:
+        return self._stop.is_set() or self._client_hung_up()
+
+    def _client_hung_up(self) -> bool:
+        """The client has closed (or shut down its sending side): a connection that went away
+        must not keep its place in the line of attaches waiting to be checked."""
+        poller = select.poll()
+        poller.register(self._client.fileno(), select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        return bool(poller.poll(0))
 
     def _start_session(self, initialize: dict, attach: dict) -> None:
         self._gil_handoffs = prompt_gil_handoffs().__enter__()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import os
 import sys
 import threading
 import time
@@ -183,6 +184,32 @@ def frozen_modules_warning_to_log():
     finally:
         if finder in sys.meta_path:
             sys.meta_path.remove(finder)
+
+
+_CONSTANTS_MODULE = "_pydevd_bundle.pydevd_constants"
+
+
+@contextlib.contextmanager
+def gevent_mode_hidden():
+    """While pydevd is first imported: it does not see GEVENT_SUPPORT (pydevd's gevent mode).
+
+    In that mode pydevd's import takes threading, _thread, time, socket, queue and select
+    out of sys.modules and imports fresh copies for itself (pydevd_constants,
+    protect_libraries_from_patching). Under debugpy that happens in the main thread before
+    the program starts; here it would happen on the relay thread while the program runs,
+    and the program then hangs before its first line. Only Python's view of the
+    environment (os.environ's mapping) loses the variable, for the import: no C code sees
+    it change, and it is put back afterwards."""
+    data = getattr(os.environ, "_data", None)
+    key = os.environ.encodekey("GEVENT_SUPPORT") if data is not None else None
+    if _CONSTANTS_MODULE in sys.modules or key not in (data or {}):
+        yield
+        return
+    value = data.pop(key)
+    try:
+        yield
+    finally:
+        data.setdefault(key, value)
 
 
 @contextlib.contextmanager
@@ -378,6 +405,28 @@ class Seam:
             sys.monitoring.register_callback(sys.monitoring.DEBUGGER_ID, event, current)
             if current is not None and not is_ours(current):
                 raise SeamMismatch(f"pydevd's callback for event {event} was registered around the seam")
+
+
+def prime_thread_info() -> None:
+    """Make pydevd's record of the calling thread now, unless it has one (for gevent's patching).
+
+    pydevd keeps one ThreadInfo per OS thread in a thread-local, made on the first event it
+    sees there. Under debugpy that is an early event of the main thread; behind the filter it
+    may be the first breakpoint's, and once gevent has patched threading that one can run in
+    a greenlet: a patched threading.Thread's ident is its greenlet's, no longer the OS
+    thread's that pydevd compares it with, so pydevd finds no thread, records none and never
+    stops there; a gevent.spawn greenlet gets a dummy thread of its own, which on 3.13 keeps
+    the program from exiting. Called from the thread gevent patches in, right after the
+    patch, this records that thread as debugpy would have, and every greenlet of the thread
+    shares it, as under debugpy. start_monitoring(False) is pydevd's own way to make it."""
+    selector = sys.modules.get(SELECTOR_MODULE_NAME)
+    if selector is None:
+        return
+    for module in monitoring_modules():
+        if getattr(module, "start_monitoring", None) is selector.start_monitoring:
+            if not hasattr(module._thread_local_info, "thread_info"):
+                selector.start_monitoring(False)
+            return
 
 
 def forget_code_cache() -> None:

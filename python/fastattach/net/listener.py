@@ -45,6 +45,12 @@ MAX_PENDING_HANDSHAKES = 32
 
 BUSY_MESSAGE = ("another debugger client is already attached to this process; fastattach serves one client "
                 "at a time: disconnect the other one first")
+# A thread started once gevent has patched threading is a greenlet of the starting thread,
+# and the accept thread never yields to gevent's hub: a relay started now would never run.
+GEVENT_REFUSAL = ("gevent has monkey-patched threading in this process, and fastattach cannot start a debugger "
+                  "session after that; attach before the program patches: run it with python -m fastattach "
+                  "--listen ... --wait-for-client, or call fastattach.listen() and wait_for_client() before "
+                  "gevent's monkey.patch_all()")
 
 
 class ListenError(OSError):
@@ -293,9 +299,14 @@ class Listener:
     def _admit_or_refuse(self, conn: socket.socket, peer) -> None:
         peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
         wait = self._throttle.retry_after(peer_host)
+        from .._gevent_notice import threading_patched
+
         if wait:
             refusal = (f"too many failed attempts from {peer_host}: try again in {wait:.1f} s, "
                        f"with the right secret")
+        elif threading_patched():
+            self._reject(conn, peer, GEVENT_REFUSAL)   # here: a thread started for it would never run
+            return
         elif self._start_handshake(conn, peer):
             return
         else:

@@ -65,6 +65,21 @@ def reason_at_attach(attach_arguments: dict | None) -> str | None:
     return None
 
 
+def settle_hub_settings() -> None:
+    """Make gevent resolve its hub settings now, in the thread that patched threading.
+
+    Once threading is patched, the first Condition.wait of a real thread that existed before
+    (pydevd's writer, waiting for its next message) makes a gevent hub for that thread, and
+    the hub's first creation in the process imports its loop module, under an import lock
+    that the patch made a gevent lock too: the writer then waits for ever inside that import,
+    and the client never gets the next `stopped` or response (about one session in ten). A
+    hub made here resolves gevent's settings once (gevent._config keeps them), so no later hub
+    imports anything. gevent makes this thread's hub at its first use anyway."""
+    import gevent
+
+    gevent.get_hub()
+
+
 class PatchWatch:
     """Calls ``on_patched(reason)`` once, from the patching thread, when gevent patches threading.
 

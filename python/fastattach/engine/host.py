@@ -205,10 +205,14 @@ class PydevdHost:
 
     def _gevent_patched(self, seam: seam_module.Seam) -> None:
         """From the thread gevent patches in, right after the patch: its greenlets stop as the
-        thread that runs them (see seam.prime_thread_info)."""
+        thread that runs them (see seam.prime_thread_info), and pydevd's threads can wait
+        (see _gevent_notice.settle_hub_settings)."""
+        from .._gevent_notice import settle_hub_settings
+
         with self._lock:
             if self.seam is seam:   # not closed meanwhile
                 seam_module.prime_thread_info()
+                settle_hub_settings()
 
     def _remove_filter(self) -> list:
         """Turn the trampolines into forwarders and stop the budgets; the codes tool 0 armed."""

@@ -1,13 +1,12 @@
 """gevent (issue 15, point 4; docs/debugpy-compat.md, "gevent").
 
-A program that gevent monkey-patches after the client attached stops at breakpoints in a
-patched threading.Thread's run(), in a gevent.spawn greenlet and in its main greenlet, as
-under debugpy 1.8.22 and on the same thread, with the C filter in front of pydevd. Each
-client is told once, in an "important" output event and in the log, what is and is not
-supported; a client that comes once gevent has patched threading is refused with the
-reason. The program runs unharmed throughout: its greenlets run, its output is complete,
-and it exits (before the budget supervisor's fix it died of SIGABRT at exit about one run
-in five; with GEVENT_SUPPORT=True it hung before its first line).
+fastattach does not support breakpoints inside greenlets, and stops in a gevent program
+are not reliable (a session stops answering about one time in ten); pydevd's gevent mode is
+not offered. Each client of a gevent program is told so once, in an "important" output
+event and in the log; a client that comes once gevent has patched threading is refused
+with the reason. The program runs unharmed throughout: its greenlets run, its output is
+complete, and it exits (before the budget supervisor's fix it died of SIGABRT at exit
+about one run in five; with GEVENT_SUPPORT=True it hung before its first line).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from _e2e import DebugServer, breakpoint_filter_stats, marker_line, outputs, target, variables, wait_stop
+from _e2e import DebugServer, outputs, target
 from dap_schema import assert_valid
 
 from fastattach import _gevent_notice
@@ -24,73 +23,35 @@ from fastattach.net.listener import GEVENT_REFUSAL
 
 PROGRAM = target("gevent_patched.py")
 COMPLETE_OUTPUT = ["results [('greenlet', 6), ('main', 4), ('thread', 2)]", "done"]
-NOTICE_START = "fastattach: gevent is only partly supported ("
+NOTICE_START = "fastattach: gevent is not supported ("
 # On 3.13 a gevent program that pydevd debugs (under debugpy 1.8.22 too) waits for ever in
-# threading._shutdown once its last line ran (docs/debugpy-compat.md): its exit is checked on 3.12.
+# threading._shutdown while a client is attached (docs/debugpy-compat.md): the client
+# disconnects first, and the exit itself is checked on 3.12.
 EXITS = sys.version_info < (3, 13)
 
 
-def wait_for_the_end(server: DebugServer) -> int | None:
-    if EXITS:
-        return server.wait(60)
-    server.wait_for_stdout("^done$", timeout=60)
-    return None
-
-
 def run_session(tmp_path, env=None, **attach_args) -> dict:
-    """Stop in the main greenlet, after every greenlet ran, look at it and disconnect there
-    (the program then runs to its end: see docs/debugpy-compat.md on 3.13's exit)."""
+    """Attach with no breakpoint, let the program run to its last line, disconnect."""
     with DebugServer("fastattach", PROGRAM, out_dir=tmp_path, env=env) as server:
         client = DAPClient.connect(*server.address, timeout=20)
         try:
-            client.attach(breakpoints={str(PROGRAM): [{"line": marker_line(PROGRAM, "MARK-MAIN")}]},
-                          **attach_args)
-            stop = wait_stop(client, timeout=30)
-            seen = {"stop": (stop.reason, stop.line, stop.function),
-                    "results": variables(client, stop.frame_id, "Globals")["results"],
-                    "filter_stats": breakpoint_filter_stats(client, stop.frame_id)}
-            seen["notices"] = outputs(client, "important")
+            client.attach(**attach_args)
+            server.wait_for_stdout("^done$", timeout=60)
+            first = client.wait_event("output", timeout=20,
+                                      predicate=lambda event: event["body"].get("category") == "important")
+            notices = [first["body"]["output"], *outputs(client, "important")]
             client.disconnect()
-            seen["returncode"] = wait_for_the_end(server)
+            returncode = server.wait(60) if EXITS else None
         finally:
             client.close()
         assert_valid(client.transcript)
-        seen.update(stdout=server.stdout().splitlines(), stderr=server.stderr(), output=server.output())
-        return seen
+        return {"notices": notices, "returncode": returncode, "stdout": server.stdout().splitlines(),
+                "stderr": server.stderr(), "output": server.output()}
 
 
 def assert_unharmed(seen: dict) -> None:
-    assert seen["stop"] == ("breakpoint", marker_line(PROGRAM, "MARK-MAIN"), "<module>"), seen["output"]
-    # the patched thread and the spawned greenlet ran before the stop
-    assert seen["results"] == "[('thread', 2), ('greenlet', 6)]", seen["output"]
-    assert seen["filter_stats"] is not None   # through the C filter, not an unmodified pydevd
     assert seen["stdout"] == COMPLETE_OUTPUT, seen["output"]
     assert seen["returncode"] == (0 if EXITS else None), seen["output"]
-
-
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize(("mark", "function"), [("MARK-THREAD", "in_thread"), ("MARK-GREENLET", "in_greenlet")])
-def test_a_breakpoint_inside_a_greenlet_stops_as_under_debugpy(tmp_path, mark, function):
-    # GIVEN one breakpoint, in a greenlet: the first event pydevd sees on the main thread
-    # comes from inside it (before seam.prime_thread_info, MARK-THREAD never stopped and
-    # MARK-GREENLET stopped on a dummy thread of its own)
-    with DebugServer("fastattach", PROGRAM, out_dir=tmp_path) as server:
-        client = DAPClient.connect(*server.address, timeout=20)
-        try:
-            client.attach(breakpoints={str(PROGRAM): [{"line": marker_line(PROGRAM, mark)}]})
-            # THEN it stops there, on the main thread, as debugpy does
-            stop = wait_stop(client, timeout=30)
-            assert (stop.reason, stop.line, stop.function) == ("breakpoint", marker_line(PROGRAM, mark), function)
-            threads = client.request("threads")["body"]["threads"]
-            assert [t["name"] for t in threads if t["id"] == stop.thread_id] == ["MainThread"]
-            client.disconnect()
-            returncode = wait_for_the_end(server)
-        finally:
-            client.close()
-    assert_valid(client.transcript)
-    # AND the program ends whole
-    assert server.stdout().splitlines() == COMPLETE_OUTPUT, server.output()
-    assert returncode == (0 if EXITS else None), server.output()
 
 
 @pytest.mark.timeout(180)
@@ -98,11 +59,10 @@ def test_a_client_is_told_once_when_gevent_patches_threading(tmp_path):
     # GIVEN a client attached before the program monkey-patches (--wait-for-client)
     seen = run_session(tmp_path)
     # THEN one notice, "important" (editors show it), with the reason, in the event and the log
-    assert len(seen["notices"]) == 1, seen["notices"]
-    assert seen["notices"][0] == _gevent_notice.NOTICE.format(
-        reason="gevent has monkey-patched threading in this process")
+    assert seen["notices"] == [_gevent_notice.NOTICE.format(
+        reason="gevent has monkey-patched threading in this process")]
     assert seen["stderr"].count(NOTICE_START) == 1, seen["output"]
-    # AND the main greenlet stops and answers, and the program ends whole
+    # AND the program's greenlets ran and it ends whole
     assert_unharmed(seen)
 
 

@@ -1,11 +1,11 @@
 """gevent: one message per client session that says what fastattach supports there.
 
-Breakpoints inside greenlets stop (engine/seam.py, prime_thread_info), but a stopped
-greenlet other than the main one answers no variables or evaluate request (under debugpy
-neither; docs/debugpy-compat.md, "gevent"), and pydevd's gevent mode is not offered (GEVENT_SUPPORT=True, which
-debugpy's `gevent: true` launch option sets; engine/seam.py, gevent_mode_hidden, says why
-it is hidden from pydevd). A client is told so, once, in an `output` event (category
-"important", which editors show as a notification) and in the log, when any of these holds:
+Breakpoints inside greenlets are not supported behind the C filter, stops in a gevent
+program are not reliable (docs/debugpy-compat.md, "gevent", has what was found), and
+pydevd's gevent mode (GEVENT_SUPPORT=True, which debugpy's `gevent: true` launch option
+sets) is hidden from pydevd (engine/seam.py, gevent_mode_hidden, says why). A client is
+told so, once, in an `output` event (category "important", which editors show as a
+notification) and in the log, when any of these holds:
 
 - its attach arguments carry `gevent: true`;
 - GEVENT_SUPPORT is set to a true value (pydevd's own test of it, is_true_in_env);
@@ -32,13 +32,12 @@ _TRUE_VALUES = ("yes", "true", "1")
 _THREAD_MODULES = ("threading", "thread", "_thread")
 
 NOTICE = (
-    "fastattach: gevent is only partly supported ({reason}). Supported: breakpoints in the main "
-    "greenlet, in gevent.spawn greenlets and in the run() of a threading.Thread that gevent's "
-    "patching made a greenlet, each shown as the thread that runs it, as under debugpy; "
-    "variables and evaluation at a stop in the main greenlet. Not supported: variables and "
-    "evaluate at a stop inside another greenlet get no answer (under debugpy too); pydevd's "
-    "gevent mode (`gevent: true`, GEVENT_SUPPORT=True) is ignored; a client that comes once "
-    "gevent has patched threading is refused.\n"
+    "fastattach: gevent is not supported ({reason}). The program runs as it would without a "
+    "debugger, and breakpoints in its main greenlet stop; but a breakpoint inside another "
+    "greenlet (gevent.spawn, or a threading.Thread that gevent's patching made one) may be "
+    "verified and its line run without a stop, any stop may leave the session unanswered, "
+    "pydevd's gevent mode (`gevent: true`, GEVENT_SUPPORT=True) is ignored, and a client that "
+    "comes once gevent has patched threading is refused. debugpy itself stops in greenlets.\n"
 )
 
 

@@ -60,7 +60,7 @@ class PydevdHost:
         # pydevd's end of the current session's socketpair: pydevd does not close it when it
         # drops a connection, so we do, when the next session starts or at close().
         self._pydevd_end: socket.socket | None = None
-        self._gevent_watch = None   # while the filter is in: see seam.prime_thread_info
+        self._gevent_watch = None   # while the filter is in: see _gevent_patched
 
     @property
     def started(self) -> bool:
@@ -204,14 +204,12 @@ class PydevdHost:
         self._gevent_watch = PatchWatch(lambda reason: self._gevent_patched(seam))
 
     def _gevent_patched(self, seam: seam_module.Seam) -> None:
-        """From the thread gevent patches in, right after the patch: its greenlets stop as the
-        thread that runs them (see seam.prime_thread_info), and pydevd's threads can wait
-        (see _gevent_notice.settle_hub_settings)."""
+        """From the thread gevent patches in, right after the patch: pydevd's threads can
+        still wait (see _gevent_notice.settle_hub_settings)."""
         from .._gevent_notice import settle_hub_settings
 
         with self._lock:
             if self.seam is seam:   # not closed meanwhile
-                seam_module.prime_thread_info()
                 settle_hub_settings()
 
     def _remove_filter(self) -> list:

@@ -407,28 +407,6 @@ class Seam:
                 raise SeamMismatch(f"pydevd's callback for event {event} was registered around the seam")
 
 
-def prime_thread_info() -> None:
-    """Make pydevd's record of the calling thread now, unless it has one (for gevent's patching).
-
-    pydevd keeps one ThreadInfo per OS thread in a thread-local, made on the first event it
-    sees there. Under debugpy that is an early event of the main thread; behind the filter it
-    may be the first breakpoint's, and once gevent has patched threading that one can run in
-    a greenlet: a patched threading.Thread's ident is its greenlet's, no longer the OS
-    thread's that pydevd compares it with, so pydevd finds no thread, records none and never
-    stops there; a gevent.spawn greenlet gets a dummy thread of its own, which on 3.13 keeps
-    the program from exiting. Called from the thread gevent patches in, right after the
-    patch, this records that thread as debugpy would have, and every greenlet of the thread
-    shares it, as under debugpy. start_monitoring(False) is pydevd's own way to make it."""
-    selector = sys.modules.get(SELECTOR_MODULE_NAME)
-    if selector is None:
-        return
-    for module in monitoring_modules():
-        if getattr(module, "start_monitoring", None) is selector.start_monitoring:
-            if not hasattr(module._thread_local_info, "thread_info"):
-                selector.start_monitoring(False)
-            return
-
-
 def forget_code_cache() -> None:
     """Empty pydevd's module-level per-code cache (it outlives PyDB instances).
 

@@ -6,7 +6,7 @@ not offered. Each client of a gevent program is told so once, in an "important" 
 event and in the log; a client that comes once gevent has patched threading is refused
 with the reason. The program runs unharmed throughout: its greenlets run, its output is
 complete, and it exits (before the budget supervisor's fix it died of SIGABRT at exit
-about one run in five; with GEVENT_SUPPORT=True it hung before its first line).
+about one run in five; with GEVENT_SUPPORT=True it hung at its first breakpoint).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from _e2e import DebugServer, outputs, target
+from _e2e import DebugServer, marker_line, outputs, target, wait_stop
 from dap_schema import assert_valid
 
 from fastattach import _gevent_notice
@@ -68,13 +68,36 @@ def test_a_client_is_told_once_when_gevent_patches_threading(tmp_path):
 
 @pytest.mark.timeout(180)
 def test_gevent_support_is_said_to_be_ignored_and_the_program_runs(tmp_path):
-    # GIVEN GEVENT_SUPPORT=True (pydevd's gevent mode, which hung the program before its
-    # first line when pydevd was imported beside it)
+    # GIVEN GEVENT_SUPPORT=True (pydevd's gevent mode, which hung the program at its first
+    # breakpoint when pydevd was imported beside it)
     seen = run_session(tmp_path, env={"GEVENT_SUPPORT": "True"})
     # THEN one notice says why, at attach (and not again when the program patches)
     assert len(seen["notices"]) == 1, seen["notices"]
     assert "(GEVENT_SUPPORT is set in the debugged process)" in seen["notices"][0]
     assert_unharmed(seen)
+
+
+@pytest.mark.timeout(180)
+def test_pydevd_is_started_without_its_gevent_mode(tmp_path):
+    # GIVEN GEVENT_SUPPORT=True in a program without gevent (its stops are reliable)
+    scenario = target("scenario.py")
+    with DebugServer("fastattach", scenario, out_dir=tmp_path, env={"GEVENT_SUPPORT": "True"}) as server:
+        client = DAPClient.connect(*server.address, timeout=20)
+        try:
+            client.attach(breakpoints={str(scenario): [{"line": marker_line(scenario, "MARK-PLAIN")}]})
+            stop = wait_stop(client, timeout=30)
+            # THEN pydevd's import did not see it (in its gevent mode, pydevd swaps threading,
+            # socket, time... in sys.modules for copies of its own, from the relay thread while
+            # the program runs), and the program's environment has it as before
+            assert client.evaluate("__import__('_pydevd_bundle.pydevd_constants').pydevd_constants.SUPPORT_GEVENT",
+                                   stop.frame_id) == "False"
+            assert client.evaluate("__import__('os').environ['GEVENT_SUPPORT']", stop.frame_id) == "'True'"
+            assert len(outputs(client, "important")) == 1
+            client.disconnect()
+            assert server.wait(60) == 0, server.output()
+        finally:
+            client.close()
+    assert_valid(client.transcript)
 
 
 @pytest.mark.timeout(180)

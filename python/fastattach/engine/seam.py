@@ -197,7 +197,7 @@ def gevent_mode_hidden():
     out of sys.modules and imports fresh copies for itself (pydevd_constants,
     protect_libraries_from_patching). Under debugpy that happens in the main thread before
     the program starts; here it would happen on the relay thread while the program runs,
-    and the program then hangs before its first line. Only Python's view of the
+    and then no breakpoint ever stops (a gevent program hangs at its first). Only Python's view of the
     environment (os.environ's mapping) loses the variable, for the import: no C code sees
     it change, and it is put back afterwards."""
     data = getattr(os.environ, "_data", None)

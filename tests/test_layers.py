@@ -79,7 +79,7 @@ def test_no_import_cycle(graph):
 def test_the_graph_stays_shallow_and_sparse():
     folders, _ = import_graph.build_graph(PACKAGE)
     assert max(import_graph.levels(folders).values()) <= 7
-    assert sum(len(targets) for targets in folders.values()) <= 37
+    assert sum(len(targets) for targets in folders.values()) <= 39
 
 
 def test_every_lazy_import_of_ours_says_what_memory_it_saves(graph):

@@ -17,6 +17,7 @@ the session hands in; this module never imports the network.
 
 from __future__ import annotations
 
+import _thread
 import collections
 import logging
 import os
@@ -95,6 +96,10 @@ def _compile(source: str | None, what: str):
         return None
 
 
+# _thread's own, taken when fastattach imports this module: see BudgetSupervisor._wake.
+_allocate_real_lock = _thread.allocate_lock
+
+
 class BudgetSupervisor:
     """The budgets of one pydevd instance (one Gate's tracer), and the thread that watches them.
 
@@ -113,7 +118,15 @@ class BudgetSupervisor:
         self._generation = 0              # bumped by reload(): budgets made earlier are replaced
         self._by_bp: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LineBreakpoint -> (gen, Budget)
         self._lock = threading.RLock()   # on_trip may run on a thread that holds it (a hit inside entry())
-        self._wake = threading.Condition(self._lock)
+        # Held while nothing is pending: on_trip and close release it, the supervisor waits to
+        # take it. A bare _thread lock, not a Condition: once gevent has patched threading,
+        # every Condition.wait makes its waiter a gevent lock, and a thread of ours that
+        # waits on one runs a gevent hub of its own, whose greenlets the interpreter's last
+        # garbage collection frees from the main thread ("corrupted double-linked list",
+        # SIGABRT at the program's exit, about one run in five). This module is imported at
+        # the first attach, before any patch (a later attach is refused), so it is the real one.
+        self._wake = _allocate_real_lock()
+        self._wake.acquire()
         self._trips: collections.deque = collections.deque()
         self._paused: dict = {}           # Budget -> resume time (time.monotonic()), or None if expired
         self._closed = False
@@ -280,7 +293,7 @@ class BudgetSupervisor:
         """A budget paused itself (C, on the hit path, or charge()): hand it to the supervisor."""
         with self._lock:
             self._trips.append(budget)
-            self._wake.notify()
+            self._wake_supervisor()
 
     def charge(self, budget, elapsed_ns: int) -> None:
         if budget.charge(elapsed_ns):
@@ -290,9 +303,15 @@ class BudgetSupervisor:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            self._wake.notify()
+            self._wake_supervisor()
         if threading.current_thread() is not self._thread:
             self._thread.join(5)
+
+    def _wake_supervisor(self) -> None:
+        try:
+            self._wake.release()
+        except RuntimeError:
+            pass   # released already: the supervisor has a wake-up pending
 
     def _supervise(self) -> None:
         while True:
@@ -300,8 +319,10 @@ class BudgetSupervisor:
                 if self._closed:
                     return
                 timeout = self._next_deadline() - time.monotonic()
-                if not self._trips and timeout > 0:
-                    self._wake.wait(min(timeout, 1.0))
+                pending = bool(self._trips)
+            if not pending and timeout > 0:
+                self._wake.acquire(timeout=min(timeout, 1.0))
+            with self._lock:
                 if self._closed:
                     return
                 trips, self._trips = list(self._trips), collections.deque()

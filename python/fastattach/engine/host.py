@@ -60,6 +60,7 @@ class PydevdHost:
         # pydevd's end of the current session's socketpair: pydevd does not close it when it
         # drops a connection, so we do, when the next session starts or at close().
         self._pydevd_end: socket.socket | None = None
+        self._gevent_watch = None   # while the filter is in: see _gevent_patched
 
     @property
     def started(self) -> bool:
@@ -138,7 +139,8 @@ class PydevdHost:
         # pydevd's frozen-modules warning is noise in a service's stderr; with verbose logging
         # on (log_dir, --log-to, or debugpy's DEBUGPY_LOG_DIR) it is printed as pydevd prints it.
         verbose = self.options["log_dir"] is not None or "DEBUGPY_LOG_DIR" in os.environ
-        with contextlib.nullcontext() if verbose else seam_module.frozen_modules_warning_to_log():
+        with contextlib.nullcontext() if verbose else seam_module.frozen_modules_warning_to_log(), \
+                seam_module.gevent_mode_hidden():
             import debugpy
             import debugpy.server.api as debugpy_api  # imports force_pydevd: the vendored pydevd wins
             import pydevd
@@ -197,11 +199,24 @@ class PydevdHost:
         seam.install_suspend_guard(py_db, lambda: self.options["production"])
         seam.install_monitor(gate.proxy)
         seam.verify(gate.proxy, gate.is_trampoline)
+        from .._gevent_notice import PatchWatch
+
+        self._gevent_watch = PatchWatch(lambda reason: self._gevent_patched(seam), log=log)
+
+    def _gevent_patched(self, seam: seam_module.Seam) -> None:
+        """From the thread gevent patches in, right after the patch: pydevd's threads can
+        still wait (see _gevent_notice.settle_hub_settings)."""
+        from .._gevent_notice import settle_hub_settings
+
+        with self._lock:
+            if self.seam is seam:   # not closed meanwhile
+                settle_hub_settings()
 
     def _remove_filter(self) -> list:
         """Turn the trampolines into forwarders and stop the budgets; the codes tool 0 armed."""
         gate, budgets = self.gate, self.budgets
         self.gate = self.budgets = None
+        self._close_gevent_watch()
         if gate is None:
             return []
         armed = gate.armed_codes()
@@ -257,6 +272,7 @@ class PydevdHost:
         handling does (seam.reset_pydevd_after_fork). The parent's session is untouched:
         sockets are the only thing shared, and ours are just closed."""
         self._lock = threading.RLock()
+        self._close_gevent_watch()
         gate = self.gate
         armed = gate.armed_codes() if gate is not None else []
         clear_tool(DEBUGGER_ID, armed)
@@ -280,3 +296,8 @@ class PydevdHost:
         if self._pydevd_end is not None:
             self._pydevd_end.close()
             self._pydevd_end = None
+
+    def _close_gevent_watch(self) -> None:
+        watch, self._gevent_watch = self._gevent_watch, None
+        if watch is not None:
+            watch.close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import os
 import sys
 import threading
 import time
@@ -185,6 +186,32 @@ def frozen_modules_warning_to_log():
     finally:
         if finder in sys.meta_path:
             sys.meta_path.remove(finder)
+
+
+_CONSTANTS_MODULE = "_pydevd_bundle.pydevd_constants"
+
+
+@contextlib.contextmanager
+def gevent_mode_hidden():
+    """While pydevd is first imported: it does not see GEVENT_SUPPORT (pydevd's gevent mode).
+
+    In that mode pydevd's import takes threading, _thread, time, socket, queue and select
+    out of sys.modules and imports fresh copies for itself (pydevd_constants,
+    protect_libraries_from_patching). Under debugpy that happens in the main thread before
+    the program starts; here it would happen on the relay thread while the program runs,
+    and then no breakpoint ever stops (a gevent program hangs at its first). Only Python's view of the
+    environment (os.environ's mapping) loses the variable, for the import: no C code sees
+    it change, and it is put back afterwards."""
+    data = getattr(os.environ, "_data", None)
+    key = os.environ.encodekey("GEVENT_SUPPORT") if data is not None else None
+    if _CONSTANTS_MODULE in sys.modules or key not in (data or {}):
+        yield
+        return
+    value = data.pop(key)
+    try:
+        yield
+    finally:
+        data.setdefault(key, value)
 
 
 @contextlib.contextmanager

@@ -341,9 +341,15 @@ class Listener:
         principal = (peer_principal(conn.getsockname(), peer) if self._secret is not None
                      else peer[0] if isinstance(peer, tuple) else str(peer))
         wait = self._throttle.retry_after(principal)
+        from .._gevent_notice import REFUSAL as gevent_refusal  # RSS: a small module, loaded with the first client
+        from .._gevent_notice import threading_patched  # RSS: as above
+
         if wait:
             refusal = (f"too many failed attempts from {principal}: try again in {wait:.1f} s, "
                        f"with the right secret")
+        elif threading_patched():
+            self._reject(conn, peer, gevent_refusal)   # here: a thread started for it would never run
+            return
         elif self._start_handshake(conn, peer, principal):
             return
         else:

@@ -166,6 +166,8 @@ class ClientSession:
         self.initialize_arguments: dict = {}
         self.attach_arguments: dict = {}
         self._reverse_requests: dict[int, str] = {}   # our requests to the client (startDebugging): seq -> command
+        # Watches for gevent patching threading after the attach (see _gevent_notice.py).
+        self._gevent_watch = None
 
     @property
     def leaving(self) -> bool:
@@ -237,6 +239,8 @@ class ClientSession:
         if self._gil_handoffs is not None:
             self._gil_handoffs.__exit__(None, None, None)
             self._gil_handoffs = None
+        if self._gevent_watch is not None:
+            self._gevent_watch.close()
         self.finished = True
 
     # -- the relay thread --------------------------------------------------------------------
@@ -410,6 +414,8 @@ class ClientSession:
             self._config.throttle.record_success(self.principal)
             initialize, attach = step.start_session
             problem = check_request(attach)
+            if problem is None:
+                problem = _refusal_if_gevent_patched()
             if problem is None and self._config.claim_slot is not None:
                 problem = self._config.claim_slot(self)
             if problem is not None:
@@ -503,6 +509,30 @@ class ClientSession:
                 self._config.on_attached(self)
             except Exception:
                 logger.exception("fastattach: could not prepare child processes' debugging for %s", self._peer_name)
+        self._tell_about_gevent(attach.get("arguments"))
+
+    def _tell_about_gevent(self, attach_arguments) -> None:
+        """The gevent notice (see _gevent_notice.py): now, or once gevent patches threading."""
+        from .. import _gevent_notice  # RSS: only for a session that has started
+
+        try:
+            reason = _gevent_notice.reason_at_attach(attach_arguments)
+            if reason is None:
+                self._gevent_watch = _gevent_notice.PatchWatch(self._gevent_patched, log=logger)
+                return
+        except Exception:   # the notice is advice: the session goes on without it
+            logger.exception("fastattach: could not check for gevent")
+            return
+        logger.warning("%s", _gevent_notice.NOTICE.format(reason=reason).rstrip())
+        self._send_to_client(_gevent_output_event(reason))
+
+    def _gevent_patched(self, reason: str) -> None:
+        """From the program's thread, inside its gevent patch_all(): queue the notice."""
+        from .. import _gevent_notice  # RSS: only for a session that has started
+
+        logger.warning("%s", _gevent_notice.NOTICE.format(reason=reason).rstrip())
+        event = _gevent_output_event(reason)
+        self.inject_event(event["event"], event["body"])
 
     def _client_to_backend(self, message: dict, body: bytes) -> None:
         if message["type"] == "response" and message.get("request_seq") in self._reverse_requests:
@@ -697,6 +727,8 @@ class ClientSession:
         except Exception:
             logger.exception("fastattach: error while detaching pydevd from %s", self._peer_name)
         finally:
+            if self._gevent_watch is not None:
+                self._gevent_watch.close()
             close_quietly(self._backend)
             close_quietly(self._client)
             self._waker.close()
@@ -735,3 +767,18 @@ class ClientSession:
                            BACKEND_DISCONNECT_TIMEOUT)
         except (OSError, ProtocolError) as error:
             logger.warning("fastattach: could not send pydevd a disconnect: %s", error)
+
+
+def _refusal_if_gevent_patched() -> str | None:
+    """gevent patched threading while this client was authenticating: pydevd's threads, started
+    from here now, would be greenlets of this thread, which never runs gevent's hub."""
+    from .. import _gevent_notice  # RSS: only once an attach is accepted
+
+    return _gevent_notice.REFUSAL if _gevent_notice.threading_patched() else None
+
+
+def _gevent_output_event(reason: str) -> dict:
+    from .. import _gevent_notice
+
+    return {"type": "event", "event": "output",
+            "body": {"category": "important", "output": _gevent_notice.NOTICE.format(reason=reason)}}

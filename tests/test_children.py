@@ -132,6 +132,19 @@ def test_a_process_pool_worker_stops_in_a_child_session_and_the_pool_finishes(me
         finish(server, parent, child)
 
 
+def test_a_child_is_debugged_when_a_later_at_fork_handler_holds_a_lock_its_session_logs_through(tmp_path):
+    # GIVEN a program that, after its client attached, logs through a handler whose lock an
+    # at-fork handler of its own holds across a fork (so registered after ours: as logging's
+    # is in a 3.14 forkserver, which imports the program's __main__ after ours was set up)
+    with start("fork-guarded", tmp_path) as server:
+        parent = attach_parent(server)
+        configuration = announced_child(parent)
+        # WHEN the program forks THEN the child's session, whose threads log, is served and stops
+        child = debug_child_to_its_end(configuration)
+        server.wait_for_stdout(r"^CHILD EXIT 0")
+        finish(server, parent, child)
+
+
 def test_a_python_started_by_subprocess_gets_a_session(tmp_path):
     with start("subprocess", tmp_path) as server:
         parent = attach_parent(server)

@@ -265,16 +265,41 @@ def _warn(message: str) -> None:
 
 # -- how a child starts its session ---------------------------------------------------------------
 _fork_hook_registered = False
+# The child handler that acts (older registrations stay in CPython's list and do nothing), and
+# how many modules were imported when it was registered.
+_active_child_handler: Callable[[], None] | None = None
+_modules_when_registered = -1
 
 
 def register_fork_hook(_api) -> None:
-    """Once per process, after the at-fork handler that drops the parent's session (_api)
-    and after logging's (which re-makes its locks): handlers run in the order registered."""
+    """Once per process: our child handler is (re)registered just before a fork (see below)."""
     global _fork_hook_registered
     if not _fork_hook_registered:
         _fork_hook_registered = True
-        # A partial adds no Python frame: _after_fork_in_child's caller must be the forking frame.
-        os.register_at_fork(after_in_child=functools.partial(_after_fork_in_child, _api))
+        os.register_at_fork(before=functools.partial(_before_fork, _api))
+
+
+def _before_fork(_api) -> None:
+    """The child waits for its client inside our at-fork handler, so that handler must come
+    after every other: their child handlers (logging's frees the module lock its `before`
+    took; concurrent.futures' its shutdown lock) run in the order registered, and until they
+    have run, every thread of the child's session that logs or imports such a module waits.
+    Modules register theirs when imported (a forkserver imports the program's __main__, and
+    logging with it, after boot() ran), so after an import ours is registered anew: CPython
+    reads the list of child handlers after the fork, so this one runs last in this child."""
+    global _active_child_handler, _modules_when_registered
+    try:
+        if ENV not in os.environ or len(sys.modules) == _modules_when_registered:
+            return
+
+        def child_handler() -> None:
+            if child_handler is _active_child_handler:
+                _after_fork_in_child(_api)
+
+        os.register_at_fork(after_in_child=child_handler)
+        _active_child_handler, _modules_when_registered = child_handler, len(sys.modules)
+    except BaseException:   # noqa: BLE001 (the program's fork goes on, whatever happened to us)
+        pass
 
 
 def _after_fork_in_child(_api) -> None:
@@ -282,7 +307,7 @@ def _after_fork_in_child(_api) -> None:
     if config is None:
         return
     try:
-        forking_frame = sys._getframe(1)
+        forking_frame = sys._getframe(2)   # 1 is child_handler, called by os.fork()
     except ValueError:   # forked from C with no Python frame: nothing to stop at, still a child
         forking_frame = None
     # subprocess with preexec_fn runs the at-fork handlers between fork and exec: the program

@@ -2,7 +2,8 @@
 
 fork: os.fork; mp-fork / mp-spawn / mp-forkserver: a ProcessPoolExecutor of that start
 method; subprocess: subprocess.run([sys.executable, this file, "leaf"]); leaf: the child
-of "subprocess". Every child runs work(), whose marked line the tests break on.
+of "subprocess"; fork-guarded: os.fork with an at-fork handler of the program's that holds a
+lock across the fork. Every child runs work(), whose marked line the tests break on.
 """
 
 import multiprocessing
@@ -36,6 +37,27 @@ def main(mode: str) -> None:
     if mode == "fork":
         pid = os.fork()
         if pid == 0:  # child-entry
+            print(f"CHILD {os.getpid()} result {work(21)}", flush=True)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print(f"CHILD EXIT {os.waitstatus_to_exitcode(status)}", flush=True)
+    elif mode == "fork-guarded":   # an at-fork handler of the program's holds a lock across the fork
+        import logging
+        import threading
+
+        guard = threading.RLock()   # the forking thread may log in its at-fork handlers; others wait
+
+        class GuardedHandler(logging.Handler):   # as a library's handler whose transport forks may not copy mid-use
+            def emit(self, record):
+                with guard:
+                    pass
+
+        logging.getLogger().addHandler(GuardedHandler())
+        logging.getLogger().setLevel(logging.DEBUG)
+        # registered after the session's: its child handler frees the lock only after ours ran
+        os.register_at_fork(before=guard.acquire, after_in_parent=guard.release, after_in_child=guard.release)
+        pid = os.fork()
+        if pid == 0:
             print(f"CHILD {os.getpid()} result {work(21)}", flush=True)
             os._exit(0)
         _, status = os.waitpid(pid, 0)

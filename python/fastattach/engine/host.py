@@ -199,14 +199,14 @@ class PydevdHost:
         seam.install_suspend_guard(py_db, lambda: self.options["production"])
         seam.install_monitor(gate.proxy)
         seam.verify(gate.proxy, gate.is_trampoline)
-        from .._gevent_notice import PatchWatch
+        from .._gevent_notice import PatchWatch  # RSS: loaded with pydevd, not before a client
 
         self._gevent_watch = PatchWatch(lambda reason: self._gevent_patched(seam), log=log)
 
     def _gevent_patched(self, seam: seam_module.Seam) -> None:
         """From the thread gevent patches in, right after the patch: pydevd's threads can
         still wait (see _gevent_notice.settle_hub_settings)."""
-        from .._gevent_notice import settle_hub_settings
+        from .._gevent_notice import settle_hub_settings  # RSS: as above
 
         with self._lock:
             if self.seam is seam:   # not closed meanwhile

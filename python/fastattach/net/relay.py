@@ -778,7 +778,7 @@ def _refusal_if_gevent_patched() -> str | None:
 
 
 def _gevent_output_event(reason: str) -> dict:
-    from .. import _gevent_notice
+    from .. import _gevent_notice  # RSS: only for a session that has started
 
     return {"type": "event", "event": "output",
             "body": {"category": "important", "output": _gevent_notice.NOTICE.format(reason=reason)}}

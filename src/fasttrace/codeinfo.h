@@ -16,6 +16,8 @@
 typedef struct {
     int line;
     PyObject *condition;   /* owned: compiled condition of a condition-only breakpoint, or NULL */
+    PyObject *fast;        /* owned: (function, names) computing condition from the frame's variables
+                              (engine/conditions.py), or NULL where only the general path is exact */
     BudgetObject *budget;  /* owned: the breakpoint's budget (see budget.h), or NULL */
 } ft_bpline;
 
@@ -45,10 +47,17 @@ ft_codeinfo *ft_codeinfo_new(PyObject *code, Py_ssize_t extra_index);
    Python function in the TypeError for a non-code argument. */
 int ft_codeinfo_peek(PyObject *code, Py_ssize_t extra_index, const char *caller, ft_codeinfo **info);
 
+/* The most variables a condition's function reads (engine/conditions.py MAX_VARIABLES). */
+#define FT_FAST_CONDITION_MAX_ARGS 8
+
 /* Fill info from compute(code)'s answer: None, or
-   (function_bp, ((line, condition|None[, budget|None]), ...)).  0, or -1 with an
-   exception set and info left empty. */
-int ft_codeinfo_load(ft_codeinfo *info, PyObject *answer, PyTypeObject *budget_type);
+   (function_bp, ((line, condition|None[, budget|None]), ...)).  With a compiler
+   (set_condition_compiler), each condition also gets compiler(condition, code, globals)'s
+   (function, names) or None, globals being those of the frame running code (the event's),
+   or no function when the current frame runs other code.  0, or -1 with an exception set
+   and info left empty. */
+int ft_codeinfo_load(ft_codeinfo *info, PyObject *answer, PyTypeObject *budget_type, PyObject *code,
+                     PyObject *compiler);
 
 /* code's table, made on its first event.  Borrowed: owned by the code object.  NULL
    with an exception set on failure. */

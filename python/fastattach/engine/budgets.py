@@ -26,7 +26,7 @@ import time
 import weakref
 
 from .. import _fasttrace
-from . import production, redact, seam
+from . import conditions, production, redact, seam
 
 log = logging.getLogger("fastattach")
 probe_log = production.probe_log
@@ -90,7 +90,7 @@ def _compile(source: str | None, what: str):
     if not source:
         return None
     try:
-        return compile(source, f"<breakpoint {what}>", "eval")
+        return conditions.compile_condition(source, f"<breakpoint {what}>")
     except (SyntaxError, ValueError):
         return None
 

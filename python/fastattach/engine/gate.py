@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - a packaging error, not a runtim
         "fastattach._fasttrace (the C extension) is not built; "
         "install fastattach with `pip install .` or run scripts/bootstrap.sh"
     ) from exc
-from . import superinstructions
+from . import conditions, superinstructions
 
 _STATE_SUSPEND = 2  # pydevd_constants.STATE_SUSPEND
 
@@ -164,7 +164,7 @@ class Gate:
         compiled = self._compiled_conditions.get(condition)
         if compiled is None:
             try:
-                compiled = compile(condition, "<breakpoint condition>", "eval")
+                compiled = conditions.compile_condition(condition, "<breakpoint condition>")
             except (SyntaxError, ValueError):
                 return None  # pydevd evaluates it and reports the error to the client
             self._compiled_conditions[condition] = compiled

@@ -198,6 +198,46 @@ class TestSameHitsOnBothPaths:
         assert tracer.take_error() is None
 
 
+OBJECTS = """
+class Weird:
+    def __eq__(self, other):
+        return "truthy" if other == 3 else 0
+    def __lt__(self, other):
+        raise TypeError("no order")
+    __hash__ = None
+class Bag:
+    def __contains__(self, item):
+        return item == 2
+def scan(values, bag):
+    seen = None
+    for v in values:
+        seen = v
+    return seen
+"""
+OBJECTS_LINE = 14   # seen = v
+
+
+class TestComparisonsMadeInC:
+    """One comparison of variables and constants is made by C itself (ft_compare): the same
+    hits as eval, for the odd objects too (non-bool results, raising and reflected methods)."""
+
+    @pytest.mark.parametrize("cond", [
+        "v == 3", "3 == v", "v != 3", "v < 3", "v >= 2", "v is None", "v is not None", "v != v",
+        "v in bag", "v not in bag", "v in (2, 3)", "v == -1",
+    ])
+    def test_the_same_hits_as_eval(self, cond):
+        def call(scan):
+            import math
+            namespace_weird = scan.__globals__["Weird"]
+            scan([1, 3, namespace_weird(), None, math.nan, 2, -1], scan.__globals__["Bag"]())
+        out = run_both(OBJECTS, "scan", {"scan": {OBJECTS_LINE: cond}}, call)
+        assert out[True][1]["condition_fast"] == 7
+        assert out[False][1]["condition_fast"] == 0
+        compiled = conditions.compile_condition(cond, "<c>")
+        namespace = build(OBJECTS, "scan")
+        assert conditions.function_for(compiled, namespace["scan"].__code__, namespace)[2] is not None
+
+
 class TestErrors:
     def test_a_raising_condition_goes_to_pydevd_on_the_fast_path_too(self):
         out = run_both(LOOP, "loop", {"loop": {LOOP_LINE: "i / 0 > 1"}}, lambda f: f(4, 1))
@@ -239,10 +279,28 @@ class TestFunctionFor:
             c = a + b
             return c
         cond = conditions.compile_condition("a < c and LIMIT > b and len(d) == 0", "<c>")
-        function, names = conditions.function_for(cond, sample.__code__, {"LIMIT": 9, "d": ()})
+        globals_ = {"LIMIT": 9, "d": ()}
+        function, names, comparison = conditions.function_for(cond, sample.__code__, globals_)
         assert names == ("a", "c", "b")
         assert function(1, 3, 2) is True
-        assert function.__globals__ == {"LIMIT": 9, "d": ()} or "LIMIT" in function.__globals__
+        assert function.__globals__ is globals_
+        assert comparison is None, "not a single comparison"
+
+    @pytest.mark.parametrize(("cond", "comparison"), [
+        ("a == 3", (2, 0, 0, 1, 3)),
+        ("-1 < a", (0, 1, -1, 0, 0)),          # folded as the compiler folds it; never swapped
+        ("a is not None", (7, 0, 0, 1, None)),
+        ("a in (1, 2)", (8, 0, 0, 1, (1, 2))),
+        ("a not in b", (9, 0, 0, 0, 1)),
+        ("a == LIMIT", None),                   # a global: the function reads it
+        ("a < b < 3", None),                    # chained
+        ("1 == 1", None),
+    ])
+    def test_one_comparison_of_variables_and_constants_is_made_in_c(self, cond, comparison):
+        def sample(a, b):
+            return a, b
+        compiled = conditions.compile_condition(cond, "<c>")
+        assert conditions.function_for(compiled, sample.__code__, {})[2] == comparison
 
     def test_a_condition_compiled_elsewhere_has_no_function(self):
         def sample(a):

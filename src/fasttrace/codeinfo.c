@@ -102,11 +102,13 @@ ft_compare_bpline(const void *a, const void *b)
     return (la > lb) - (la < lb);
 }
 
-/* 1 when fast is a (function, names) pair C can call with the named variables. */
+/* 1 when fast is a (function, names, comparison) triple C can use: a function taking
+   the named variables, and None or a comparison (see ft_compare in trampoline.c) of
+   those variables and constants. */
 static int
 ft_is_fast_condition(PyObject *fast)
 {
-    if (!PyTuple_Check(fast) || PyTuple_GET_SIZE(fast) != 2 || !PyFunction_Check(PyTuple_GET_ITEM(fast, 0))
+    if (!PyTuple_Check(fast) || PyTuple_GET_SIZE(fast) != 3 || !PyFunction_Check(PyTuple_GET_ITEM(fast, 0))
         || !PyTuple_Check(PyTuple_GET_ITEM(fast, 1))) {
         return 0;
     }
@@ -119,6 +121,33 @@ ft_is_fast_condition(PyObject *fast)
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         if (!PyUnicode_Check(PyTuple_GET_ITEM(names, i))) {
+            return 0;
+        }
+    }
+    PyObject *comparison = PyTuple_GET_ITEM(fast, 2);
+    if (comparison == Py_None) {
+        return 1;
+    }
+    if (!PyTuple_Check(comparison) || PyTuple_GET_SIZE(comparison) != 5) {
+        return 0;
+    }
+    long op = PyLong_Check(PyTuple_GET_ITEM(comparison, 0)) ? PyLong_AsLong(PyTuple_GET_ITEM(comparison, 0)) : -1;
+    if (op < 0 || op >= FT_COMPARE_COUNT) {
+        PyErr_Clear();
+        return 0;
+    }
+    for (int side = 1; side <= 3; side += 2) {
+        PyObject *kind = PyTuple_GET_ITEM(comparison, side);
+        PyObject *operand = PyTuple_GET_ITEM(comparison, side + 1);
+        if (PyLong_CheckExact(kind) && PyLong_AsLong(kind) == FT_OPERAND_VARIABLE) {
+            long index = PyLong_CheckExact(operand) ? PyLong_AsLong(operand) : -1;
+            if (index < 0 || index >= n) {
+                PyErr_Clear();
+                return 0;
+            }
+        }
+        else if (!(PyLong_CheckExact(kind) && PyLong_AsLong(kind) == FT_OPERAND_CONSTANT)) {
+            PyErr_Clear();
             return 0;
         }
     }
@@ -200,8 +229,8 @@ ft_codeinfo_load(ft_codeinfo *info, PyObject *answer, PyTypeObject *budget_type,
             if (fast != Py_None && !ft_is_fast_condition(fast)) {
                 Py_DECREF(fast);
                 PyErr_Format(PyExc_TypeError,
-                             "the condition compiler must return None or (function, names) with at most %d "
-                             "positional parameters, one per name",
+                             "the condition compiler must return None or (function, names, comparison) with "
+                             "at most %d positional parameters, one per name",
                              FT_FAST_CONDITION_MAX_ARGS);
                 goto error;
             }

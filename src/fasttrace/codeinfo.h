@@ -16,8 +16,9 @@
 typedef struct {
     int line;
     PyObject *condition;   /* owned: compiled condition of a condition-only breakpoint, or NULL */
-    PyObject *fast;        /* owned: (function, names) computing condition from the frame's variables
-                              (engine/conditions.py), or NULL where only the general path is exact */
+    PyObject *fast;        /* owned: (function, names, comparison) computing condition from the frame's
+                              variables (engine/conditions.py), or NULL where only the general path
+                              is exact */
     BudgetObject *budget;  /* owned: the breakpoint's budget (see budget.h), or NULL */
 } ft_bpline;
 
@@ -50,10 +51,15 @@ int ft_codeinfo_peek(PyObject *code, Py_ssize_t extra_index, const char *caller,
 /* The most variables a condition's function reads (engine/conditions.py MAX_VARIABLES). */
 #define FT_FAST_CONDITION_MAX_ARGS 8
 
+/* A comparison C makes itself (engine/conditions.py _COMPARISONS): Py_LT..Py_GE, then these. */
+enum { FT_COMPARE_IS = 6, FT_COMPARE_IS_NOT, FT_COMPARE_IN, FT_COMPARE_NOT_IN, FT_COMPARE_COUNT };
+/* The kinds of a comparison's operands: a variable (its index in names) or a constant. */
+enum { FT_OPERAND_VARIABLE = 0, FT_OPERAND_CONSTANT = 1 };
+
 /* Fill info from compute(code)'s answer: None, or
    (function_bp, ((line, condition|None[, budget|None]), ...)).  With a compiler
    (set_condition_compiler), each condition also gets compiler(condition, code, globals)'s
-   (function, names) or None, globals being those of the frame running code (the event's),
+   (function, names, comparison) or None, globals being those of the frame running code (the event's),
    or no function when the current frame runs other code.  0, or -1 with an exception set
    and info left empty. */
 int ft_codeinfo_load(ft_codeinfo *info, PyObject *answer, PyTypeObject *budget_type, PyObject *code,

@@ -136,12 +136,55 @@ ft_lookup(TracerObject *self, PyObject *code)
 /* ft_fast_condition's answer when this frame needs the general path. */
 #define FT_FAST_UNSUITED (-3)
 
+/* One side of a comparison: borrowed, from args or the comparison's constants. */
+static inline PyObject *
+ft_operand(PyObject *comparison, int side, PyObject *const *args)
+{
+    PyObject *operand = PyTuple_GET_ITEM(comparison, side + 1);
+    if (PyLong_AsLong(PyTuple_GET_ITEM(comparison, side)) == FT_OPERAND_CONSTANT) {
+        return operand;
+    }
+    return args[PyLong_AsLong(operand)];
+}
+
+/* The truth of a comparison (engine/conditions.py _comparison) of the variables in args:
+   what COMPARE_OP, IS_OP and CONTAINS_OP compute, then bool() as the caller's IsTrue
+   would.  1, 0, or -1 with an exception set. */
+static int
+ft_compare(PyObject *comparison, PyObject *const *args)
+{
+    int op = (int)PyLong_AsLong(PyTuple_GET_ITEM(comparison, 0));
+    PyObject *left = ft_operand(comparison, 1, args);
+    PyObject *right = ft_operand(comparison, 3, args);
+    int result;
+    switch (op) {
+    case FT_COMPARE_IS:
+        return left == right;
+    case FT_COMPARE_IS_NOT:
+        return left != right;
+    case FT_COMPARE_IN:
+        return PySequence_Contains(right, left);
+    case FT_COMPARE_NOT_IN:
+        result = PySequence_Contains(right, left);
+        return result < 0 ? -1 : !result;
+    default: {
+        PyObject *value = PyObject_RichCompare(left, right, op);
+        if (value == NULL) {
+            return -1;
+        }
+        result = PyObject_IsTrue(value);
+        Py_DECREF(value);
+        return result;
+    }
+    }
+}
+
 /* The condition computed by its function (engine/conditions.py) from the frame's
    variables: 1 true, 0 false, -1 it raised (the exception is set); FT_FAST_UNSUITED,
    with no exception, when only the general path is exact here: the frame runs with other
    globals than the function was made with, or a variable the condition reads is unbound
    (eval would then find the name in globals or builtins).  fast is a (function, names)
-   pair that ft_codeinfo_load checked; the caller owns a reference to it. */
+   triple that ft_codeinfo_load checked; the caller owns a reference to it. */
 static int
 ft_fast_condition(PyObject *fast, PyFrameObject *frame)
 {
@@ -171,15 +214,19 @@ ft_fast_condition(PyObject *fast, PyFrameObject *frame)
             return -1;
         }
     }
-    PyObject *value = PyObject_Vectorcall(function, args, (size_t)n, NULL);
+    PyObject *comparison = PyTuple_GET_ITEM(fast, 2);   /* borrowed: owned by fast */
+    int truth;
+    if (comparison != Py_None) {
+        truth = ft_compare(comparison, args);
+    }
+    else {
+        PyObject *value = PyObject_Vectorcall(function, args, (size_t)n, NULL);
+        truth = value == NULL ? -1 : PyObject_IsTrue(value);
+        Py_XDECREF(value);
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_DECREF(args[i]);
     }
-    if (value == NULL) {
-        return -1;
-    }
-    int truth = PyObject_IsTrue(value);
-    Py_DECREF(value);
     return truth;
 }
 

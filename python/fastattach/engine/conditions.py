@@ -77,8 +77,9 @@ def _names_read(tree: ast.Expression) -> list[str] | None:
 
 
 def function_for(condition, code, globals_: dict):
-    """(function, names) computing condition from the variables ``names`` of a frame that
-    runs code with globals_, or None where only the general path is exact.
+    """(function, names, comparison) computing condition from the variables ``names`` of a
+    frame that runs code with globals_, or None where only the general path is exact.
+    comparison (or None) says the same for C to compute without the function (_comparison).
 
     The C engine calls this (set_condition_compiler) when it loads code's table, with the
     globals of the frame running code; it must not raise for any input."""
@@ -106,7 +107,45 @@ def function_for(condition, code, globals_: dict):
     except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError):
         return None
     body = next(const for const in compiled.co_consts if isinstance(const, types.CodeType))
-    return types.FunctionType(body, globals_, "condition"), variables
+    return types.FunctionType(body, globals_, "condition"), variables, _comparison(tree, variables)
+
+
+# The comparison codes of function_for's third item: Py_LT..Py_GE (Include/object.h), then the
+# identity and membership tests (src/fasttrace/trampoline.c ft_compare reads them).
+_COMPARISONS = {ast.Lt: 0, ast.LtE: 1, ast.Eq: 2, ast.NotEq: 3, ast.Gt: 4, ast.GtE: 5,
+                ast.Is: 6, ast.IsNot: 7, ast.In: 8, ast.NotIn: 9}
+_VARIABLE, _CONSTANT = 0, 1
+
+
+def _operand(node: ast.expr, variables: tuple[str, ...]):
+    """(kind, index of the variable or the constant) for one side of a comparison, or None."""
+    if isinstance(node, ast.Name) and node.id in variables:
+        return _VARIABLE, variables.index(node.id)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        # The compiler folds -1 into a constant; fold it the same way.
+        if isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float, complex):
+            return _CONSTANT, ast.literal_eval(node)
+        return None
+    if isinstance(node, ast.Constant):
+        return _CONSTANT, node.value
+    if isinstance(node, ast.Tuple) and all(isinstance(item, ast.Constant) for item in node.elts):
+        return _CONSTANT, ast.literal_eval(node)   # folded into one constant by the compiler too
+    return None
+
+
+def _comparison(tree: ast.Expression, variables: tuple[str, ...]):
+    """(code, left kind, left, right kind, right) when the condition is one comparison of frame
+    variables and constants, which C then makes itself (PyObject_RichCompare, identity,
+    PySequence_Contains: what COMPARE_OP, IS_OP and CONTAINS_OP do) without calling the
+    function; None otherwise."""
+    node = tree.body
+    if not isinstance(node, ast.Compare) or len(node.ops) != 1:
+        return None
+    code = _COMPARISONS.get(type(node.ops[0]))
+    left, right = _operand(node.left, variables), _operand(node.comparators[0], variables)
+    if code is None or left is None or right is None or (left[0] == right[0] == _CONSTANT):
+        return None
+    return (code, *left, *right)
 
 
 _fasttrace.set_condition_compiler(function_for)

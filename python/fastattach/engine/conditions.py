@@ -20,9 +20,9 @@ introspection (``sys._getframe``, ``inspect.currentframe``, ``f_locals``, ``f_ba
 Errors are the same either way: C swallows the exception and pydevd evaluates the
 condition and reports it; KeyboardInterrupt and SystemExit go on to the program.
 
-One difference is left, on 3.12 only: a name a debugger wrote into ``frame.f_locals`` that
-is not a variable of the code stays in that dict, and eval would see it; here it is read
-from globals.
+One difference is left: a name a debugger wrote into ``frame.f_locals`` that is not a
+variable of the code (3.12 keeps it in the frame's locals dict, 3.13+ in the proxy's extra
+locals) is seen by eval, and read from globals here.
 """
 
 from __future__ import annotations

@@ -12,9 +12,11 @@ replacement:
 - change: its message changes: latency to the first record with the new message;
 - remove: the file lists no probe: the time from the edit to the last record that follows.
 
-The probe's own budget allows 50 messages a second, so records are ~20 ms apart while it
-logs: "remove" is exact to that spacing, "add" and "change" to the 1 ms call period. The
-file is polled every WATCH_INTERVAL (0.5 s), which bounds all three.
+The target raises the probes' budgets (2,000 messages/s, 20% of a core) so that the probe
+logs every call and all three are exact to the 1 ms call period; with the default budget
+(50 messages/s) the probe would pause itself ~50 ms after it appears and "remove" could
+not be seen. Each edit waits a random 0-0.5 s first, so edits fall anywhere in the
+watcher's poll period (WATCH_INTERVAL, 0.5 s), which bounds all three.
 
     .venv/3.12/bin/python benchmarks/bench_probe_reload.py [--reps 10] [--json out.json]
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -37,7 +40,11 @@ ROOT = HERE.parent
 
 TARGET = '''
 import logging, sys, time
+import fastattach
 import fastattach.probes
+
+fastattach.configure(logpoint_messages_per_second=2000, logpoint_bytes_per_second=1_000_000,
+                     probe_cpu_fraction=0.2)
 
 class Stamp(logging.Handler):
     def emit(self, record):
@@ -114,15 +121,16 @@ def one_rep(python: str, rep: int, target_file: Path, probe_line: int, work_dir:
         records = Records(process.stdout)
         if not records.ready.wait(30):
             raise RuntimeError(f"the target did not start: {process.stderr.read()[-2000:]}")
-        time.sleep(0.3)   # away from the watcher's first look
+        pause = random.Random(rep).uniform
         tag = f"r{rep}"
         probe = {"id": tag, "file": str(target_file), "line": probe_line, "log": f"{tag} v1"}
+        time.sleep(pause(0, 0.5))
         t_add = write_atomically(probe_file, [probe])
         first = records.first_after(t_add, f"{tag} v1", 10)
-        time.sleep(0.4)
+        time.sleep(pause(0, 0.5))
         t_change = write_atomically(probe_file, [dict(probe, log=f"{tag} v2")])
         changed = records.first_after(t_change, f"{tag} v2", 10)
-        time.sleep(0.4)
+        time.sleep(pause(0, 0.5))
         t_remove = write_atomically(probe_file, [])
         time.sleep(2.0)   # well past any poll
         last = records.last_of(tag)
@@ -141,6 +149,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--json", help="write every measurement here")
     options = parser.parse_args(argv)
+    options.python = os.path.abspath(options.python)   # the target runs in a temporary directory
     with tempfile.TemporaryDirectory(prefix="fastattach-probe-reload-") as tmp:
         work_dir = Path(tmp)
         target_file = work_dir / "reload_target.py"

@@ -128,26 +128,17 @@ ft_is_fast_condition(PyObject *fast)
     if (comparison == Py_None) {
         return 1;
     }
-    if (!PyTuple_Check(comparison) || PyTuple_GET_SIZE(comparison) != 5) {
-        return 0;
-    }
-    long op = PyLong_Check(PyTuple_GET_ITEM(comparison, 0)) ? PyLong_AsLong(PyTuple_GET_ITEM(comparison, 0)) : -1;
-    if (op < 0 || op >= FT_COMPARE_COUNT) {
-        PyErr_Clear();
+    if (!PyTuple_Check(comparison) || PyTuple_GET_SIZE(comparison) != 5
+        || !ft_is_small_int(PyTuple_GET_ITEM(comparison, 0), 0, FT_COMPARE_COUNT)) {
         return 0;
     }
     for (int side = 1; side <= 3; side += 2) {
         PyObject *kind = PyTuple_GET_ITEM(comparison, side);
-        PyObject *operand = PyTuple_GET_ITEM(comparison, side + 1);
-        if (PyLong_CheckExact(kind) && PyLong_AsLong(kind) == FT_OPERAND_VARIABLE) {
-            long index = PyLong_CheckExact(operand) ? PyLong_AsLong(operand) : -1;
-            if (index < 0 || index >= n) {
-                PyErr_Clear();
-                return 0;
-            }
+        if (!ft_is_small_int(kind, FT_OPERAND_VARIABLE, FT_OPERAND_CONSTANT + 1)) {
+            return 0;
         }
-        else if (!(PyLong_CheckExact(kind) && PyLong_AsLong(kind) == FT_OPERAND_CONSTANT)) {
-            PyErr_Clear();
+        if (ft_small_int_value(kind) == FT_OPERAND_VARIABLE
+            && !ft_is_small_int(PyTuple_GET_ITEM(comparison, side + 1), 0, n)) {
             return 0;
         }
     }

@@ -56,6 +56,25 @@ enum { FT_COMPARE_IS = 6, FT_COMPARE_IS_NOT, FT_COMPARE_IN, FT_COMPARE_NOT_IN, F
 /* The kinds of a comparison's operands: a variable (its index in names) or a constant. */
 enum { FT_OPERAND_VARIABLE = 0, FT_OPERAND_CONSTANT = 1 };
 
+/* 1 when v is an exact int in [lo, hi) stored in one digit, whose value
+   ft_small_int_value then reads inline (ft_codeinfo_load checks every int of a
+   comparison this way, so the hit path never calls PyLong_AsLong).  Never raises. */
+static inline int
+ft_is_small_int(PyObject *v, long lo, long hi)
+{
+    if (!PyLong_CheckExact(v) || !PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+        return 0;
+    }
+    Py_ssize_t value = PyUnstable_Long_CompactValue((PyLongObject *)v);
+    return value >= lo && value < hi;
+}
+
+static inline long
+ft_small_int_value(PyObject *v)
+{
+    return (long)PyUnstable_Long_CompactValue((PyLongObject *)v);
+}
+
 /* Fill info from compute(code)'s answer: None, or
    (function_bp, ((line, condition|None[, budget|None]), ...)).  With a compiler
    (set_condition_compiler), each condition also gets compiler(condition, code, globals)'s

@@ -136,15 +136,16 @@ ft_lookup(TracerObject *self, PyObject *code)
 /* ft_fast_condition's answer when this frame needs the general path. */
 #define FT_FAST_UNSUITED (-3)
 
-/* One side of a comparison: borrowed, from args or the comparison's constants. */
+/* One side of a comparison: borrowed, from args or the comparison's constants.  Its ints
+   were checked by ft_codeinfo_load (ft_is_small_int). */
 static inline PyObject *
 ft_operand(PyObject *comparison, int side, PyObject *const *args)
 {
     PyObject *operand = PyTuple_GET_ITEM(comparison, side + 1);
-    if (PyLong_AsLong(PyTuple_GET_ITEM(comparison, side)) == FT_OPERAND_CONSTANT) {
+    if (ft_small_int_value(PyTuple_GET_ITEM(comparison, side)) == FT_OPERAND_CONSTANT) {
         return operand;
     }
-    return args[PyLong_AsLong(operand)];
+    return args[ft_small_int_value(operand)];
 }
 
 /* The truth of a comparison (engine/conditions.py _comparison) of the variables in args:
@@ -153,7 +154,7 @@ ft_operand(PyObject *comparison, int side, PyObject *const *args)
 static int
 ft_compare(PyObject *comparison, PyObject *const *args)
 {
-    int op = (int)PyLong_AsLong(PyTuple_GET_ITEM(comparison, 0));
+    int op = (int)ft_small_int_value(PyTuple_GET_ITEM(comparison, 0));
     PyObject *left = ft_operand(comparison, 1, args);
     PyObject *right = ft_operand(comparison, 3, args);
     int result;

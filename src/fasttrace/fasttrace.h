@@ -63,7 +63,8 @@ typedef struct {
     PyTypeObject *tracer_type;      /* owned */
     PyTypeObject *trampoline_type;  /* owned */
     PyTypeObject *budget_type;      /* owned */
-    PyObject *condition_compiler;   /* owned: compiler(condition, code, globals) -> (function, names) | None
+    PyObject *condition_compiler;   /* owned: compiler(condition, code, globals) -> (function, names,
+                                       comparison) | None
                                        (engine/conditions.py function_for), or NULL: conditions are only
                                        evaluated by the general path */
     uint64_t last_stamp;            /* hands out Tracer ids and breakpoint generations alike,

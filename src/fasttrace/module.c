@@ -97,8 +97,8 @@ fasttrace_set_condition_compiler(PyObject *module, PyObject *compiler)
 
 static PyMethodDef fasttrace_methods[] = {
     {"set_condition_compiler", (PyCFunction)fasttrace_set_condition_compiler, METH_O,
-     "set_condition_compiler(compiler | None): compiler(condition, code, globals) -> (function, names) or None "
-     "makes a condition a function of the frame's variables when a per-code table is loaded"},
+     "set_condition_compiler(compiler | None): compiler(condition, code, globals) -> (function, names, "
+     "comparison) or None makes a condition a function of the frame's variables when a per-code table is loaded"},
     {"set_superinstruction_table", (PyCFunction)(void (*)(void))fasttrace_set_superinstruction_table,
      METH_FASTCALL, "3.12: opcode tables for forming superinstructions again where PY_START answers DISABLE"},
     {"reform_superinstructions", (PyCFunction)fasttrace_reform_superinstructions, METH_O,

@@ -184,8 +184,8 @@ ft_compare(PyObject *comparison, PyObject *const *args)
    variables: 1 true, 0 false, -1 it raised (the exception is set); FT_FAST_UNSUITED,
    with no exception, when only the general path is exact here: the frame runs with other
    globals than the function was made with, or a variable the condition reads is unbound
-   (eval would then find the name in globals or builtins).  fast is a (function, names)
-   triple that ft_codeinfo_load checked; the caller owns a reference to it. */
+   (eval would then find the name in globals or builtins).  fast is a (function, names,
+   comparison) triple that ft_codeinfo_load checked; the caller owns a reference to it. */
 static int
 ft_fast_condition(PyObject *fast, PyFrameObject *frame)
 {
@@ -233,7 +233,8 @@ ft_fast_condition(PyObject *fast, PyFrameObject *frame)
 
 /* 1 true, 0 false, -1 could not tell (it raised): pydevd then evaluates it and reports.
    -2: a KeyboardInterrupt or SystemExit arrived meanwhile; it is set, for the program.
-   fast (or NULL) is the condition's function; both are owned by the caller. */
+   fast (or NULL) is the condition's (function, names, comparison); both are owned by the
+   caller. */
 static int
 ft_condition_holds(TracerObject *tracer, PyObject *condition, PyObject *fast)
 {

@@ -26,7 +26,7 @@ import time
 import weakref
 
 from .. import _fasttrace
-from . import conditions, production, redact, seam
+from . import production, redact, seam
 
 log = logging.getLogger("fastattach")
 probe_log = production.probe_log
@@ -89,6 +89,9 @@ def condition_rate(options: dict, *, pydevd_evaluates: bool) -> float:
 def _compile(source: str | None, what: str):
     if not source:
         return None
+    # Imported here, not at module import: probes and sessions without conditions never load it.
+    from . import conditions
+
     try:
         return conditions.compile_condition(source, f"<breakpoint {what}>")
     except (SyntaxError, ValueError):

@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - a packaging error, not a runtim
         "fastattach._fasttrace (the C extension) is not built; "
         "install fastattach with `pip install .` or run scripts/bootstrap.sh"
     ) from exc
-from . import conditions, superinstructions
+from . import superinstructions
 
 _STATE_SUSPEND = 2  # pydevd_constants.STATE_SUSPEND
 
@@ -163,6 +163,9 @@ class Gate:
             return None
         compiled = self._compiled_conditions.get(condition)
         if compiled is None:
+            # Imported here, not at module import: a session without conditions never loads it.
+            from . import conditions
+
             try:
                 compiled = conditions.compile_condition(condition, "<breakpoint condition>")
             except (SyntaxError, ValueError):

@@ -28,7 +28,10 @@ policy"): a conditional breakpoint whose condition holds once, on a line the pro
 
   nodebug          the line's rate without a debugger (the pacing work is calibrated to it)
   old-policy       the budgets before issue 14: 5000 evaluations/s, 1% of a core
-  default          today's defaults: no count cap on a condition C evaluates, 10% of a core
+  general-path     today's defaults, with C evaluating the condition the general way only
+                   (eval with the frame's globals and locals), as before engine/conditions.py
+  default          today's defaults: no count cap on a condition C evaluates, 10% of a core;
+                   C computes the condition as a function of the frame's variables
 For each it reports whether the breakpoint paused (and why), whether the true case stopped,
 the line's rate while armed, and what C measured per evaluation and as a share of a core.
 """
@@ -216,6 +219,13 @@ def capture_cost(batches: int = 5, per_batch: int = 500) -> list[float]:
 RARE_TARGET = '''
 import json, os, sys, time
 
+if os.environ.get("BENCH_CONDITION_PATH") == "general":
+    # The general path alone (eval with the frame's globals and locals), for comparison:
+    # no condition becomes a function of the frame's variables (engine/conditions.py).
+    import fastattach.engine.conditions
+    from fastattach import _fasttrace
+    _fasttrace.set_condition_compiler(None)
+
 def per_iteration(size, n=20_000):
     best = float("inf")
     for _ in range(3):
@@ -258,7 +268,8 @@ def budget_stats():
     budgets = gate.budgets.budgets() if gate is not None else []
     if not budgets:
         return None
-    return dict(budgets[0].stats(), limits=budgets[0].limits, paused=budgets[0].paused, reason=budgets[0].reason)
+    return dict(budgets[0].stats(), limits=budgets[0].limits, paused=budgets[0].paused, reason=budgets[0].reason,
+                condition_fast=gate.tracer.stats()["condition_fast"])
 
 main()
 '''
@@ -266,14 +277,17 @@ main()
 RARE_SCENARIOS = {
     "nodebug": None,
     "old-policy": ["--condition-rate", "5000", "--pydevd-condition-rate", "5000", "--condition-cpu", "0.01"],
+    "general-path": [],
     "default": [],
 }
+# Environment of a scenario's debuggee, beyond the common one.
+RARE_ENV = {"general-path": {"BENCH_CONDITION_PATH": "general"}}
 
 
 def run_rare(name: str, script: Path, rate: float, seconds: float, timeout: float = 120.0) -> dict:
     """One process: the conditional breakpoint on the RARE line, `i == n - 1`, outside production mode."""
     flags = RARE_SCENARIOS[name]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYDEVD_DISABLE_FILE_VALIDATION="1", **RARE_ENV.get(name, {}))
     args = [str(script), str(rate), str(seconds)]
     if flags is None:
         out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env)

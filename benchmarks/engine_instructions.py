@@ -10,10 +10,13 @@ loop N1 and N2 times in fresh processes with the same hash seed; the difference 
 instruction counts over N2 - N1 is the cost of one event, start-up cancelled out (each
 interpreter first runs once outside valgrind, so no counted run writes .pyc files).
 
-    python benchmarks/engine_instructions.py [--n1 N] [--n2 N] PYTHON [PYTHON ...]
+    python benchmarks/engine_instructions.py [--n1 N] [--n2 N] [--mode M] [--path P] PYTHON [PYTHON ...]
 
 Modes: "budget" (the breakpoint has a Budget, as every breakpoint fastattach makes
-does) and "plain" (a condition-only breakpoint without one).
+does) and "plain" (a condition-only breakpoint without one).  Paths: "fast" (the condition
+compiled by engine/conditions.py, as fastattach compiles it: C calls it as a function of
+the frame's variables) and "general" (a bare compile(): C evaluates it with the frame's
+globals and locals, pydevd's eval).
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ def loop(n):
     return total
 
 BP_LINE = loop.__code__.co_firstlineno + 3
-condition = compile("i < 0", "<condition>", "eval")
+if sys.argv[3] == "fast":
+    from fastattach.engine import conditions
+    condition = conditions.compile_condition("i < 0", "<condition>")
+else:
+    _fasttrace.set_condition_compiler(None)
+    condition = compile("i < 0", "<condition>", "eval")
 budget = _fasttrace.Budget("spec", counts_evaluations=True) if sys.argv[1] == "budget" else None
 
 def compute(code):
@@ -53,6 +61,7 @@ M.set_local_events(TOOL, loop.__code__, M.events.LINE)
 loop(int(sys.argv[2]))
 stats = tracer.stats()
 assert stats["condition_false"] == int(sys.argv[2]) and stats["errors"] == 0, stats
+assert stats["condition_fast"] == (int(sys.argv[2]) if sys.argv[3] == "fast" else 0), stats
 M.set_local_events(TOOL, loop.__code__, 0)
 M.register_callback(TOOL, M.events.LINE, None)
 M.free_tool_id(TOOL)
@@ -64,11 +73,13 @@ ENV = {"PYTHONHASHSEED": "0", "PATH": "/usr/bin:/bin"}
 
 def warm_up(python: str) -> None:
     """One run outside valgrind, so that no counted run also writes .pyc files."""
-    subprocess.run([python, "-c", PROGRAM, "budget", "10"], check=True, env=ENV)
+    for path in ("fast", "general"):
+        subprocess.run([python, "-c", PROGRAM, "budget", "10", path], check=True, env=ENV)
 
 
-def instructions(python: str, mode: str, n: int) -> int:
-    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, "-c", PROGRAM, mode, str(n)]
+def instructions(python: str, mode: str, n: int, path: str) -> int:
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, "-c", PROGRAM, mode, str(n),
+               path]
     done = subprocess.run(command, capture_output=True, text=True, env=ENV)
     if done.returncode != 0:
         raise RuntimeError(f"{python} {mode} {n}: {done.stderr[-2000:]}")
@@ -80,16 +91,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--n1", type=int, default=10_000)
     parser.add_argument("--n2", type=int, default=60_000)
     parser.add_argument("--mode", action="append", choices=("budget", "plain"))
+    parser.add_argument("--path", action="append", choices=("fast", "general"))
     parser.add_argument("python", nargs="+")
     args = parser.parse_args(argv)
-    print("| interpreter | mode | instructions at n1 | at n2 | per event |")
-    print("|---|---|---|---|---|")
+    print("| interpreter | mode | condition path | instructions at n1 | at n2 | per event |")
+    print("|---|---|---|---|---|---|")
     for python in args.python:
         warm_up(python)
     for python in args.python:
         for mode in args.mode or ("budget", "plain"):
-            low, high = instructions(python, mode, args.n1), instructions(python, mode, args.n2)
-            print(f"| {python} | {mode} | {low:,} | {high:,} | {(high - low) / (args.n2 - args.n1):.1f} |", flush=True)
+            for path in args.path or ("general", "fast"):
+                low, high = instructions(python, mode, args.n1, path), instructions(python, mode, args.n2, path)
+                print(f"| {python} | {mode} | {path} | {low:,} | {high:,} | {(high - low) / (args.n2 - args.n1):.1f} |",
+                      flush=True)
     return 0
 
 

@@ -18,4 +18,4 @@ cd tests
 LD_PRELOAD="$libasan" PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     "../$venv/bin/python" -m pytest -p no:cacheprovider -q -c ../pyproject.toml --rootdir .. \
-    test_fasttrace.py test_gate.py test_debuggee_signals.py
+    test_fasttrace.py test_conditions.py test_gate.py test_debuggee_signals.py

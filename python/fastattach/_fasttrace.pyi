@@ -23,6 +23,15 @@ def set_superinstruction_table(caches: Buffer, bases: Buffer, ops: Buffer, /) ->
 def reform_superinstructions(code: CodeType, /) -> int:
     """Form code's superinstructions again if nothing but RESUME is instrumented; how many."""
 
+def set_condition_compiler(
+    compiler: Callable[[CodeType, CodeType, dict[str, Any]],
+                       tuple[Callable[..., Any], tuple[str, ...], tuple[int, int, Any, int, Any] | None] | None]
+    | None, /,
+) -> None:
+    """compiler(condition, code, globals) -> (function, names, comparison) or None, asked when a
+    per-code table is loaded: C then computes the condition as function(*frame variables named),
+    or makes the comparison itself (engine/conditions.py)."""
+
 def seen_by_filter(code: CodeType, /) -> bool:
     """Whether an event of this code object reached the filter (its code-extra slot holds a table)."""
 

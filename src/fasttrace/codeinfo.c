@@ -8,6 +8,7 @@ ft_codeinfo_clear_lines(ft_codeinfo *info)
 {
     for (Py_ssize_t i = 0; i < info->n_lines; i++) {
         Py_CLEAR(info->lines[i].condition);
+        Py_CLEAR(info->lines[i].fast);
         Py_CLEAR(info->lines[i].budget);
     }
     PyMem_Free(info->lines);
@@ -101,8 +102,67 @@ ft_compare_bpline(const void *a, const void *b)
     return (la > lb) - (la < lb);
 }
 
+/* 1 when fast is a (function, names, comparison) triple C can use: a function taking
+   the named variables, and None or a comparison (see ft_compare in trampoline.c) of
+   those variables and constants. */
+static int
+ft_is_fast_condition(PyObject *fast)
+{
+    if (!PyTuple_Check(fast) || PyTuple_GET_SIZE(fast) != 3 || !PyFunction_Check(PyTuple_GET_ITEM(fast, 0))
+        || !PyTuple_Check(PyTuple_GET_ITEM(fast, 1))) {
+        return 0;
+    }
+    PyCodeObject *code = (PyCodeObject *)PyFunction_GET_CODE(PyTuple_GET_ITEM(fast, 0));
+    PyObject *names = PyTuple_GET_ITEM(fast, 1);
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    if (n > FT_FAST_CONDITION_MAX_ARGS || code->co_argcount != n || code->co_kwonlyargcount != 0
+        || (code->co_flags & (CO_VARARGS | CO_VARKEYWORDS)) != 0) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(names, i))) {
+            return 0;
+        }
+    }
+    PyObject *comparison = PyTuple_GET_ITEM(fast, 2);
+    if (comparison == Py_None) {
+        return 1;
+    }
+    if (!PyTuple_Check(comparison) || PyTuple_GET_SIZE(comparison) != 5
+        || !ft_is_small_int(PyTuple_GET_ITEM(comparison, 0), 0, FT_COMPARE_COUNT)) {
+        return 0;
+    }
+    for (int side = 1; side <= 3; side += 2) {
+        PyObject *kind = PyTuple_GET_ITEM(comparison, side);
+        if (!ft_is_small_int(kind, FT_OPERAND_VARIABLE, FT_OPERAND_CONSTANT + 1)) {
+            return 0;
+        }
+        if (ft_small_int_value(kind) == FT_OPERAND_VARIABLE
+            && !ft_is_small_int(PyTuple_GET_ITEM(comparison, side + 1), 0, n)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The globals of the frame running code, a new reference; NULL (no exception) when the
+   current frame runs other code. */
+static PyObject *
+ft_globals_of_running(PyObject *code)
+{
+    PyFrameObject *frame = PyEval_GetFrame();   /* borrowed: the event's frame */
+    if (frame == NULL) {
+        return NULL;
+    }
+    PyCodeObject *running = PyFrame_GetCode(frame);
+    PyObject *globals = (PyObject *)running == code ? PyFrame_GetGlobals(frame) : NULL;
+    Py_DECREF(running);
+    return globals;
+}
+
 int
-ft_codeinfo_load(ft_codeinfo *info, PyObject *answer, PyTypeObject *budget_type)
+ft_codeinfo_load(ft_codeinfo *info, PyObject *answer, PyTypeObject *budget_type, PyObject *code,
+                 PyObject *compiler)
 {
     ft_codeinfo_clear_lines(info);
     info->function_bp = 0;
@@ -120,12 +180,14 @@ ft_codeinfo_load(ft_codeinfo *info, PyObject *answer, PyTypeObject *budget_type)
     PyObject *entries = PyTuple_GET_ITEM(answer, 1);   /* borrowed: owned by answer */
     Py_ssize_t n = PyTuple_GET_SIZE(entries);
     ft_bpline *lines = NULL;   /* owned until stored in info */
+    PyObject *globals = NULL;  /* owned */
     if (n > 0) {
         lines = PyMem_Calloc((size_t)n, sizeof(ft_bpline));
         if (lines == NULL) {
             PyErr_NoMemory();
             return -1;
         }
+        globals = compiler != NULL ? ft_globals_of_running(code) : NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *entry = PyTuple_GET_ITEM(entries, i);
@@ -150,7 +212,28 @@ ft_codeinfo_load(ft_codeinfo *info, PyObject *answer, PyTypeObject *budget_type)
         lines[i].line = (int)line;
         lines[i].condition = condition == Py_None ? NULL : Py_NewRef(condition);
         lines[i].budget = budget == Py_None ? NULL : (BudgetObject *)Py_NewRef(budget);
+        if (condition != Py_None && globals != NULL) {
+            PyObject *fast = PyObject_CallFunctionObjArgs(compiler, condition, code, globals, NULL);
+            if (fast == NULL) {
+                goto error;
+            }
+            if (fast != Py_None && !ft_is_fast_condition(fast)) {
+                Py_DECREF(fast);
+                PyErr_Format(PyExc_TypeError,
+                             "the condition compiler must return None or (function, names, comparison) with "
+                             "at most %d positional parameters, one per name",
+                             FT_FAST_CONDITION_MAX_ARGS);
+                goto error;
+            }
+            if (fast == Py_None) {
+                Py_DECREF(fast);
+            }
+            else {
+                lines[i].fast = fast;
+            }
+        }
     }
+    Py_XDECREF(globals);
     if (n > 1) {
         qsort(lines, (size_t)n, sizeof(ft_bpline), ft_compare_bpline);
     }
@@ -159,8 +242,10 @@ ft_codeinfo_load(ft_codeinfo *info, PyObject *answer, PyTypeObject *budget_type)
     info->function_bp = function_bp;
     return 0;
 error:
+    Py_XDECREF(globals);
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_XDECREF(lines[i].condition);
+        Py_XDECREF(lines[i].fast);
         Py_XDECREF(lines[i].budget);
     }
     PyMem_Free(lines);

@@ -16,6 +16,9 @@
 typedef struct {
     int line;
     PyObject *condition;   /* owned: compiled condition of a condition-only breakpoint, or NULL */
+    PyObject *fast;        /* owned: (function, names, comparison) computing condition from the frame's
+                              variables (engine/conditions.py), or NULL where only the general path
+                              is exact */
     BudgetObject *budget;  /* owned: the breakpoint's budget (see budget.h), or NULL */
 } ft_bpline;
 
@@ -45,10 +48,41 @@ ft_codeinfo *ft_codeinfo_new(PyObject *code, Py_ssize_t extra_index);
    Python function in the TypeError for a non-code argument. */
 int ft_codeinfo_peek(PyObject *code, Py_ssize_t extra_index, const char *caller, ft_codeinfo **info);
 
+/* The most variables a condition's function reads (engine/conditions.py MAX_VARIABLES). */
+#define FT_FAST_CONDITION_MAX_ARGS 8
+
+/* A comparison C makes itself (engine/conditions.py _COMPARISONS): Py_LT..Py_GE, then these. */
+enum { FT_COMPARE_IS = 6, FT_COMPARE_IS_NOT, FT_COMPARE_IN, FT_COMPARE_NOT_IN, FT_COMPARE_COUNT };
+/* The kinds of a comparison's operands: a variable (its index in names) or a constant. */
+enum { FT_OPERAND_VARIABLE = 0, FT_OPERAND_CONSTANT = 1 };
+
+/* 1 when v is an exact int in [lo, hi) stored in one digit, whose value
+   ft_small_int_value then reads inline (ft_codeinfo_load checks every int of a
+   comparison this way, so the hit path never calls PyLong_AsLong).  Never raises. */
+static inline int
+ft_is_small_int(PyObject *v, long lo, long hi)
+{
+    if (!PyLong_CheckExact(v) || !PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+        return 0;
+    }
+    Py_ssize_t value = PyUnstable_Long_CompactValue((PyLongObject *)v);
+    return value >= lo && value < hi;
+}
+
+static inline long
+ft_small_int_value(PyObject *v)
+{
+    return (long)PyUnstable_Long_CompactValue((PyLongObject *)v);
+}
+
 /* Fill info from compute(code)'s answer: None, or
-   (function_bp, ((line, condition|None[, budget|None]), ...)).  0, or -1 with an
-   exception set and info left empty. */
-int ft_codeinfo_load(ft_codeinfo *info, PyObject *answer, PyTypeObject *budget_type);
+   (function_bp, ((line, condition|None[, budget|None]), ...)).  With a compiler
+   (set_condition_compiler), each condition also gets compiler(condition, code, globals)'s
+   (function, names, comparison) or None, globals being those of the frame running code (the event's),
+   or no function when the current frame runs other code.  0, or -1 with an exception set
+   and info left empty. */
+int ft_codeinfo_load(ft_codeinfo *info, PyObject *answer, PyTypeObject *budget_type, PyObject *code,
+                     PyObject *compiler);
 
 /* code's table, made on its first event.  Borrowed: owned by the code object.  NULL
    with an exception set on failure. */

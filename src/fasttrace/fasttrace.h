@@ -63,6 +63,10 @@ typedef struct {
     PyTypeObject *tracer_type;      /* owned */
     PyTypeObject *trampoline_type;  /* owned */
     PyTypeObject *budget_type;      /* owned */
+    PyObject *condition_compiler;   /* owned: compiler(condition, code, globals) -> (function, names,
+                                       comparison) | None
+                                       (engine/conditions.py function_for), or NULL: conditions are only
+                                       evaluated by the general path */
     uint64_t last_stamp;            /* hands out Tracer ids and breakpoint generations alike,
                                        so a new tracer never matches a table cached by an old one */
     Py_ssize_t extra_index;         /* code-extra slot of the debugger's Tracer: one per interpreter,
@@ -101,6 +105,7 @@ extern PyType_Spec Budget_spec;
     X(LINE_FORWARD, "line_forward")                         \
     X(CONDITION_FALSE, "condition_false")                   \
     X(CONDITION_FORWARD, "condition_forward")               \
+    X(CONDITION_FAST, "condition_fast")                     \
     X(START_DISABLE, "start_disable")                       \
     X(START_FORWARD, "start_forward")                       \
     X(JUMP_DISABLE, "jump_disable")                         \

@@ -83,7 +83,22 @@ fasttrace_reform_superinstructions(PyObject *module, PyObject *code)
     return PyLong_FromSsize_t(ft_reform_superinstructions(get_fasttrace_state(module), (PyCodeObject *)code));
 }
 
+static PyObject *
+fasttrace_set_condition_compiler(PyObject *module, PyObject *compiler)
+{
+    if (compiler != Py_None && !PyCallable_Check(compiler)) {
+        PyErr_SetString(PyExc_TypeError, "set_condition_compiler() takes a callable or None");
+        return NULL;
+    }
+    fasttrace_state *st = get_fasttrace_state(module);
+    Py_XSETREF(st->condition_compiler, compiler == Py_None ? NULL : Py_NewRef(compiler));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef fasttrace_methods[] = {
+    {"set_condition_compiler", (PyCFunction)fasttrace_set_condition_compiler, METH_O,
+     "set_condition_compiler(compiler | None): compiler(condition, code, globals) -> (function, names, "
+     "comparison) or None makes a condition a function of the frame's variables when a per-code table is loaded"},
     {"set_superinstruction_table", (PyCFunction)(void (*)(void))fasttrace_set_superinstruction_table,
      METH_FASTCALL, "3.12: opcode tables for forming superinstructions again where PY_START answers DISABLE"},
     {"reform_superinstructions", (PyCFunction)fasttrace_reform_superinstructions, METH_O,
@@ -138,6 +153,7 @@ fasttrace_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->tracer_type);
     Py_VISIT(st->trampoline_type);
     Py_VISIT(st->budget_type);
+    Py_VISIT(st->condition_compiler);
     return 0;
 }
 
@@ -148,6 +164,7 @@ fasttrace_clear(PyObject *module)
     Py_CLEAR(st->tracer_type);
     Py_CLEAR(st->trampoline_type);
     Py_CLEAR(st->budget_type);
+    Py_CLEAR(st->condition_compiler);
     return 0;
 }
 

@@ -120,7 +120,10 @@ ft_lookup(TracerObject *self, PyObject *code)
         ft_record_error(self);
         return NULL;
     }
-    int rc = ft_codeinfo_load(info, answer, self->state->budget_type);
+    /* Owned for the call: the compiler is Python code, and may replace itself. */
+    PyObject *compiler = Py_XNewRef(self->state->condition_compiler);
+    int rc = ft_codeinfo_load(info, answer, self->state->budget_type, code, compiler);
+    Py_XDECREF(compiler);
     Py_DECREF(answer);
     if (rc < 0) {
         ft_record_error(self);
@@ -130,14 +133,122 @@ ft_lookup(TracerObject *self, PyObject *code)
     return info;
 }
 
-/* 1 true, 0 false, -1 could not tell (it raised): pydevd then evaluates it and reports.
-   -2: a KeyboardInterrupt or SystemExit arrived meanwhile; it is set, for the program. */
+/* ft_fast_condition's answer when this frame needs the general path. */
+#define FT_FAST_UNSUITED (-3)
+
+/* One side of a comparison: borrowed, from args or the comparison's constants.  Its ints
+   were checked by ft_codeinfo_load (ft_is_small_int). */
+static inline PyObject *
+ft_operand(PyObject *comparison, int side, PyObject *const *args)
+{
+    PyObject *operand = PyTuple_GET_ITEM(comparison, side + 1);
+    if (ft_small_int_value(PyTuple_GET_ITEM(comparison, side)) == FT_OPERAND_CONSTANT) {
+        return operand;
+    }
+    return args[ft_small_int_value(operand)];
+}
+
+/* The truth of a comparison (engine/conditions.py _comparison) of the variables in args:
+   what COMPARE_OP, IS_OP and CONTAINS_OP compute, then bool() as the caller's IsTrue
+   would.  1, 0, or -1 with an exception set. */
 static int
-ft_condition_holds(PyObject *condition)
+ft_compare(PyObject *comparison, PyObject *const *args)
+{
+    int op = (int)ft_small_int_value(PyTuple_GET_ITEM(comparison, 0));
+    PyObject *left = ft_operand(comparison, 1, args);
+    PyObject *right = ft_operand(comparison, 3, args);
+    int result;
+    switch (op) {
+    case FT_COMPARE_IS:
+        return left == right;
+    case FT_COMPARE_IS_NOT:
+        return left != right;
+    case FT_COMPARE_IN:
+        return PySequence_Contains(right, left);
+    case FT_COMPARE_NOT_IN:
+        result = PySequence_Contains(right, left);
+        return result < 0 ? -1 : !result;
+    default: {
+        PyObject *value = PyObject_RichCompare(left, right, op);
+        if (value == NULL) {
+            return -1;
+        }
+        result = PyObject_IsTrue(value);
+        Py_DECREF(value);
+        return result;
+    }
+    }
+}
+
+/* The condition computed by its function (engine/conditions.py) from the frame's
+   variables: 1 true, 0 false, -1 it raised (the exception is set); FT_FAST_UNSUITED,
+   with no exception, when only the general path is exact here: the frame runs with other
+   globals than the function was made with, or a variable the condition reads is unbound
+   (eval would then find the name in globals or builtins).  fast is a (function, names,
+   comparison) triple that ft_codeinfo_load checked; the caller owns a reference to it. */
+static int
+ft_fast_condition(PyObject *fast, PyFrameObject *frame)
+{
+    PyObject *function = PyTuple_GET_ITEM(fast, 0);   /* borrowed: owned by fast */
+    PyObject *names = PyTuple_GET_ITEM(fast, 1);      /* borrowed: owned by fast */
+    PyObject *globals = PyFrame_GetGlobals(frame);
+    int same_globals = globals == PyFunction_GET_GLOBALS(function);
+    Py_DECREF(globals);
+    if (!same_globals) {
+        return FT_FAST_UNSUITED;
+    }
+    PyObject *args[FT_FAST_CONDITION_MAX_ARGS];   /* owned, the first n */
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* One variable by name, straight from the frame: no locals dict (3.12) or
+           proxy (3.13+) is built. */
+        args[i] = PyFrame_GetVar(frame, PyTuple_GET_ITEM(names, i));
+        if (args[i] == NULL) {
+            int unbound = PyErr_ExceptionMatches(PyExc_NameError);
+            while (i-- > 0) {
+                Py_DECREF(args[i]);
+            }
+            if (unbound) {
+                PyErr_Clear();
+                return FT_FAST_UNSUITED;
+            }
+            return -1;
+        }
+    }
+    PyObject *comparison = PyTuple_GET_ITEM(fast, 2);   /* borrowed: owned by fast */
+    int truth;
+    if (comparison != Py_None) {
+        truth = ft_compare(comparison, args);
+    }
+    else {
+        PyObject *value = PyObject_Vectorcall(function, args, (size_t)n, NULL);
+        truth = value == NULL ? -1 : PyObject_IsTrue(value);
+        Py_XDECREF(value);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(args[i]);
+    }
+    return truth;
+}
+
+/* 1 true, 0 false, -1 could not tell (it raised): pydevd then evaluates it and reports.
+   -2: a KeyboardInterrupt or SystemExit arrived meanwhile; it is set, for the program.
+   fast (or NULL) is the condition's (function, names, comparison); both are owned by the
+   caller. */
+static int
+ft_condition_holds(TracerObject *tracer, PyObject *condition, PyObject *fast)
 {
     PyObject *saved = PyErr_GetRaisedException();
     int result = -1;
     PyFrameObject *frame = PyEval_GetFrame();   /* borrowed: the user's frame */
+    if (frame != NULL && fast != NULL) {
+        result = ft_fast_condition(fast, frame);
+        if (result != FT_FAST_UNSUITED) {
+            tracer->stats[ST_CONDITION_FAST]++;
+            goto finish;
+        }
+        result = -1;
+    }
     if (frame != NULL) {
         PyObject *globals = PyFrame_GetGlobals(frame);
         PyObject *locals = PyFrame_GetLocals(frame);
@@ -151,6 +262,7 @@ ft_condition_holds(PyObject *condition)
         Py_XDECREF(globals);
         Py_XDECREF(locals);
     }
+finish:
     if (result < 0) {
         if (ft_belongs_to_program()) {
             Py_XDECREF(saved);
@@ -228,6 +340,7 @@ ft_on_budgeted_hit(TrampolineObject *self, TracerObject *tracer, const ft_bpline
        the table that bp points into. */
     Py_INCREF(b);
     PyObject *condition = Py_XNewRef(bp->condition);
+    PyObject *fast = Py_XNewRef(bp->fast);
     PyObject *result = NULL;   /* owned: what the callback returns */
     int tripped = 0;
     int64_t now = ft_monotonic_ns();
@@ -237,7 +350,7 @@ ft_on_budgeted_hit(TrampolineObject *self, TracerObject *tracer, const ft_bpline
         goto done;
     }
     if (condition != NULL) {
-        int holds = ft_condition_holds(condition);
+        int holds = ft_condition_holds(tracer, condition, fast);
         int64_t after = ft_monotonic_ns();
         tripped = ft_budget_charge_time(b, after - now, after);
         now = after;
@@ -287,6 +400,7 @@ done:
         ft_report_trip(tracer, b);
     }
     Py_XDECREF(condition);
+    Py_XDECREF(fast);
     Py_DECREF(b);
     return result;
 }
@@ -310,7 +424,9 @@ ft_on_line(TrampolineObject *self, TracerObject *tracer, ft_codeinfo *info,
     }
     /* Owned: the condition may release the GIL, and another thread reload the table. */
     PyObject *condition = Py_XNewRef(bp->condition);
-    int holds = condition != NULL ? ft_condition_holds(condition) : 1;
+    PyObject *fast = Py_XNewRef(bp->fast);
+    int holds = condition != NULL ? ft_condition_holds(tracer, condition, fast) : 1;
+    Py_XDECREF(fast);
     if (holds == -2) {
         Py_DECREF(condition);
         return NULL;   /* the program's exception is set */

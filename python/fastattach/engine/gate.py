@@ -166,8 +166,11 @@ class Gate:
             return None
         compiled = self._compiled_conditions.get(condition)
         if compiled is None:
+            # Imported here, not at module import: a session without conditions never loads it.
+            from . import conditions
+
             try:
-                compiled = compile(condition, "<breakpoint condition>", "eval")
+                compiled = conditions.compile_condition(condition, "<breakpoint condition>")
             except (SyntaxError, ValueError):
                 return None  # pydevd evaluates it and reports the error to the client
             self._compiled_conditions[condition] = compiled

@@ -12,7 +12,10 @@ attached to the parent with supportsStartDebuggingRequest. Three modes, run side
   (startDebugging) and never attaches; the child stops listening at once and runs on.
 - debugged: the client attaches to every child and configures it (configurationDone).
 
-Per child: "fork -> told" is from just before os.fork() in the parent to the client's receipt
+Per child: "fork -> listening" is from just before os.fork() in the parent to the child's own
+listener logging that it listens (the target's logging handler, inherited across the fork, notes
+the moment; the target imports logging for it, which every mode's child RSS includes);
+"fork -> told" is from just before os.fork() in the parent to the client's receipt
 of startDebugging (both CLOCK_MONOTONIC, one clock for every process on Linux); "fork -> own
 code" is from the same moment to the child's first line of its own (the whole wait included);
 RSS is the child's VmRSS at that first line. Medians with (min-max) over every child of every
@@ -33,7 +36,19 @@ from pathlib import Path
 from fastattach.net.client import DAPClient
 
 TARGET = '''
-import os, sys, time
+import logging, os, sys, time
+parent_pid, child_index = os.getpid(), -1
+
+class ListeningTimes(logging.Handler):
+    """In a child: when its own listener logs that it listens (inherited across the fork)."""
+    def emit(self, record):
+        if os.getpid() != parent_pid and record.getMessage().startswith("fastattach: listening on"):
+            print(f"LISTENING {child_index} {time.monotonic():.6f}", flush=True)
+
+fastattach_log = logging.getLogger("fastattach")
+fastattach_log.setLevel(logging.INFO)
+fastattach_log.addHandler(ListeningTimes())
+fastattach_log.propagate = False
 def rss_kib():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
@@ -41,6 +56,7 @@ count, go = int(sys.argv[1]), sys.argv[2]
 while not os.path.exists(go):
     time.sleep(0.01)
 for i in range(count):
+    child_index = i
     forked_at = time.monotonic()
     pid = os.fork()
     if pid == 0:
@@ -95,12 +111,16 @@ def run(mode: str, children: int, workdir: Path) -> list[dict]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    forks = {int(f[1]): float(f[2]) for f in (line.split() for line in out.splitlines()) if f and f[0] == "FORK"}
+    records = [line.split() for line in out.splitlines()]
+    forks = {int(f[1]): float(f[2]) for f in records if f and f[0] == "FORK"}
+    listening = {int(f[1]): float(f[2]) for f in records if f and f[0] == "LISTENING"}
     results = []
     for fields in (line.split() for line in out.splitlines()):
         if fields and fields[0] == "CHILD":
             index = int(fields[1])
             result = {"own_code_ms": float(fields[2]) * 1000, "rss_kib": int(fields[3])}
+            if index in listening:
+                result["listening_ms"] = (listening[index] - forks[index]) * 1000
             if index < len(told_at):
                 result["told_ms"] = (told_at[index] - forks[index]) * 1000
             results.append(result)
@@ -126,11 +146,12 @@ def main() -> None:
             for mode in MODES:
                 samples[mode] += run(mode, options.children, Path(workdir))
     print(f"Python {sys.version.split()[0]}, {options.repeat} x {options.children} children per mode\n")
-    print("| mode | fork -> told | fork -> own code | child RSS |")
-    print("|---|---|---|---|")
+    print("| mode | fork -> listening | fork -> told | fork -> own code | child RSS |")
+    print("|---|---|---|---|---|")
     for mode in MODES:
         rows = samples[mode]
-        print(f"| {mode} | {summary([r['told_ms'] for r in rows if 'told_ms' in r], 'ms')} | "
+        print(f"| {mode} | {summary([r['listening_ms'] for r in rows if 'listening_ms' in r], 'ms')} | "
+              f"{summary([r['told_ms'] for r in rows if 'told_ms' in r], 'ms')} | "
               f"{summary([r['own_code_ms'] for r in rows], 'ms')} | "
               f"{summary([r['rss_kib'] / 1024 for r in rows], 'MiB')} |")
 

@@ -90,8 +90,7 @@ def condition_rate(options: dict, *, pydevd_evaluates: bool) -> float:
 def _compile(source: str | None, what: str):
     if not source:
         return None
-    # Imported here, not at module import: probes and sessions without conditions never load it.
-    from . import conditions
+    from . import conditions  # RSS: probes and sessions without conditions never load it
 
     try:
         return conditions.compile_condition(source, f"<breakpoint {what}>")

@@ -166,8 +166,7 @@ class Gate:
             return None
         compiled = self._compiled_conditions.get(condition)
         if compiled is None:
-            # Imported here, not at module import: a session without conditions never loads it.
-            from . import conditions
+            from . import conditions  # RSS: a session without conditions never loads it
 
             try:
                 compiled = conditions.compile_condition(condition, "<breakpoint condition>")

@@ -11,8 +11,6 @@ about one run in five; with GEVENT_SUPPORT=True it hung at its first breakpoint)
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 from _e2e import DebugServer, marker_line, outputs, target, wait_stop
 from dap_schema import assert_valid
@@ -24,10 +22,12 @@ from fastattach.net.client import DAPClient, DAPError
 PROGRAM = target("gevent_patched.py")
 COMPLETE_OUTPUT = ["results [('greenlet', 6), ('main', 4), ('thread', 2)]", "done"]
 NOTICE_START = "fastattach: gevent is not supported ("
-# On 3.13 a gevent program that pydevd debugs (under debugpy 1.8.22 too) waits for ever in
-# threading._shutdown while a client is attached (docs/debugpy-compat.md): the client
-# disconnects first, and the exit itself is checked on 3.12.
-EXITS = sys.version_info < (3, 13)
+# A gevent program that pydevd has debugged may not exit: on 3.13 (under debugpy 1.8.22 too) it
+# waits for ever in threading._shutdown while a client is attached, and on 3.12 it did once in
+# a CI run even after the client's disconnect (pydevd's end of it timed out). gevent is not
+# supported (docs/debugpy-compat.md says so, this hang included): what these tests hold is the
+# notice and that the program's own work completes, not its exit.
+EXITS = False
 
 
 def run_session(tmp_path, env=None, **attach_args) -> dict:

@@ -50,7 +50,8 @@ SECRET = "bench-secret-0123456789"
 DEBUGGEE = textwrap.dedent("""
     import json, os, sys, threading, time
     import psutil
-    from fastattach.net.security import FailureThrottle, GuessLimiter, server_ssl_context
+    from fastattach.net.guessing import GuessLimiter
+    from fastattach.net.security import FailureThrottle, server_ssl_context
     from fastattach.net.listener import Listener
 
     if os.environ.get("BENCH_LOG"):

@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastattach.net.client import DAPClient
+from fastattach.net.guessing import GuessLimiter
 from fastattach.net.handshake import MAX_BODY_BYTES_BEFORE_ATTACH, MAX_MESSAGES_BEFORE_ATTACH, Handshake
 from fastattach.net.listener import Listener
-from fastattach.net.security import FailureThrottle, GuessLimiter
+from fastattach.net.security import FailureThrottle
 from fastattach.net.wire import MAX_HEADER_BYTES, FrameDecoder, ProtocolError, decode_message, encode_message
 
 EXAMPLES = int(os.environ.get("FASTATTACH_FUZZ_EXAMPLES", "2000"))

@@ -20,7 +20,8 @@ import pytest
 from conftest import wait_until
 from test_server import clients, fake, make_listener  # noqa: F401  (fixtures)
 
-from fastattach.net.security import GUESS_BURST, GUESSES_PER_SECOND, FailureThrottle, GuessLimiter
+from fastattach.net.guessing import GUESS_BURST, GUESSES_PER_SECOND, GuessLimiter
+from fastattach.net.security import FailureThrottle
 
 SECRET = "guessing-test-secret-0123456789"
 GUESSER_PATH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "guess_secret.py"

@@ -25,9 +25,7 @@ from .._handoff import prompt_gil_handoffs
 from .._log import logger
 from .security import (
     FailureThrottle,
-    GuessLimiter,
     check_bind_allowed,
-    peer_principal,
     resolvable,
     secrets_match,
     warn_if_plaintext_secret,
@@ -40,6 +38,7 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable
 
+    from .guessing import GuessLimiter
     from .relay import ClientSession
 
 # From TCP accept to an accepted attach, TLS handshake included.
@@ -125,7 +124,7 @@ class Listener:
         self._answer_probe_request = answer_probe_request
         self._auth_timeout = auth_timeout
         self._throttle = throttle or FailureThrottle()
-        self.guess_limiter = guess_limiter or GuessLimiter()
+        self._guess_limiter = guess_limiter   # made with the first connection (guess_limiter)
         self._sock = self._bind(host, port)
         self.address: tuple[str, int] = self._sock.getsockname()[:2]
         self._lock = threading.Lock()
@@ -145,6 +144,16 @@ class Listener:
         self._accept_thread = start_service_thread(self._accept_loop, "fastattach.listener")
         logger.info("fastattach: listening on %s:%s%s%s", *self.address,
                     " (TLS)" if ssl_context else "", " (secret required)" if secret else "")
+
+    @property
+    def guess_limiter(self) -> GuessLimiter:
+        """The listener's budget of secret checks, shared by all its connections."""
+        # Made on the accept thread, with the first connection's handshake (under self._lock).
+        if self._guess_limiter is None:
+            from .guessing import GuessLimiter  # RSS: the guessing rules load with the first connection
+
+            self._guess_limiter = GuessLimiter()
+        return self._guess_limiter
 
     @staticmethod
     def _bind(host: str, port: int) -> _socket.socket:
@@ -338,6 +347,8 @@ class Listener:
 
     def _admit_or_refuse(self, conn: socket.socket, peer) -> None:
         # Without a secret nothing is guessed, and the kernel's socket table need not be read.
+        from .guessing import peer_principal  # RSS: the guessing rules load with the first connection
+
         principal = (peer_principal(conn.getsockname(), peer) if self._secret is not None
                      else peer[0] if isinstance(peer, tuple) else str(peer))
         wait = self._throttle.retry_after(principal)

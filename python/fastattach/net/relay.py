@@ -24,9 +24,10 @@ from typing import NamedTuple
 from .._handoff import prompt_gil_handoffs
 from .._log import logger
 from .adapter import AdapterRules
+from .guessing import GuessLimiter
 from .handshake import MAX_BODY_BYTES_BEFORE_ATTACH, Handshake
 from .request_shapes import check_request
-from .security import FailureThrottle, GuessLimiter
+from .security import FailureThrottle
 from .sockets import WOULD_BLOCK, Waker, close_quietly, format_peer, would_block
 from .wire import (
     DEFAULT_MAX_BODY_BYTES,
